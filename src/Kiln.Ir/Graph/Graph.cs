@@ -1,0 +1,123 @@
+namespace Kiln.Ir;
+
+/// <summary>A graph output: the value it returns, under the name and type the model declares.</summary>
+public sealed class GraphOutput(string name, Value value, IrType declaredType)
+{
+    public string Name { get; set; } = name;
+
+    public Value Value { get; set; } = value;
+
+    /// <summary>The type the model declares (printed in the signature); the value's own type is what inference computed.</summary>
+    public IrType DeclaredType { get; set; } = declaredType;
+}
+
+/// <summary>
+/// A graph in SSA form: inputs, constants, nodes in topological order, outputs. Subgraphs (If/Loop/Scan bodies)
+/// are graphs whose <see cref="Parent"/> is set; their nodes may use values of enclosing graphs.
+/// </summary>
+public sealed class Graph
+{
+    private readonly Dictionary<string, Value> _byName = new(StringComparer.Ordinal);
+
+    public Graph(string name, Graph? parent = null)
+    {
+        Name = name;
+        Parent = parent;
+    }
+
+    public string Name { get; set; }
+
+    public Graph? Parent { get; internal set; }
+
+    public List<Value> Inputs { get; } = [];
+
+    public List<Value> Constants { get; } = [];
+
+    public List<Node> Nodes { get; } = [];
+
+    public List<GraphOutput> Outputs { get; } = [];
+
+    /// <summary>Symbols the model declares that inference found to equal an expression (<c>total_seq = past_seq + seq</c>).</summary>
+    public SortedDictionary<string, Dim> Bindings { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Looks a value up by name in this graph, then in enclosing graphs.</summary>
+    public Value? Lookup(string name)
+    {
+        for (var g = this; g is not null; g = g.Parent)
+            if (g._byName.TryGetValue(name, out var v)) return v;
+        return null;
+    }
+
+    /// <summary>Looks a value up in this graph only.</summary>
+    public Value? LookupLocal(string name) => _byName.GetValueOrDefault(name);
+
+    private void Define(Value v)
+    {
+        if (!_byName.TryAdd(v.Name, v))
+            throw new Diagnostics.KilnException(new Diagnostics.Diagnostic(Diagnostics.DiagnosticCode.DuplicateDefinition,
+                $"value '{v.Name}' is defined more than once in graph '{Name}'"));
+        v.Owner = this;
+    }
+
+    public Value AddInput(string name, IrType type)
+    {
+        var v = new Value(name, type, ValueKind.GraphInput);
+        Define(v);
+        Inputs.Add(v);
+        return v;
+    }
+
+    public Value AddConstant(string name, TensorData data)
+    {
+        var v = new Value(name, data.Type, ValueKind.Constant) { Data = data };
+        Define(v);
+        Constants.Add(v);
+        return v;
+    }
+
+    /// <summary>Appends a node; its outputs are named by <paramref name="outputNames"/> (null entries are absent outputs).</summary>
+    public Node AddNode(string op, string domain, string? name, Value?[] inputs, IReadOnlyList<string?> outputNames,
+        IDictionary<string, AttrValue>? attributes = null, IReadOnlyList<IrType>? outputTypes = null)
+    {
+        var node = new Node(this, op, domain, name, inputs, outputNames.Count, attributes);
+        for (var i = 0; i < outputNames.Count; i++)
+        {
+            if (outputNames[i] is not { } n) continue;
+            var v = new Value(n, outputTypes?[i] ?? IrType.Unknown, ValueKind.NodeOutput) { Producer = node };
+            Define(v);
+            node.Outputs[i] = v;
+        }
+        Nodes.Add(node);
+        return node;
+    }
+
+    public void AddOutput(Value value, IrType? declaredType = null, string? name = null) =>
+        Outputs.Add(new GraphOutput(name ?? value.Name, value, declaredType ?? value.Type));
+
+    /// <summary>Removes a node that nothing uses any more.</summary>
+    public void RemoveNode(Node node)
+    {
+        foreach (var o in node.Outputs)
+        {
+            if (o is null) continue;
+            if (o.Uses.Count > 0) throw new InvalidOperationException($"cannot remove {node}: {o} still has uses");
+            _byName.Remove(o.Name);
+        }
+        node.DetachInputs();
+        Nodes.Remove(node);
+    }
+
+    /// <summary>Every value defined in this graph (inputs, constants, node outputs), in definition order.</summary>
+    public IEnumerable<Value> DefinedValues =>
+        Inputs.Concat(Constants).Concat(Nodes.SelectMany(n => n.Outputs).OfType<Value>());
+
+    /// <summary>This graph and every subgraph below it.</summary>
+    public IEnumerable<Graph> AllGraphs()
+    {
+        yield return this;
+        foreach (var n in Nodes)
+            foreach (var sub in n.Subgraphs)
+                foreach (var g in sub.AllGraphs())
+                    yield return g;
+    }
+}

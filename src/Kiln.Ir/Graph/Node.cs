@@ -1,0 +1,65 @@
+namespace Kiln.Ir;
+
+/// <summary>One operation: an op of a domain applied to inputs, defining outputs. Absent optional inputs and outputs are null.</summary>
+public sealed class Node
+{
+    private readonly Value?[] _inputs;
+
+    internal Node(Graph owner, string op, string domain, string? name, Value?[] inputs, int outputCount, IDictionary<string, AttrValue>? attributes)
+    {
+        Owner = owner;
+        Op = op;
+        Domain = domain;
+        Name = name;
+        _inputs = inputs;
+        Outputs = new Value?[outputCount];
+        Attributes = attributes is null ? [] : new Dictionary<string, AttrValue>(attributes);
+        for (var i = 0; i < inputs.Length; i++) inputs[i]?.AddUse(this, i);
+    }
+
+    public Graph Owner { get; }
+
+    public string Op { get; }
+
+    /// <summary>"" for the default ONNX domain.</summary>
+    public string Domain { get; }
+
+    public string? Name { get; set; }
+
+    public IReadOnlyList<Value?> Inputs => _inputs;
+
+    public Value?[] Outputs { get; }
+
+    /// <summary>Attributes in the order they were given.</summary>
+    public Dictionary<string, AttrValue> Attributes { get; }
+
+    /// <summary>The op's display name: <c>Op</c> or <c>domain:Op</c>.</summary>
+    public string QualifiedOp => Domain.Length == 0 ? Op : $"{Domain}:{Op}";
+
+    public int Index => Owner.Nodes.IndexOf(this);
+
+    public void SetInput(int index, Value? value)
+    {
+        _inputs[index]?.RemoveUse(this, index);
+        _inputs[index] = value;
+        value?.AddUse(this, index);
+    }
+
+    public T? Attr<T>(string name) where T : AttrValue => Attributes.TryGetValue(name, out var a) ? a as T : null;
+
+    /// <summary>Subgraphs held in attributes (If branches, Loop/Scan bodies).</summary>
+    public IEnumerable<Graph> Subgraphs =>
+        Attributes.Values.SelectMany(a => a switch
+        {
+            GraphAttr g => [g.Value],
+            GraphsAttr gs => gs.Value,
+            _ => Array.Empty<Graph>(),
+        });
+
+    internal void DetachInputs()
+    {
+        for (var i = 0; i < _inputs.Length; i++) _inputs[i]?.RemoveUse(this, i);
+    }
+
+    public override string ToString() => $"{QualifiedOp}{(Name is null ? "" : $" '{Name}'")}";
+}

@@ -1,0 +1,148 @@
+using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Kiln.Ir;
+
+/// <summary>
+/// The contents of a constant tensor. Data is never copied once read: embedded tensors keep the memory the
+/// importer parsed, external and weight-file tensors are views into a memory-mapped file.
+/// </summary>
+public abstract class TensorData
+{
+    private string? _hash;
+
+    protected TensorData(ElementType elem, long[] dims)
+    {
+        Elem = elem;
+        Dims = dims;
+    }
+
+    public ElementType Elem { get; }
+
+    public long[] Dims { get; }
+
+    public long ElementCount => Dims.Aggregate(1L, (a, b) => a * b);
+
+    public TensorType Type => new(Elem, Shape.Of(Dims));
+
+    /// <summary>Bytes of the data in ONNX raw layout (little-endian, packed for 4-bit types). Not for strings.</summary>
+    public abstract ReadOnlySpan<byte> Bytes { get; }
+
+    public long ByteLength => Elem == ElementType.String ? 0 : Elem.ByteCount(ElementCount);
+
+    /// <summary>First 16 hex digits of the SHA-256 of the data (strings: each length-prefixed), computed once.</summary>
+    public string ContentHash => _hash ??= ComputeHash();
+
+    protected virtual string ComputeHash()
+    {
+        Span<byte> digest = stackalloc byte[32];
+        SHA256.HashData(Bytes, digest);
+        return Convert.ToHexStringLower(digest[..8]);
+    }
+
+    public T[] ToArray<T>() where T : unmanaged => MemoryMarshal.Cast<byte, T>(Bytes).ToArray();
+
+    /// <summary>Integer contents widened to long (for shape-like constants).</summary>
+    public long[] ToInt64Array() => Elem switch
+    {
+        ElementType.I64 => ToArray<long>(),
+        ElementType.I32 => ToArray<int>().Select(v => (long)v).ToArray(),
+        ElementType.I16 => ToArray<short>().Select(v => (long)v).ToArray(),
+        ElementType.I8 => ToArray<sbyte>().Select(v => (long)v).ToArray(),
+        ElementType.U8 or ElementType.Bool => Bytes.ToArray().Select(v => (long)v).ToArray(),
+        ElementType.U16 => ToArray<ushort>().Select(v => (long)v).ToArray(),
+        ElementType.U32 => ToArray<uint>().Select(v => (long)v).ToArray(),
+        ElementType.U64 => ToArray<ulong>().Select(v => (long)v).ToArray(),
+        _ => throw new InvalidOperationException($"{Elem.Name()} tensor is not an integer tensor"),
+    };
+
+    public static TensorData FromArray<T>(ElementType elem, long[] dims, T[] values) where T : unmanaged =>
+        new MemoryTensorData(elem, dims, MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+
+    public static TensorData Int64(long[] dims, params long[] values) => FromArray(ElementType.I64, dims, values);
+}
+
+/// <summary>Tensor bytes held in managed memory (typically the buffer the protobuf parser produced).</summary>
+public sealed class MemoryTensorData(ElementType elem, long[] dims, ReadOnlyMemory<byte> data) : TensorData(elem, dims)
+{
+    public ReadOnlyMemory<byte> Memory { get; } = data;
+
+    public override ReadOnlySpan<byte> Bytes => Memory.Span;
+}
+
+/// <summary>String tensor contents: one byte string per element, as ONNX stores them.</summary>
+public sealed class StringTensorData(long[] dims, IReadOnlyList<byte[]> values) : TensorData(ElementType.String, dims)
+{
+    public IReadOnlyList<byte[]> Values { get; } = values;
+
+    public override ReadOnlySpan<byte> Bytes => throw new InvalidOperationException("string tensors have no raw bytes");
+
+    public IEnumerable<string> AsStrings => Values.Select(v => Encoding.UTF8.GetString(v));
+
+    protected override string ComputeHash()
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var v in Values)
+        {
+            sha.AppendData(BitConverter.GetBytes((long)v.Length));
+            sha.AppendData(v);
+        }
+        return Convert.ToHexStringLower(sha.GetHashAndReset()[..8]);
+    }
+}
+
+/// <summary>A read-only memory-mapped file that tensors point into. Owned by the <see cref="Model"/> that uses it.</summary>
+public sealed unsafe class MappedFile : IDisposable
+{
+    private readonly MemoryMappedFile? _file;
+    private readonly MemoryMappedViewAccessor? _view;
+    private readonly byte* _base;
+    private bool _disposed;
+
+    public MappedFile(string path)
+    {
+        Path = path;
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        Length = stream.Length;
+        if (Length == 0) return; // an empty file cannot be mapped; nothing can point into it either.
+        _file = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+        _view = _file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+        byte* p = null;
+        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+        _base = p + _view.PointerOffset;
+    }
+
+    public string Path { get; }
+
+    public long Length { get; }
+
+    public ReadOnlySpan<byte> Span(long offset, long length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (offset < 0 || length < 0 || offset + length > Length)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"range {offset}+{length} outside {Path} ({Length} bytes)");
+        if (length > int.MaxValue) throw new InvalidOperationException($"tensor of {length} bytes exceeds a single span");
+        return length == 0 ? [] : new ReadOnlySpan<byte>(_base + offset, (int)length);
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _view?.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view?.Dispose();
+        _file?.Dispose();
+    }
+}
+
+/// <summary>Tensor bytes inside a memory-mapped file (ONNX external data, or a .kir weights file).</summary>
+public sealed class MappedTensorData(ElementType elem, long[] dims, MappedFile file, long offset) : TensorData(elem, dims)
+{
+    public MappedFile File { get; } = file;
+
+    public long Offset { get; } = offset;
+
+    public override ReadOnlySpan<byte> Bytes => File.Span(Offset, ByteLength);
+}

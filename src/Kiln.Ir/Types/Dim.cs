@@ -1,0 +1,208 @@
+using System.Globalization;
+using System.Text;
+
+namespace Kiln.Ir;
+
+/// <summary>
+/// One dimension: a known number, a symbol (<c>batch</c>), or an integer polynomial over symbols
+/// (<c>past_seq + seq</c>, <c>2*seq</c>), or unknown (<c>?</c>). Kept in a canonical form so equal
+/// expressions compare equal and print the same way.
+/// </summary>
+public sealed class Dim : IEquatable<Dim>
+{
+    // Each term: coefficient times a product of symbols (sorted, repeats allowed). The constant term has no symbols.
+    private readonly Term[] _terms;
+    private readonly bool _unknown;
+
+    private readonly record struct Term(long Coeff, string[] Symbols)
+    {
+        public string Key => string.Join('*', Symbols);
+    }
+
+    public static readonly Dim Unknown = new([], unknown: true);
+    public static readonly Dim Zero = new([], unknown: false);
+    public static readonly Dim One = Const(1);
+
+    private Dim(Term[] terms, bool unknown)
+    {
+        _terms = terms;
+        _unknown = unknown;
+    }
+
+    public static Dim Const(long value) => value == 0 ? new Dim([], false) : new Dim([new Term(value, [])], false);
+
+    public static Dim Symbol(string name) => new([new Term(1, [name])], false);
+
+    public bool IsUnknown => _unknown;
+
+    public bool IsConstant => !_unknown && (_terms.Length == 0 || (_terms.Length == 1 && _terms[0].Symbols.Length == 0));
+
+    /// <summary>The number, when the dim is a known constant.</summary>
+    public long? Value => IsConstant ? (_terms.Length == 0 ? 0 : _terms[0].Coeff) : null;
+
+    public bool IsSymbol => !_unknown && _terms.Length == 1 && _terms[0].Coeff == 1 && _terms[0].Symbols.Length == 1;
+
+    public string? SymbolName => IsSymbol ? _terms[0].Symbols[0] : null;
+
+    /// <summary>Symbols this dim mentions.</summary>
+    public IEnumerable<string> Symbols => _terms.SelectMany(t => t.Symbols).Distinct();
+
+    /// <summary>True when the dim is known to be non-negative: constants ≥ 0, and sums of symbols with positive coefficients.</summary>
+    public bool IsKnownNonNegative => !_unknown && _terms.All(t => t.Coeff >= 0);
+
+    private static Dim Normalize(IEnumerable<Term> terms)
+    {
+        var byKey = new SortedDictionary<string, Term>(StringComparer.Ordinal);
+        foreach (var t in terms)
+        {
+            var key = t.Key;
+            byKey[key] = byKey.TryGetValue(key, out var e) ? e with { Coeff = checked(e.Coeff + t.Coeff) } : t;
+        }
+        // Symbolic terms in symbol order, then the constant term last: "past_seq + seq + 1".
+        var list = byKey.Values.Where(t => t.Coeff != 0).OrderBy(t => t.Symbols.Length == 0 ? 1 : 0).ThenBy(t => t.Key, StringComparer.Ordinal).ToArray();
+        return new Dim(list, false);
+    }
+
+    public static Dim operator +(Dim a, Dim b) =>
+        a._unknown || b._unknown ? Unknown : Normalize(a._terms.Concat(b._terms));
+
+    public static Dim operator -(Dim a) => a._unknown ? Unknown : Normalize(a._terms.Select(t => t with { Coeff = -t.Coeff }));
+
+    public static Dim operator -(Dim a, Dim b) => a + -b;
+
+    public static Dim operator *(Dim a, Dim b)
+    {
+        if (a._unknown || b._unknown)
+        {
+            // 0 times anything is 0, even an unknown.
+            if (a.Value == 0 || b.Value == 0) return Zero;
+            return Unknown;
+        }
+        var terms = new List<Term>();
+        foreach (var x in a._terms)
+            foreach (var y in b._terms)
+            {
+                var syms = x.Symbols.Concat(y.Symbols).OrderBy(s => s, StringComparer.Ordinal).ToArray();
+                terms.Add(new Term(checked(x.Coeff * y.Coeff), syms));
+            }
+        return Normalize(terms);
+    }
+
+    public static implicit operator Dim(long value) => Const(value);
+
+    /// <summary>a / b when it divides exactly (by a constant, or by a single monomial every term contains); otherwise null.</summary>
+    public static Dim? ExactDivide(Dim a, Dim b)
+    {
+        if (a._unknown || b._unknown) return null;
+        if (b.Value is { } c)
+        {
+            if (c == 0) return null;
+            if (a._terms.Any(t => t.Coeff % c != 0)) return null;
+            return Normalize(a._terms.Select(t => t with { Coeff = t.Coeff / c }));
+        }
+        if (b._terms.Length != 1) return a.Equals(b) ? One : null;
+        var bt = b._terms[0];
+        var result = new List<Term>();
+        foreach (var t in a._terms)
+        {
+            if (t.Coeff % bt.Coeff != 0) return null;
+            var syms = t.Symbols.ToList();
+            foreach (var s in bt.Symbols)
+                if (!syms.Remove(s)) return null;
+            result.Add(new Term(t.Coeff / bt.Coeff, syms.ToArray()));
+        }
+        return Normalize(result);
+    }
+
+    /// <summary>Floor division for constants, exact division for symbolic dims, unknown otherwise.</summary>
+    public static Dim FloorDivide(Dim a, Dim b)
+    {
+        if (a.Value is { } x && b.Value is { } y && y != 0) return Const(FloorDiv(x, y));
+        return ExactDivide(a, b) ?? Unknown;
+    }
+
+    private static long FloorDiv(long x, long y)
+    {
+        var q = x / y;
+        if ((x % y != 0) && ((x < 0) != (y < 0))) q--;
+        return q;
+    }
+
+    /// <summary>Replaces symbols by dims.</summary>
+    public Dim Substitute(IReadOnlyDictionary<string, Dim> map)
+    {
+        if (_unknown) return this;
+        var result = Zero;
+        foreach (var t in _terms)
+        {
+            Dim term = Const(t.Coeff);
+            foreach (var s in t.Symbols) term *= map.TryGetValue(s, out var d) ? d : Symbol(s);
+            result += term;
+        }
+        return result;
+    }
+
+    public bool Equals(Dim? other)
+    {
+        if (other is null) return false;
+        if (_unknown || other._unknown) return ReferenceEquals(this, other);
+        if (_terms.Length != other._terms.Length) return false;
+        for (var i = 0; i < _terms.Length; i++)
+            if (_terms[i].Coeff != other._terms[i].Coeff || _terms[i].Key != other._terms[i].Key) return false;
+        return true;
+    }
+
+    /// <summary>True only when both are known and provably equal.</summary>
+    public bool SameAs(Dim other) => !_unknown && !other._unknown && Equals(other);
+
+    public override bool Equals(object? obj) => obj is Dim d && Equals(d);
+
+    public override int GetHashCode()
+    {
+        if (_unknown) return -1;
+        var h = new HashCode();
+        foreach (var t in _terms) { h.Add(t.Coeff); h.Add(t.Key); }
+        return h.ToHashCode();
+    }
+
+    public override string ToString()
+    {
+        if (_unknown) return "?";
+        if (_terms.Length == 0) return "0";
+        var sb = new StringBuilder();
+        for (var i = 0; i < _terms.Length; i++)
+        {
+            var t = _terms[i];
+            var coeff = t.Coeff;
+            if (i > 0)
+            {
+                sb.Append(coeff < 0 ? " - " : " + ");
+                coeff = Math.Abs(coeff);
+            }
+            else if (coeff < 0 && t.Symbols.Length > 0)
+            {
+                sb.Append('-');
+                coeff = -coeff;
+            }
+            if (t.Symbols.Length == 0)
+            {
+                sb.Append(coeff.ToString(CultureInfo.InvariantCulture));
+                continue;
+            }
+            if (coeff != 1) sb.Append(coeff.ToString(CultureInfo.InvariantCulture)).Append('*');
+            sb.Append(string.Join('*', t.Symbols.Select(QuoteSymbol)));
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Symbols print bare when they look like identifiers, quoted otherwise.</summary>
+    public static string QuoteSymbol(string s) => IsPlainSymbol(s) ? s : KirEscaping.Quote(s);
+
+    public static bool IsPlainSymbol(string s)
+    {
+        if (s.Length == 0 || !(char.IsAsciiLetter(s[0]) || s[0] == '_')) return false;
+        foreach (var c in s)
+            if (!(char.IsAsciiLetterOrDigit(c) || c == '_' || c == '.')) return false;
+        return s[^1] != '.';
+    }
+}
