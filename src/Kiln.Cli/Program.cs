@@ -1,0 +1,167 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Kiln.Cli;
+using Kiln.Ir;
+using Kiln.Ir.Diagnostics;
+using Kiln.Onnx;
+
+// kiln: inspect, dump and export models. Exit codes: 0 ok, 1 bad input, 2 internal error.
+var root = new RootCommand("Kiln: an ahead-of-time model compiler for .NET");
+
+var modelArg = new Argument<string>("MODEL") { Description = "an .onnx model (or .kir dump for 'dump')" };
+var jsonOpt = new Option<bool>("--json") { Description = "print as JSON" };
+var inspect = new Command("inspect", "Inputs, outputs, op histogram, opsets, parameters, bytes by element type, unsupported ops, import peak memory") { modelArg, jsonOpt };
+inspect.SetAction(r => Cli.Run(() => Commands.Inspect(r.GetValue(modelArg)!, r.GetValue(jsonOpt))));
+
+var dumpArg = new Argument<string>("MODEL") { Description = "an .onnx model or a .kir dump" };
+var outOpt = new Option<string?>("--output", "-o") { Description = "write the IR text here (and its large constants to FILE.weights) instead of stdout" };
+var dump = new Command("dump", "Print the model as Kiln IR text (.kir)") { dumpArg, outOpt };
+dump.SetAction(r => Cli.Run(() => Commands.Dump(r.GetValue(dumpArg)!, r.GetValue(outOpt))));
+
+var kirArg = new Argument<string>("IR") { Description = "a .kir dump (its weights file beside it)" };
+var onnxOut = new Option<string>("--output", "-o") { Description = "the .onnx file to write", Required = true };
+var export = new Command("export", "Write Kiln IR text back out as an ONNX model") { kirArg, onnxOut };
+export.SetAction(r => Cli.Run(() => Commands.Export(r.GetValue(kirArg)!, r.GetValue(onnxOut)!)));
+
+root.Subcommands.Add(inspect);
+root.Subcommands.Add(dump);
+root.Subcommands.Add(export);
+return root.Parse(args).Invoke();
+
+namespace Kiln.Cli
+{
+    internal static class Cli
+    {
+        public static int Run(Action action)
+        {
+            try
+            {
+                action();
+                return 0;
+            }
+            catch (KilnException e)
+            {
+                foreach (var d in e.Diagnostics) Console.Error.WriteLine(d);
+                return 1;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Console.Error.WriteLine($"error: {e.Message}");
+                return 1;
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine($"internal error KILN0099: {e.GetType().Name}: {e.Message}");
+                Console.Error.WriteLine("This is a bug in Kiln; set KILN_DEBUG=1 for the stack trace.");
+                if (Environment.GetEnvironmentVariable("KILN_DEBUG") == "1") Console.Error.WriteLine(e);
+                return 2;
+            }
+        }
+    }
+
+    internal static class Commands
+    {
+        public static void Inspect(string path, bool json)
+        {
+            // Import first and measure it alone, then read the file again for the summary.
+            string? importError = null;
+            var memory = MemoryProbe.Measure(() =>
+            {
+                try
+                {
+                    using var model = OnnxImporter.Import(path);
+                }
+                catch (KilnException e) when (e.Diagnostics.All(d => d.Code != DiagnosticCode.FileNotReadable && d.Code != DiagnosticCode.EmptyFile && d.Code != DiagnosticCode.MalformedProtobuf))
+                {
+                    importError = string.Join("\n", e.Diagnostics);
+                }
+            });
+            GC.Collect();
+            var s = ModelSummary.Read(path);
+            if (json)
+            {
+                var doc = new
+                {
+                    s.File, s.FileBytes, s.IrVersion, s.Producer, s.Opsets, s.Inputs, s.Outputs, s.NodeCount, s.OpHistogram,
+                    s.InitializerParameters, s.InitializerCount, s.ConstantNodeParameters, s.ConstantNodeCount, s.BytesByElementType,
+                    s.UnsupportedOps, ImportError = importError,
+                    ImportPeakMemoryBytes = memory.AboveBaseline, ProcessPeakMemoryBytes = memory.PeakBytes,
+                    ImportPeakToFileSize = s.FileBytes == 0 ? 0 : Math.Round((double)memory.AboveBaseline / s.FileBytes, 3),
+                };
+                Console.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+                return;
+            }
+            var inv = CultureInfo.InvariantCulture;
+            Console.WriteLine($"model: {s.File} ({s.FileBytes.ToString("N0", inv)} bytes)");
+            Console.WriteLine($"ir_version: {s.IrVersion}   producer: {(s.Producer.Length > 0 ? s.Producer : "(none)")}");
+            Console.WriteLine($"opsets: {string.Join(", ", s.Opsets.Select(o => $"{o.Key} {o.Value}"))}");
+            Console.WriteLine("inputs:");
+            foreach (var i in s.Inputs) Console.WriteLine($"  {i.Name}: {i.Type}");
+            Console.WriteLine("outputs:");
+            foreach (var o in s.Outputs) Console.WriteLine($"  {o.Name}: {o.Type}");
+            Console.WriteLine($"nodes: {s.NodeCount.ToString("N0", inv)}");
+            Console.WriteLine("ops:");
+            foreach (var (op, n) in s.OpHistogram.OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal))
+                Console.WriteLine($"  {op,-28} {n,7}");
+            Console.WriteLine($"parameters in initializers: {s.InitializerParameters.ToString("N0", inv)} ({s.InitializerCount} tensors)");
+            Console.WriteLine($"parameters in Constant nodes: {s.ConstantNodeParameters.ToString("N0", inv)} ({s.ConstantNodeCount} nodes)");
+            Console.WriteLine("bytes by element type:");
+            foreach (var (t, b) in s.BytesByElementType) Console.WriteLine($"  {t,-8} {b.ToString("N0", inv),16}");
+            Console.WriteLine(s.UnsupportedOps.Count == 0 ? "unsupported ops: none" : $"unsupported ops: {string.Join(", ", s.UnsupportedOps)}");
+            if (importError is not null) Console.WriteLine($"import: failed\n{importError}");
+            Console.WriteLine($"import peak memory: {Mib(memory.AboveBaseline)} above the process baseline ({(s.FileBytes == 0 ? 0 : (double)memory.AboveBaseline / s.FileBytes).ToString("0.00", inv)}× the file size; process peak {Mib(memory.PeakBytes)})");
+        }
+
+        private static string Mib(long bytes) => (bytes / 1048576.0).ToString("0.0", CultureInfo.InvariantCulture) + " MiB";
+
+        public static Model Load(string path)
+        {
+            if (path.EndsWith(".kir", StringComparison.OrdinalIgnoreCase))
+            {
+                if (!File.Exists(path)) throw new KilnException(DiagnosticCode.FileNotReadable, "file does not exist", path);
+                var text = File.ReadAllText(path);
+                var weightsPath = WeightFile.PathFor(path);
+                var weights = File.Exists(weightsPath) ? WeightFile.Open(weightsPath) : null;
+                try
+                {
+                    var model = KirParser.ParseModel(text, weights, path);
+                    if (weights is not null) model.Resources.Add(weights.Handle);
+                    var problems = Verifier.Check(model.Graph);
+                    if (problems.Count > 0) throw new KilnException(problems).WithFile(path);
+                    return model;
+                }
+                catch
+                {
+                    weights?.Dispose();
+                    throw;
+                }
+            }
+            return OnnxImporter.Import(path);
+        }
+
+        public static void Dump(string path, string? output)
+        {
+            using var model = Load(path);
+            var text = KirPrinter.Print(model);
+            if (output is null)
+            {
+                Console.Out.Write(text);
+                return;
+            }
+            File.WriteAllText(output, text);
+            var weights = KirPrinter.ReferencedWeights(model.Graph).ToList();
+            var weightsPath = WeightFile.PathFor(output);
+            if (weights.Count > 0) WeightFile.Write(weightsPath, weights);
+            else if (File.Exists(weightsPath)) File.Delete(weightsPath);
+            Console.Error.WriteLine($"wrote {output}{(weights.Count > 0 ? $" and {weightsPath} ({weights.Count} tensors)" : "")}");
+        }
+
+        public static void Export(string path, string output)
+        {
+            using var model = Load(path);
+            OnnxExporter.Export(model, output);
+            Console.Error.WriteLine($"wrote {output}");
+        }
+    }
+}
