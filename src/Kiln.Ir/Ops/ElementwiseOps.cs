@@ -78,10 +78,16 @@ internal static class ElementwiseOps
         c.SetInput(1, unsq[0]);
     }
 
+    /// <summary>Before opset 7 a 1-D slope of PRelu applied per channel (axis 1); numpy broadcasting needs it shaped [C, 1, …].</summary>
     private static void PReluAdapter(AdapterContext c)
     {
         DropLegacy(c);
-        // PRelu before opset 7 used legacy (unidirectional) broadcasting of slope; same result for the shapes it allowed.
+        if (c.Opset >= 7) return;
+        var x = c.Input(0)?.Type as TensorType;
+        var slope = c.Input(1)?.Type as TensorType;
+        if (x?.Shape is not { Rank: > 2 } xs || slope?.Shape is not { Rank: 1 } ss || ss[0].Value == 1) return;
+        var axes = Enumerable.Range(1, xs.Rank - 2).Select(i => (long)i).ToArray();
+        c.SetInput(1, c.Emit("Unsqueeze", [c.Input(1), c.Int64Constant(axes, "axes")])[0]);
     }
 
     private static void WhereRule(InferenceContext c)

@@ -211,11 +211,13 @@ internal static class ShapeOps
         if (s is null) { c.Set(0, elem, (Shape?)null); return; }
         var starts = c.Known(1)?.Values;
         var ends = c.Known(2)?.Values;
-        var axes = c.HasInput(3) ? c.KnownInts(3) : Enumerable.Range(0, starts?.Length ?? 0).Select(i => (long)i).ToArray();
-        var steps = c.HasInput(4) ? c.KnownInts(4) : Enumerable.Repeat(1L, starts?.Length ?? 0).ToArray();
+        var axes = c.HasInput(3) ? c.KnownInts(3) : starts is null ? null : Enumerable.Range(0, starts.Length).Select(i => (long)i).ToArray();
+        var steps = c.HasInput(4) ? c.KnownInts(4) : starts is null ? null : Enumerable.Repeat(1L, starts.Length).ToArray();
         if (starts is null || ends is null || axes is null || steps is null)
         {
-            var unknownAxes = axes?.Select(a => c.Axis(a, s.Rank)).ToHashSet();
+            // Without known bounds, the sliced axes (given, or the first len(starts) when absent) become unknown.
+            var sliced = axes ?? (c.HasInput(3) ? null : c.ShapeOf(1) is { Rank: 1 } ss && ss[0].Value is { } len ? Enumerable.Range(0, (int)len).Select(i => (long)i).ToArray() : null);
+            var unknownAxes = sliced?.Select(a => c.Axis(a, s.Rank)).ToHashSet();
             c.Set(0, elem, s.Dims.Select((d, i) => unknownAxes is null || unknownAxes.Contains(i) ? Dim.Unknown : d));
             return;
         }
