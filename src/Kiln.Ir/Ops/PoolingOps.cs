@@ -48,6 +48,11 @@ internal static class PoolingOps
             var x = c.RankedShape(0);
             var g = c.RankedShape(1);
             c.Set(0, c.Elem(0), [x[0], x[1], .. g.Dims.Skip(1).Take(g.Rank - 2)]);
+        }, c =>
+        {
+            // Opset 20 renamed the modes bilinear → linear and bicubic → cubic.
+            if (c.Opset < 20 && c.Attributes.TryGetValue("mode", out var m) && m is StringAttr s)
+                c.Attributes["mode"] = new StringAttr(s.Value switch { "bilinear" => "linear", "bicubic" => "cubic", var v => v });
         }, since: 16);
     }
 

@@ -30,6 +30,9 @@ internal static class ShapeOps
         r.Add("Split", "input, split?", "outputs*", "axis:int=0, num_outputs:int?", SplitRule, c =>
         {
             if (c.Opset < 13 && c.Take<IntsAttr>("split") is { } s) c.SetInput(1, c.Int64Constant(s.Value, "split"));
+            // From opset 18 an even split names its number of parts.
+            if (c.Opset < 18 && c.Input(1) is null && !c.Attributes.ContainsKey("num_outputs"))
+                c.Attributes["num_outputs"] = new IntAttr(c.OutputNames.Count);
         });
         r.Add("Slice", "data, starts, ends, axes?, steps?", "output", "", SliceRule, c =>
         {
