@@ -105,6 +105,7 @@ public sealed class ShapeInference
     /// <summary>Checks each output's computed type against its declared type, binding declared symbols to what was computed.</summary>
     private static void BindOutputs(Graph g)
     {
+        g.Bindings.Clear();
         foreach (var output in g.Outputs)
         {
             var value = output.Value;
