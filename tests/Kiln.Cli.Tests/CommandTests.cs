@@ -1,0 +1,73 @@
+using System.Text.Json;
+using Kiln.TestSupport;
+
+namespace Kiln.Cli.Tests;
+
+public sealed class CommandTests
+{
+    [Fact]
+    public void InspectStories260kCountsInitializerParameters()
+    {
+        var r = CliRunner.Run("inspect", Fixtures.Model("stories260k/model.onnx"));
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("parameters in initializers: 260,032 (47 tensors)", r.StdOut);
+        Assert.Contains("input_ids: i64[batch, seq]", r.StdOut);
+        Assert.Contains("unsupported ops: none", r.StdOut);
+        Assert.Contains("import peak memory:", r.StdOut);
+    }
+
+    [Fact]
+    public void InspectPaddleOcrCountsConstantNodesSeparately()
+    {
+        var r = CliRunner.Run("inspect", "--json", Fixtures.Model("paddleocr/cls/model.onnx"));
+        Assert.Equal(0, r.ExitCode);
+        using var doc = JsonDocument.Parse(r.StdOut);
+        Assert.Equal(0, doc.RootElement.GetProperty("initializer_parameters").GetInt64());
+        Assert.True(doc.RootElement.GetProperty("constant_node_parameters").GetInt64() > 100_000);
+        Assert.Equal(250, doc.RootElement.GetProperty("op_histogram").GetProperty("Constant").GetInt32());
+    }
+
+    [Fact]
+    public void DumpParseExportRoundTrip()
+    {
+        var dir = Directory.CreateTempSubdirectory("kiln-cli");
+        try
+        {
+            var kir = Path.Combine(dir.FullName, "m.kir");
+            var kir2 = Path.Combine(dir.FullName, "m2.kir");
+            var onnx = Path.Combine(dir.FullName, "m.onnx");
+            Assert.Equal(0, CliRunner.Run("dump", Fixtures.Model("llama-tiny-random/model.onnx"), "-o", kir).ExitCode);
+            Assert.True(File.Exists(kir + ".weights"));
+            Assert.Equal(0, CliRunner.Run("dump", kir, "-o", kir2).ExitCode);
+            Assert.Equal(File.ReadAllText(kir), File.ReadAllText(kir2));
+            Assert.Equal(0, CliRunner.Run("export", kir, "-o", onnx).ExitCode);
+            var again = CliRunner.Run("dump", onnx);
+            Assert.Equal(0, again.ExitCode);
+            Assert.Contains("f32[batch, 2, past_seq + seq, 16]", again.StdOut);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public void KirSyntaxErrorIsBadInput()
+    {
+        var dir = Directory.CreateTempSubdirectory("kiln-cli");
+        try
+        {
+            var kir = Path.Combine(dir.FullName, "bad.kir");
+            File.WriteAllText(kir, "model ir_version=8\ngraph @g(%x: f32[2]) -> (%y: f32[2]) {\n  %y: f32[2] = Relu(%nope)\n}\n");
+            var r = CliRunner.Run("dump", kir);
+            Assert.Equal(1, r.ExitCode);
+            Assert.Contains("KILN0016", r.StdErr);
+            Assert.Contains("line 3", r.StdErr);
+            Assert.Contains("%nope is used before it is defined", r.StdErr);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+}
