@@ -87,6 +87,8 @@ public sealed class KirParser
 
     private Model Model()
     {
+        // The model line is optional: a bare graph (as in .kir tests) gets default model fields.
+        if (IsIdent("graph")) return new Model(Graph(null)) { SourcePath = _file };
         ExpectIdent("model");
         var fields = new Dictionary<string, Token>();
         while (Peek().Kind == TokenKind.Ident && IsPunct("=", 1))
