@@ -1,5 +1,4 @@
 using Kiln.Ir.Ops;
-using Kiln.Ir.Diagnostics;
 
 namespace Kiln.Ir.Inference;
 
@@ -185,6 +184,4 @@ public static class Rules
         if (s is null || s.Rank != 1) return null;
         return s[0].Value is { } n ? new Shape(Enumerable.Repeat(Dim.Unknown, (int)n)) : null;
     }
-
-    public static KilnException Error(InferenceContext c, string message) => c.Fail(message);
 }

@@ -25,47 +25,15 @@ public sealed class WeightFile : IWeightSource, IDisposable
         var seen = new HashSet<string>();
         foreach (var t in tensors)
             if (seen.Add(t.ContentHash)) unique.Add(t);
-        using var header = new MemoryStream();
-        using (var w = new BinaryWriter(header, Encoding.UTF8, leaveOpen: true))
-        {
-            w.Write(Magic);
-            w.Write((uint)unique.Count);
-            foreach (var t in unique)
-            {
-                w.Write(t.ContentHash);
-                w.Write((byte)t.Elem);
-                w.Write((byte)t.Dims.Length);
-                foreach (var d in t.Dims) w.Write(d);
-                w.Write(0L); // offset, patched below
-                w.Write(t.ByteLength);
-            }
-        }
+        // The header's size does not depend on the offsets, so write it once to measure, then again with them.
         var offsets = new long[unique.Count];
-        var pos = Align(header.Length);
+        var pos = Align(Header(unique, offsets).Length);
         for (var i = 0; i < unique.Count; i++)
         {
             offsets[i] = pos;
             pos = Align(pos + unique[i].ByteLength);
         }
-        var headerBytes = header.ToArray();
-        // Patch offsets: re-walk entries to find each offset field.
-        using (var r = new BinaryReader(new MemoryStream(headerBytes)))
-        using (var patch = new BinaryWriter(new MemoryStream(headerBytes)))
-        {
-            r.ReadBytes(8);
-            var count = r.ReadUInt32();
-            for (var i = 0; i < count; i++)
-            {
-                r.ReadString();
-                r.ReadByte();
-                var rank = r.ReadByte();
-                for (var k = 0; k < rank; k++) r.ReadInt64();
-                patch.BaseStream.Position = r.BaseStream.Position;
-                patch.Write(offsets[i]);
-                r.ReadInt64();
-                r.ReadInt64();
-            }
-        }
+        var headerBytes = Header(unique, offsets);
         using var output = new FileStream(path, FileMode.Create, FileAccess.Write);
         output.Write(headerBytes);
         for (var i = 0; i < unique.Count; i++)
@@ -73,6 +41,26 @@ public sealed class WeightFile : IWeightSource, IDisposable
             output.Write(new byte[(int)(offsets[i] - output.Position)]);
             output.Write(unique[i].Bytes);
         }
+    }
+
+    private static byte[] Header(List<TensorData> tensors, long[] offsets)
+    {
+        using var header = new MemoryStream();
+        using var w = new BinaryWriter(header, Encoding.UTF8, leaveOpen: true);
+        w.Write(Magic);
+        w.Write((uint)tensors.Count);
+        for (var i = 0; i < tensors.Count; i++)
+        {
+            var t = tensors[i];
+            w.Write(t.ContentHash);
+            w.Write((byte)t.Elem);
+            w.Write((byte)t.Dims.Length);
+            foreach (var d in t.Dims) w.Write(d);
+            w.Write(offsets[i]);
+            w.Write(t.ByteLength);
+        }
+        w.Flush();
+        return header.ToArray();
     }
 
     private static long Align(long v) => (v + 63) / 64 * 64;
