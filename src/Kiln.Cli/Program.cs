@@ -24,21 +24,43 @@ var onnxOut = new Option<string>("--output", "-o") { Description = "the .onnx fi
 var export = new Command("export", "Write Kiln IR text back out as an ONNX model") { kirArg, onnxOut };
 export.SetAction(r => Cli.Run(() => Commands.Export(r.GetValue(kirArg)!, r.GetValue(onnxOut)!)));
 
+var confDirs = new Argument<string[]>("DIR") { Description = "folders of ONNX backend test cases (model.onnx + test_data_set_*)", Arity = ArgumentArity.OneOrMore };
+var engineOpt = new Option<string>("--engine") { Description = "the engine that runs the cases (interpreter: Kiln's reference evaluator)", DefaultValueFactory = _ => "interpreter" };
+var filterOpt = new Option<string?>("--filter") { Description = "run only cases whose name contains this text" };
+var tsvOpt = new Option<string?>("--tsv") { Description = "write one row per case (the columns of the ONNX Runtime reference file) to this file" };
+var conformance = new Command("conformance", "Run ONNX backend test cases through the evaluator and compare with their expected outputs") { confDirs, engineOpt, filterOpt, tsvOpt };
+conformance.SetAction(r => Cli.Run(() => Commands.Conformance(r.GetValue(confDirs)!, r.GetValue(engineOpt)!, r.GetValue(filterOpt), r.GetValue(tsvOpt))));
+
+var runModel = new Argument<string>("MODEL") { Description = "an .onnx model or a .kir dump" };
+var dataOpt = new Option<string>("--data") { Description = "a data-set folder (input_N.pb, output_N.pb) or a folder of test_data_set_* folders", Required = true };
+var atolOpt = new Option<double>("--atol") { Description = "absolute tolerance", DefaultValueFactory = _ => DataSets.DefaultAtol };
+var rtolOpt = new Option<double>("--rtol") { Description = "relative tolerance (times |expected|)", DefaultValueFactory = _ => DataSets.DefaultRtol };
+var budgetOpt = new Option<double?>("--memory-budget-gb") { Description = "refuse runs whose tensors would exceed this many GiB (default: half the memory available)" };
+var run = new Command("run", "Run data sets through the evaluator; print max abs/rel error per output; exit 1 when out of tolerance") { runModel, dataOpt, atolOpt, rtolOpt, budgetOpt };
+run.SetAction(r => Cli.Run(() => Commands.RunData(r.GetValue(runModel)!, r.GetValue(dataOpt)!, r.GetValue(atolOpt), r.GetValue(rtolOpt), r.GetValue(budgetOpt))));
+
 root.Subcommands.Add(inspect);
 root.Subcommands.Add(dump);
 root.Subcommands.Add(export);
+root.Subcommands.Add(conformance);
+root.Subcommands.Add(run);
 return root.Parse(args).Invoke();
 
 namespace Kiln.Cli
 {
     internal static class Cli
     {
-        public static int Run(Action action)
+        public static int Run(Action action) => Run(() =>
+        {
+            action();
+            return 0;
+        });
+
+        public static int Run(Func<int> action)
         {
             try
             {
-                action();
-                return 0;
+                return action();
             }
             catch (KilnException e)
             {
@@ -155,6 +177,37 @@ namespace Kiln.Cli
             if (weights.Count > 0) WeightFile.Write(weightsPath, weights);
             else if (File.Exists(weightsPath)) File.Delete(weightsPath);
             Console.Error.WriteLine($"wrote {output}{(weights.Count > 0 ? $" and {weightsPath} ({weights.Count} tensors)" : "")}");
+        }
+
+        public static int Conformance(string[] dirs, string engine, string? filter, string? tsv)
+        {
+            if (engine != "interpreter")
+                throw new KilnException(DiagnosticCode.BadAttribute, $"unknown engine '{engine}' (available: interpreter)");
+            var results = Kiln.Cli.Conformance.Run(dirs, filter, tsv, new Evaluator.EvaluatorOptions(), Console.Out);
+            return results.All(r => r.Status == "pass") ? 0 : 1;
+        }
+
+        public static int RunData(string modelPath, string data, double atol, double rtol, double? budgetGb)
+        {
+            using var model = Load(modelPath);
+            var options = new Evaluator.EvaluatorOptions();
+            if (budgetGb is { } gb) options = options with { MemoryBudget = (long)(gb * (1L << 30)) };
+            var interpreter = new Evaluator.Interpreter(model.Graph, options, modelPath);
+            var inv = CultureInfo.InvariantCulture;
+            var ok = true;
+            foreach (var set in DataSets.Find(data))
+            {
+                var sw = System.Diagnostics.Stopwatch.StartNew();
+                var checks = DataSets.Check(interpreter, model.Graph, set, atol, rtol);
+                Console.WriteLine($"{set}: {sw.Elapsed.TotalMilliseconds.ToString("0.0", inv)} ms, peak {Runtime.MemoryBudget.Format(interpreter.PeakBytes)} in tensors");
+                foreach (var c in checks)
+                {
+                    Console.WriteLine($"  {c.Name}: max abs {c.MaxAbs.ToString("G4", inv)}, max rel {c.MaxRel.ToString("G4", inv)}  {(c.Ok ? "ok" : "FAIL: " + c.Problem)}");
+                    ok &= c.Ok;
+                }
+            }
+            Console.WriteLine(ok ? $"all outputs within atol {atol.ToString(inv)} + rtol {rtol.ToString(inv)}·|expected|" : "some outputs are out of tolerance");
+            return ok ? 0 : 1;
         }
 
         public static void Export(string path, string output)

@@ -43,6 +43,12 @@ public enum DiagnosticCode
     UnsupportedOpsetVersion = 19,
     /// <summary>A graph form cannot be exported to ONNX.</summary>
     ExportUnsupported = 20,
+    /// <summary>A run's inputs do not match the graph: missing, unknown, or of the wrong type or shape.</summary>
+    InputMismatch = 21,
+    /// <summary>A tensor the run needs would exceed the memory budget; refused before allocating.</summary>
+    MemoryBudgetExceeded = 22,
+    /// <summary>A node failed at run time on the values it was given (index out of range, shapes that do not agree).</summary>
+    RuntimeError = 23,
     /// <summary>An internal error: a bug in Kiln.</summary>
     InternalError = 99,
 }

@@ -30,6 +30,9 @@ public abstract class TensorData
     /// <summary>Bytes of the data in ONNX raw layout (little-endian, packed for 4-bit types). Not for strings.</summary>
     public abstract ReadOnlySpan<byte> Bytes { get; }
 
+    /// <summary>The same bytes as a memory block (no copy), for engines that hold on to them.</summary>
+    public abstract ReadOnlyMemory<byte> Memory { get; }
+
     public long ByteLength => Elem == ElementType.String ? 0 : Elem.ByteCount(ElementCount);
 
     /// <summary>First 16 hex digits of the SHA-256 of the data (strings: each length-prefixed), computed once.</summary>
@@ -67,7 +70,7 @@ public abstract class TensorData
 /// <summary>Tensor bytes held in managed memory (typically the buffer the protobuf parser produced).</summary>
 public sealed class MemoryTensorData(ElementType elem, long[] dims, ReadOnlyMemory<byte> data) : TensorData(elem, dims)
 {
-    public ReadOnlyMemory<byte> Memory { get; } = data;
+    public override ReadOnlyMemory<byte> Memory { get; } = data;
 
     public override ReadOnlySpan<byte> Bytes => Memory.Span;
 }
@@ -78,6 +81,8 @@ public sealed class StringTensorData(long[] dims, IReadOnlyList<byte[]> values) 
     public IReadOnlyList<byte[]> Values { get; } = values;
 
     public override ReadOnlySpan<byte> Bytes => throw new InvalidOperationException("string tensors have no raw bytes");
+
+    public override ReadOnlyMemory<byte> Memory => throw new InvalidOperationException("string tensors have no raw bytes");
 
     public IEnumerable<string> AsStrings => Values.Select(v => Encoding.UTF8.GetString(v));
 
@@ -127,6 +132,24 @@ public sealed unsafe class MappedFile : IDisposable
         return length == 0 ? [] : new ReadOnlySpan<byte>(_base + offset, (int)length);
     }
 
+    /// <summary>A memory block over part of the mapping (valid while the file is open).</summary>
+    public ReadOnlyMemory<byte> Memory(long offset, long length)
+    {
+        Span(offset, length);
+        return length == 0 ? ReadOnlyMemory<byte>.Empty : new PointerMemory(_base + offset, (int)length).Memory;
+    }
+
+    private sealed class PointerMemory(byte* pointer, int length) : System.Buffers.MemoryManager<byte>
+    {
+        public override Span<byte> GetSpan() => new(pointer, length);
+
+        public override System.Buffers.MemoryHandle Pin(int elementIndex = 0) => new(pointer + elementIndex);
+
+        public override void Unpin() { }
+
+        protected override void Dispose(bool disposing) { }
+    }
+
     public void Dispose()
     {
         if (_disposed) return;
@@ -145,4 +168,6 @@ public sealed class MappedTensorData(ElementType elem, long[] dims, MappedFile f
     public long Offset { get; } = offset;
 
     public override ReadOnlySpan<byte> Bytes => File.Span(Offset, ByteLength);
+
+    public override ReadOnlyMemory<byte> Memory => File.Memory(Offset, ByteLength);
 }

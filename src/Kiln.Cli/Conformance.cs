@@ -1,0 +1,149 @@
+using System.Diagnostics;
+using System.Globalization;
+using Kiln.Evaluator;
+using Kiln.Ir;
+using Kiln.Ir.Diagnostics;
+using Kiln.Onnx;
+
+namespace Kiln.Cli;
+
+/// <summary>One backend test case's result, in the columns of the ONNX Runtime reference file.</summary>
+public sealed record CaseResult(string Case, string Status, string OpTypes, string Tags, double Seconds, string Reason);
+
+/// <summary>
+/// Runs ONNX backend test cases (a folder with model.onnx and test_data_set_*) through the evaluator. Every case
+/// folder under the given directories counts, including ones that cannot be run (a folder with no model is
+/// reported as unsupported-data, as the reference file does), so no case is hidden.
+/// </summary>
+public static class Conformance
+{
+    public static List<(string Name, string Dir)> FindCases(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new KilnException(DiagnosticCode.FileNotReadable, "conformance folder does not exist", dir);
+        var full = Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar);
+        var caseDirs = Directory.EnumerateDirectories(full, "*", SearchOption.AllDirectories)
+            .Append(full)
+            .Where(d => File.Exists(Path.Combine(d, "model.onnx")) || File.Exists(Path.Combine(d, "data.json")))
+            .ToList();
+        // Names are relative to the data root: the given folder when cases sit two levels below it (group/case),
+        // else its parent (the folder is itself a group, or a case).
+        var deep = caseDirs.Any(d => Path.GetRelativePath(full, d).Count(ch => ch == Path.DirectorySeparatorChar) >= 1);
+        var root = deep ? full : Path.GetDirectoryName(full)!;
+        if (caseDirs.Count == 1 && caseDirs[0] == full) root = Path.GetDirectoryName(Path.GetDirectoryName(full)!)!;
+        return caseDirs.Select(d => (Path.GetRelativePath(root, d).Replace(Path.DirectorySeparatorChar, '/'), d))
+            .OrderBy(c => c.Item1, StringComparer.Ordinal).ToList();
+    }
+
+    public static CaseResult RunCase(string name, string dir, EvaluatorOptions options)
+    {
+        var sw = Stopwatch.StartNew();
+        var modelPath = Path.Combine(dir, "model.onnx");
+        if (!File.Exists(modelPath))
+            return new(name, "unsupported-data", "", "no-model", 0, "no model.onnx (data.json only: the model is downloaded by URL, not shipped)");
+        Model model;
+        try
+        {
+            model = OnnxImporter.Import(modelPath);
+        }
+        catch (KilnException e)
+        {
+            return new(name, "load-error", "", Tags(name, null), sw.Elapsed.TotalSeconds, OneLine(e));
+        }
+        using (model)
+        {
+            var ops = string.Join(",", model.Graph.AllGraphs().SelectMany(g => g.Nodes).Select(n => n.QualifiedOp).Distinct().Order(StringComparer.Ordinal));
+            var tags = Tags(name, model);
+            Interpreter interpreter;
+            try
+            {
+                interpreter = new Interpreter(model.Graph, options, modelPath);
+            }
+            catch (KilnException e)
+            {
+                return new(name, "load-error", ops, tags, sw.Elapsed.TotalSeconds, OneLine(e));
+            }
+            var sets = Directory.EnumerateDirectories(dir, "test_data_set_*").Order(StringComparer.Ordinal).ToList();
+            if (sets.Count == 0) return new(name, "unsupported-data", ops, tags, sw.Elapsed.TotalSeconds, "no test_data_set_* folder");
+            foreach (var set in sets)
+            {
+                List<OutputCheck> checks;
+                try
+                {
+                    checks = DataSets.Check(interpreter, model.Graph, set, DataSets.DefaultAtol, DataSets.DefaultRtol);
+                }
+                catch (KilnException e)
+                {
+                    return new(name, "run-error", ops, tags, sw.Elapsed.TotalSeconds, $"{Path.GetFileName(set)}: {OneLine(e)}");
+                }
+                var bad = checks.FirstOrDefault(c => !c.Ok);
+                if (bad is not null)
+                    return new(name, "fail", ops, tags, sw.Elapsed.TotalSeconds, $"{Path.GetFileName(set)}: output '{bad.Name}': {bad.Problem}");
+            }
+            return new(name, "pass", ops, tags, sw.Elapsed.TotalSeconds, "");
+        }
+    }
+
+    private static string OneLine(KilnException e) => string.Join(" | ", e.Diagnostics.Select(d => d.ToString().Replace('\n', ' ')));
+
+    private static string Tags(string name, Model? model)
+    {
+        var tags = new SortedSet<string>(StringComparer.Ordinal);
+        if (name.Contains("_expanded", StringComparison.Ordinal)) tags.Add("expanded");
+        if (model is not null)
+        {
+            var graphs = model.Graph.AllGraphs().ToList();
+            if (graphs.Count > 1) tags.Add("subgraph");
+            var types = graphs.SelectMany(g => g.DefinedValues.Concat(g.Outputs.Select(o => o.Value))).Select(v => v.Type).ToList();
+            if (types.Any(t => t is SequenceType)) tags.Add("sequence");
+            if (types.Any(t => t is OptionalType)) tags.Add("optional");
+            if (types.Any(t => Elem(t) == ElementType.String)) tags.Add("string");
+            if (types.Any(t => Elem(t) == ElementType.F16)) tags.Add("float16");
+            if (types.Any(t => Elem(t) == ElementType.BF16)) tags.Add("bfloat16");
+            if (graphs.SelectMany(g => g.Nodes).Any(n => n.Domain == "ai.onnx.preview.training")) tags.Add("training");
+        }
+        return string.Join(",", tags);
+    }
+
+    private static ElementType? Elem(IrType t) => t switch
+    {
+        TensorType tt => tt.Elem,
+        SequenceType s => Elem(s.Element),
+        OptionalType o => Elem(o.Element),
+        _ => null,
+    };
+
+    /// <summary>Runs the cases, prints failures and totals; returns the results.</summary>
+    public static List<CaseResult> Run(IReadOnlyList<string> dirs, string? filter, string? tsv, EvaluatorOptions options, TextWriter output)
+    {
+        var cases = dirs.SelectMany(FindCases).Where(c => filter is null || c.Name.Contains(filter, StringComparison.Ordinal)).ToList();
+        var results = new List<CaseResult>();
+        foreach (var (name, dir) in cases)
+        {
+            CaseResult r;
+            try
+            {
+                r = RunCase(name, dir, options);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // An internal error in one case is reported as that case's failure, not the end of the run.
+                r = new CaseResult(name, "run-error", "", "", 0, $"internal error KILN0099: {e.GetType().Name}: {e.Message.Replace('\n', ' ')}");
+            }
+            results.Add(r);
+            if (r.Status != "pass") output.WriteLine($"{r.Status,-16} {r.Case}: {r.Reason}");
+        }
+        var inv = CultureInfo.InvariantCulture;
+        output.WriteLine();
+        foreach (var g in results.GroupBy(r => r.Case.Split('/')[0]).OrderBy(g => g.Key, StringComparer.Ordinal))
+            output.WriteLine($"{g.Key}: {g.Count(r => r.Status == "pass")} of {g.Count()} pass");
+        if (tsv is not null)
+        {
+            using var w = new StreamWriter(tsv);
+            w.WriteLine("case\tstatus\top_types\ttags\tseconds\treason");
+            foreach (var r in results)
+                w.WriteLine($"{r.Case}\t{r.Status}\t{r.OpTypes}\t{r.Tags}\t{r.Seconds.ToString("0.000", inv)}\t{r.Reason.Replace('\t', ' ').Replace('\n', ' ')}");
+        }
+        output.WriteLine($"conformance: {results.Count(r => r.Status == "pass")} passed, {results.Count(r => r.Status != "pass")} failed");
+        return results;
+    }
+}

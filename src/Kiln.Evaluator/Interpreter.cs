@@ -1,0 +1,250 @@
+using Kiln.Ir;
+using Kiln.Ir.Diagnostics;
+using Kiln.Runtime;
+
+namespace Kiln.Evaluator;
+
+public sealed record EvaluatorOptions
+{
+    /// <summary>Bytes of tensors a run may hold at once; default half of the memory available to the process.</summary>
+    public long MemoryBudget { get; init; } = Runtime.MemoryBudget.DefaultLimit;
+
+    /// <summary>Threads kernels may use; 0 means every core.</summary>
+    public int Threads { get; init; }
+}
+
+/// <summary>Values visible while a graph runs: its own, then those of the graphs enclosing it.</summary>
+internal sealed class Scope(Scope? parent)
+{
+    private Scope? Parent { get; } = parent;
+
+    public Dictionary<Value, object?> Values { get; } = [];
+
+    public object? Lookup(Value v)
+    {
+        for (var s = this; s is not null; s = s.Parent)
+            if (s.Values.TryGetValue(v, out var x)) return x;
+        throw new KernelException($"value '{v.Name}' has not been computed");
+    }
+}
+
+/// <summary>
+/// Kiln's reference evaluator: runs an IR graph node by node, dispatching each to the Kiln.Runtime kernel for its
+/// op. Inputs are checked against the graph's types first; intermediates are dropped after their last use; every
+/// allocation counts against a memory budget, so a graph that asks for too much fails before allocating.
+/// </summary>
+public sealed class Interpreter
+{
+    private readonly Graph _graph;
+    private readonly EvaluatorOptions _options;
+    private readonly Dictionary<Graph, GraphPlan> _plans = [];
+    private MemoryBudget? _budget;
+
+    public Interpreter(Graph graph, EvaluatorOptions? options = null, string? sourcePath = null)
+    {
+        _graph = graph;
+        _options = options ?? new EvaluatorOptions();
+        SourcePath = sourcePath;
+        var missing = graph.AllGraphs().SelectMany(g => g.Nodes).Where(n => !OpTable.Has(n)).ToList();
+        if (missing.Count > 0)
+        {
+            var groups = missing.GroupBy(n => n.QualifiedOp).Select(g =>
+                $"{g.Key}: {g.Count()} node{(g.Count() == 1 ? "" : "s")} ({string.Join(", ", g.Take(3).Select(n => $"'{n.Name ?? "#" + n.Index}'"))}{(g.Count() > 3 ? ", …" : "")})");
+            throw new KilnException(new Diagnostic(DiagnosticCode.UnsupportedOp,
+                $"the evaluator has no kernel for {string.Join("; ", groups)}", sourcePath, missing[0].Name, missing[0].Index, missing[0].QualifiedOp));
+        }
+    }
+
+    public string? SourcePath { get; }
+
+    /// <summary>Peak bytes held in tensors during the last run (inputs and constants excluded, temporaries included).</summary>
+    public long PeakBytes { get; private set; }
+
+    /// <summary>Runs the graph on named inputs; returns every graph output by name.</summary>
+    public IReadOnlyDictionary<string, object?> Run(IReadOnlyDictionary<string, object?> inputs)
+    {
+        var ordered = CheckInputs(inputs);
+        var saved = MemoryBudget.Current;
+        var savedThreads = Runtime.Kernels.MatMul.MaxThreads;
+        _budget = new MemoryBudget(_options.MemoryBudget);
+        MemoryBudget.Current = _budget;
+        if (_options.Threads > 0) Runtime.Kernels.MatMul.MaxThreads = _options.Threads;
+        try
+        {
+            var outs = RunGraph(_graph, ordered, null);
+            var r = new Dictionary<string, object?>(StringComparer.Ordinal);
+            for (var i = 0; i < outs.Length; i++) r[_graph.Outputs[i].Name] = outs[i];
+            return r;
+        }
+        finally
+        {
+            PeakBytes = _budget.Peak;
+            MemoryBudget.Current = saved;
+            Runtime.Kernels.MatMul.MaxThreads = savedThreads;
+        }
+    }
+
+    private object?[] CheckInputs(IReadOnlyDictionary<string, object?> inputs)
+    {
+        Diagnostic Bad(string message, Value? v = null) => new(DiagnosticCode.InputMismatch, message, SourcePath);
+        foreach (var name in inputs.Keys)
+            if (_graph.Inputs.All(v => v.Name != name))
+                throw new KilnException(Bad($"input '{name}' is not an input of the graph (inputs: {string.Join(", ", _graph.Inputs.Select(v => v.Name))})"));
+        var symbols = new Dictionary<string, long>(StringComparer.Ordinal);
+        var result = new object?[_graph.Inputs.Count];
+        for (var i = 0; i < _graph.Inputs.Count; i++)
+        {
+            var v = _graph.Inputs[i];
+            if (!inputs.TryGetValue(v.Name, out var given) || given is null)
+            {
+                if (v.Data is not null) { result[i] = v.Data.ToTensor(); continue; }
+                if (v.Type is OptionalType) { result[i] = new OptionalValue(null); continue; }
+                throw new KilnException(Bad($"input '{v.Name}' ({v.Type}) is missing"));
+            }
+            CheckValue(v.Name, v.Type, given, symbols);
+            result[i] = given;
+        }
+        return result;
+    }
+
+    private void CheckValue(string name, IrType type, object value, Dictionary<string, long> symbols)
+    {
+        KilnException Bad(string message) => new(new Diagnostic(DiagnosticCode.InputMismatch, $"input '{name}': {message}", SourcePath));
+        switch (type)
+        {
+            case TensorType tt:
+                if (value is not Tensor t) throw Bad($"expected a tensor {tt}, got a {RuntimeTypes.Describe(value)}");
+                if (t.Type != tt.Elem.ToRuntime()) throw Bad($"expected element type {tt.Elem.Name()}, got {t.Type.Name()}");
+                if (tt.Shape is null) return;
+                if (tt.Shape.Rank != t.Rank) throw Bad($"expected shape {tt.Shape} (rank {tt.Shape.Rank}), got [{string.Join(", ", t.Shape)}] (rank {t.Rank})");
+                for (var d = 0; d < t.Rank; d++)
+                {
+                    var dim = tt.Shape[d];
+                    if (dim.Value is { } c && c != t.Shape[d])
+                        throw Bad($"expected shape {tt.Shape}, got [{string.Join(", ", t.Shape)}] (dim {d} must be {c})");
+                    if (dim.SymbolName is { } s)
+                    {
+                        if (symbols.TryGetValue(s, out var bound) && bound != t.Shape[d])
+                            throw Bad($"dim {d} is '{s}' = {t.Shape[d]}, but another input already set '{s}' = {bound}");
+                        symbols[s] = t.Shape[d];
+                    }
+                }
+                return;
+            case SequenceType st:
+                if (value is not TensorSequence seq) throw Bad($"expected a sequence, got a {RuntimeTypes.Describe(value)}");
+                foreach (var item in seq.Items) CheckValue(name, st.Element is TensorType et ? et with { Shape = null } : st.Element, item, []);
+                return;
+            case OptionalType ot:
+                if (value is not OptionalValue o) throw Bad($"expected an optional, got a {RuntimeTypes.Describe(value)}");
+                if (o.Value is not null) CheckValue(name, ot.Element, o.Value, symbols);
+                return;
+        }
+    }
+
+    private sealed class GraphPlan
+    {
+        public required List<Value>[] FreeAfter { get; init; }
+        public required Dictionary<Value, Tensor> Constants { get; init; }
+    }
+
+    private GraphPlan Plan(Graph g)
+    {
+        if (_plans.TryGetValue(g, out var p)) return p;
+        var last = new Dictionary<Value, int>();
+        for (var i = 0; i < g.Nodes.Count; i++)
+        {
+            var n = g.Nodes[i];
+            foreach (var v in n.Inputs) if (v is not null) last[v] = i;
+            foreach (var sub in n.Subgraphs)
+                foreach (var v in OuterUses(sub)) last[v] = i;
+        }
+        foreach (var o in g.Outputs) last.Remove(o.Value);
+        var free = Enumerable.Range(0, g.Nodes.Count).Select(_ => new List<Value>()).ToArray();
+        foreach (var (v, i) in last)
+            if (v.Owner == g && v.Kind == ValueKind.NodeOutput) free[i].Add(v);
+        var constants = new Dictionary<Value, Tensor>();
+        foreach (var c in g.Constants) constants[c] = c.Data!.ToTensor();
+        p = new GraphPlan { FreeAfter = free, Constants = constants };
+        _plans[g] = p;
+        return p;
+    }
+
+    /// <summary>Values a subgraph (or its own subgraphs) uses from enclosing graphs.</summary>
+    private static IEnumerable<Value> OuterUses(Graph sub) =>
+        sub.AllGraphs().SelectMany(g => g.Nodes).SelectMany(n => n.Inputs).OfType<Value>()
+            .Concat(sub.AllGraphs().SelectMany(g => g.Outputs.Select(o => o.Value)))
+            .Where(v => !IsWithin(v.Owner, sub)).Distinct();
+
+    private static bool IsWithin(Graph g, Graph root)
+    {
+        for (var x = g; x is not null; x = x.Parent)
+            if (x == root) return true;
+        return false;
+    }
+
+    internal object?[] RunGraph(Graph g, IReadOnlyList<object?> inputs, Scope? parent)
+    {
+        var plan = Plan(g);
+        var scope = new Scope(parent);
+        for (var i = 0; i < g.Inputs.Count; i++)
+            scope.Values[g.Inputs[i]] = i < inputs.Count ? inputs[i] : g.Inputs[i].Data?.ToTensor();
+        foreach (var (v, t) in plan.Constants) scope.Values[v] = t;
+        for (var i = 0; i < g.Nodes.Count; i++)
+        {
+            var node = g.Nodes[i];
+            var args = new object?[node.Inputs.Count];
+            for (var k = 0; k < args.Length; k++)
+                if (node.Inputs[k] is { } v) args[k] = scope.Lookup(v);
+            var ctx = new OpContext(node, args, this, scope);
+            try
+            {
+                OpTable.Run(ctx);
+            }
+            catch (KernelException e)
+            {
+                throw NodeError(node, DiagnosticCode.RuntimeError, e.Message);
+            }
+            catch (MemoryBudgetException e)
+            {
+                throw NodeError(node, DiagnosticCode.MemoryBudgetExceeded, e.Message);
+            }
+            catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or OverflowException or InvalidOperationException or DivideByZeroException or FormatException)
+            {
+                throw NodeError(node, DiagnosticCode.RuntimeError, e.Message);
+            }
+            for (var k = 0; k < node.Outputs.Length; k++)
+                if (node.Outputs[k] is { } o) scope.Values[o] = ctx.Outputs[k];
+            foreach (var dead in plan.FreeAfter[i]) scope.Values.Remove(dead);
+            if (parent is null) Account(scope);
+        }
+        var outs = new object?[g.Outputs.Count];
+        for (var i = 0; i < outs.Length; i++) outs[i] = scope.Lookup(g.Outputs[i].Value);
+        return outs;
+    }
+
+    /// <summary>Sets the budget's in-use figure to what the scope still holds (temporaries are gone after a node).</summary>
+    private void Account(Scope scope)
+    {
+        if (_budget is null) return;
+        var seen = new HashSet<object>(ReferenceEqualityComparer.Instance);
+        long bytes = 0;
+        foreach (var (v, x) in scope.Values)
+        {
+            if (v.Kind != ValueKind.NodeOutput) continue;
+            foreach (var t in Tensors(x))
+                if (seen.Add(t.Storage)) bytes += t.ByteLength;
+        }
+        _budget.Release(_budget.InUse - bytes);
+    }
+
+    private static IEnumerable<Tensor> Tensors(object? x) => x switch
+    {
+        Tensor t => [t],
+        TensorSequence s => s.Items,
+        OptionalValue o => Tensors(o.Value),
+        _ => [],
+    };
+
+    private KilnException NodeError(Node node, DiagnosticCode code, string message) =>
+        new(new Diagnostic(code, message, SourcePath, node.Name, node.Index, node.QualifiedOp));
+}

@@ -1,0 +1,198 @@
+using Kiln.Ir;
+using Kiln.Runtime;
+using Kiln.Runtime.Kernels;
+
+namespace Kiln.Evaluator;
+
+internal static partial class OpTable
+{
+    private static void RegisterControlFlow(Dictionary<string, Action<OpContext>> d)
+    {
+        d["If"] = c =>
+        {
+            var cond = c.In(0).GetLong(0) != 0;
+            var outs = c.RunSubgraph(c.Graph(cond ? "then_branch" : "else_branch"), []);
+            for (var i = 0; i < c.OutputCount; i++) c.Set(i, outs[i]);
+        };
+        d["Loop"] = c =>
+        {
+            var body = c.Graph("body");
+            long? max = c.Opt(0) is { } m ? m.GetLong(0) : null;
+            var cond = c.Opt(1) is not { } ct || ct.GetLong(0) != 0;
+            var carried = Enumerable.Range(2, c.InputCount - 2).Select(c.Value).ToArray();
+            var scanCount = body.Outputs.Count - 1 - carried.Length;
+            var scans = Enumerable.Range(0, scanCount).Select(_ => new List<Tensor>()).ToArray();
+            long i = 0;
+            while (cond && (max is null || i < max))
+            {
+                var inputs = new List<object?> { Tensor.Scalar(i), Tensor.Scalar(cond) };
+                inputs.AddRange(carried);
+                var outs = c.RunSubgraph(body, inputs);
+                cond = outs[0] is Tensor t ? t.GetLong(0) != 0 : cond;
+                for (var k = 0; k < carried.Length; k++) carried[k] = outs[1 + k];
+                for (var k = 0; k < scanCount; k++) scans[k].Add((Tensor)outs[1 + carried.Length + k]!);
+                i++;
+            }
+            for (var k = 0; k < carried.Length; k++) c.Set(k, carried[k]);
+            for (var k = 0; k < scanCount; k++) c.Set(carried.Length + k, Stack(scans[k], body.Outputs[1 + carried.Length + k].Value.Type));
+        };
+        d["Scan"] = c =>
+        {
+            var body = c.Graph("body");
+            var m = (int)c.Int("num_scan_inputs");
+            var n = c.InputCount - m;
+            var scanIn = Enumerable.Range(n, m).Select(c.In).ToArray();
+            var inAxes = c.Ints("scan_input_axes") ?? new long[m];
+            var inDirs = c.Ints("scan_input_directions") ?? new long[m];
+            var k = body.Outputs.Count - n;
+            var outAxes = c.Ints("scan_output_axes") ?? new long[k];
+            var outDirs = c.Ints("scan_output_directions") ?? new long[k];
+            var axes = scanIn.Select((t, j) => Movement.NormalizeAxis(inAxes[j], t.Rank, "Scan")).ToArray();
+            var steps = m == 0 ? 0 : scanIn[0].Shape[axes[0]];
+            var state = Enumerable.Range(0, n).Select(c.Value).ToArray();
+            var collected = Enumerable.Range(0, k).Select(_ => new List<Tensor>()).ToArray();
+            for (var t = 0; t < steps; t++)
+            {
+                var inputs = new List<object?>(state);
+                for (var j = 0; j < m; j++)
+                {
+                    var pos = inDirs[j] == 1 ? steps - 1 - t : t;
+                    var slice = SliceAxis(scanIn[j], axes[j], pos, pos + 1);
+                    inputs.Add(slice.Reshape(slice.Shape.Where((_, a) => a != axes[j]).ToArray()));
+                }
+                var outs = c.RunSubgraph(body, inputs);
+                for (var j = 0; j < n; j++) state[j] = outs[j];
+                for (var j = 0; j < k; j++) collected[j].Add((Tensor)outs[n + j]!);
+            }
+            for (var j = 0; j < n; j++) c.Set(j, state[j]);
+            for (var j = 0; j < k; j++)
+            {
+                var items = collected[j];
+                if (outDirs[j] == 1) items.Reverse();
+                var stacked = Stack(items, body.Outputs[n + j].Value.Type);
+                var axis = Movement.NormalizeAxis(outAxes[j], stacked.Rank, "Scan");
+                if (axis != 0)
+                {
+                    var perm = Enumerable.Range(1, stacked.Rank - 1).ToList();
+                    perm.Insert(axis, 0);
+                    stacked = Movement.Transpose(stacked, perm.ToArray());
+                }
+                c.Set(n + j, stacked);
+            }
+        };
+
+        d["SequenceEmpty"] = c => c.Set(0, new TensorSequence([], c.ElemAttr("dtype", DType.F32)));
+        d["SequenceConstruct"] = c => c.Set(0, new TensorSequence(Enumerable.Range(0, c.InputCount).Select(c.In).ToList(), c.In(0).Type));
+        d["SequenceLength"] = c => c.Set(0, Tensor.Scalar((long)Seq(c, 0).Items.Count));
+        d["SequenceAt"] = c =>
+        {
+            var s = Seq(c, 0);
+            c.Set(0, s.Items[SeqPos(c.In(1).GetLong(0), s.Items.Count, false)]);
+        };
+        d["SequenceInsert"] = c =>
+        {
+            var s = Seq(c, 0);
+            var items = s.Items.ToList();
+            var pos = c.Opt(2) is { } p ? SeqPos(p.GetLong(0), items.Count, true) : items.Count;
+            items.Insert(pos, c.In(1));
+            c.Set(0, new TensorSequence(items, s.ElementType ?? c.In(1).Type));
+        };
+        d["SequenceErase"] = c =>
+        {
+            var s = Seq(c, 0);
+            var items = s.Items.ToList();
+            var pos = c.Opt(1) is { } p ? SeqPos(p.GetLong(0), items.Count, false) : items.Count - 1;
+            if (pos < 0) throw new KernelException("SequenceErase on an empty sequence");
+            items.RemoveAt(pos);
+            c.Set(0, new TensorSequence(items, s.ElementType));
+        };
+        d["SplitToSequence"] = c =>
+        {
+            var x = c.In(0);
+            var axis = Movement.NormalizeAxis(c.Int("axis"), x.Rank, "SplitToSequence");
+            var items = new List<Tensor>();
+            if (c.Opt(1) is not { } split)
+            {
+                var keep = c.Int("keepdims", 1) != 0;
+                for (var i = 0; i < x.Shape[axis]; i++)
+                {
+                    var s = SliceAxis(x, axis, i, i + 1);
+                    items.Add(keep ? s : s.Reshape(s.Shape.Where((_, a) => a != axis).ToArray()));
+                }
+            }
+            else
+            {
+                var sizes = split.Rank == 0
+                    ? Enumerable.Range(0, (x.Shape[axis] + (int)split.GetLong(0) - 1) / (int)split.GetLong(0)).Select(i => (int)Math.Min(split.GetLong(0), x.Shape[axis] - i * split.GetLong(0))).ToArray()
+                    : SplitSizes(x.Shape[axis], split.ToLongs(), 0, null);
+                var start = 0;
+                foreach (var size in sizes)
+                {
+                    items.Add(SliceAxis(x, axis, start, start + size));
+                    start += size;
+                }
+            }
+            c.Set(0, new TensorSequence(items, x.Type));
+        };
+        d["ConcatFromSequence"] = c =>
+        {
+            var s = Seq(c, 0);
+            var axis = c.Int("axis");
+            if (c.Int("new_axis") != 0)
+            {
+                var rank = s.Items[0].Rank + 1;
+                var a = Movement.NormalizeAxis(axis, rank, "ConcatFromSequence");
+                c.Set(0, Movement.Concat(s.Items.Select(t => { var sh = t.Shape.ToList(); sh.Insert(a, 1); return t.Reshape(sh.ToArray()); }).ToList(), a));
+            }
+            else c.Set(0, Movement.Concat(s.Items, (int)axis));
+        };
+        d["SequenceMap"] = c =>
+        {
+            var body = c.Graph("body");
+            var s = Seq(c, 0);
+            var outs = Enumerable.Range(0, c.OutputCount).Select(_ => new List<Tensor>()).ToArray();
+            for (var i = 0; i < s.Items.Count; i++)
+            {
+                var inputs = new List<object?> { s.Items[i] };
+                for (var k = 1; k < c.InputCount; k++)
+                    inputs.Add(c.Value(k) is TensorSequence other ? other.Items[i] : c.Value(k));
+                var r = c.RunSubgraph(body, inputs);
+                for (var k = 0; k < outs.Length; k++) outs[k].Add((Tensor)r[k]!);
+            }
+            for (var k = 0; k < outs.Length; k++)
+                c.Set(k, new TensorSequence(outs[k], body.Outputs[k].Value.Type is TensorType tt ? tt.Elem.ToRuntime() : null));
+        };
+        d["Optional"] = c => c.Set(0, new OptionalValue(c.Value(0)));
+        d["OptionalHasElement"] = c => c.Set(0, Tensor.Scalar(c.Value(0) switch { OptionalValue o => o.Value is not null, null => false, _ => true }));
+        d["OptionalGetElement"] = c => c.Set(0, c.Value(0) switch
+        {
+            OptionalValue { Value: { } v } => v,
+            OptionalValue => throw new KernelException("OptionalGetElement on an empty optional"),
+            var v => v,
+        });
+    }
+
+    private static TensorSequence Seq(OpContext c, int i) =>
+        c.Value(i) as TensorSequence ?? throw new KernelException($"input {i} is a {RuntimeTypes.Describe(c.Value(i))}, not a sequence");
+
+    private static int SeqPos(long pos, int count, bool insert)
+    {
+        var limit = insert ? count : count - 1;
+        if (pos < -count || pos > limit) throw new KernelException($"sequence position {pos} is out of range for {count} items");
+        return (int)(pos < 0 ? pos + count : pos);
+    }
+
+    /// <summary>Stacks tensors along a new leading axis (Loop/Scan outputs); an empty list gives a [0, …] tensor of the declared type.</summary>
+    private static Tensor Stack(List<Tensor> items, IrType declared)
+    {
+        if (items.Count == 0)
+        {
+            var tt = declared as TensorType;
+            var rank = tt?.Shape?.Rank ?? 0;
+            var dims = new int[rank + 1];
+            for (var i = 0; i < rank; i++) dims[i + 1] = (int)(tt!.Shape![i].Value ?? 0);
+            return Tensor.Zeros(tt?.Elem.ToRuntime() ?? DType.F32, dims);
+        }
+        return Movement.Concat(items.Select(t => t.Reshape([1, .. t.Shape])).ToList(), 0);
+    }
+}

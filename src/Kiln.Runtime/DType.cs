@@ -1,0 +1,37 @@
+namespace Kiln.Runtime;
+
+/// <summary>
+/// Element types a runtime tensor can hold. The order matches Kiln.Ir's ElementType, so the evaluator converts
+/// with a cast (a test checks the names line up); Runtime references nothing of Kiln, so it keeps its own enum.
+/// bf16 is stored as its raw 16 bits (ushort): .NET has no BFloat16 type.
+/// </summary>
+public enum DType
+{
+    F32, F16, BF16, F64, I64, I32, I16, I8, U8, U16, U32, U64, Bool, String, I4, U4, C64, C128,
+}
+
+public static class DTypes
+{
+    public static int Size(this DType t) => t switch
+    {
+        DType.F32 or DType.I32 or DType.U32 => 4,
+        DType.F16 or DType.BF16 or DType.I16 or DType.U16 => 2,
+        DType.F64 or DType.I64 or DType.U64 or DType.C64 => 8,
+        DType.C128 => 16,
+        DType.I8 or DType.U8 or DType.Bool => 1,
+        _ => throw new KernelException($"{t.Name()} tensors are not supported by the runtime"),
+    };
+
+    public static string Name(this DType t) => t.ToString().ToLowerInvariant();
+
+    public static bool IsFloat(this DType t) => t is DType.F32 or DType.F64 or DType.F16 or DType.BF16;
+
+    public static bool IsSignedInt(this DType t) => t is DType.I64 or DType.I32 or DType.I16 or DType.I8;
+
+    public static bool IsUnsignedInt(this DType t) => t is DType.U64 or DType.U32 or DType.U16 or DType.U8;
+
+    public static bool IsInteger(this DType t) => t.IsSignedInt() || t.IsUnsignedInt();
+}
+
+/// <summary>A kernel cannot run on what it was given (bad shapes, unsupported element type, bad attribute value).</summary>
+public sealed class KernelException(string message) : Exception(message);

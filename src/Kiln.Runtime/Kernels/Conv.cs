@@ -1,0 +1,245 @@
+namespace Kiln.Runtime.Kernels;
+
+/// <summary>Sliding-window geometry shared by Conv, ConvTranspose and pooling: kernel, strides, dilations, pads per spatial dim.</summary>
+public sealed record Window(int[] Kernel, int[] Strides, int[] Dilations, int[] PadsBegin, int[] PadsEnd)
+{
+    public int Rank => Kernel.Length;
+
+    /// <summary>Resolves ONNX attributes (auto_pad, pads, strides, dilations) for the given input spatial shape.</summary>
+    public static Window Resolve(int[] spatial, int[] kernel, long[]? strides, long[]? dilations, long[]? pads, string autoPad, bool ceilMode = false)
+    {
+        var r = kernel.Length;
+        if (spatial.Length != r) throw new KernelException($"kernel has {r} spatial dims, input has {spatial.Length}");
+        var s = strides?.Select(v => (int)v).ToArray() ?? Enumerable.Repeat(1, r).ToArray();
+        var d = dilations?.Select(v => (int)v).ToArray() ?? Enumerable.Repeat(1, r).ToArray();
+        if (s.Length != r || d.Length != r) throw new KernelException("strides/dilations do not match the kernel rank");
+        if (s.Any(v => v <= 0) || d.Any(v => v <= 0)) throw new KernelException("strides and dilations must be positive");
+        var pb = new int[r];
+        var pe = new int[r];
+        if (autoPad is "SAME_UPPER" or "SAME_LOWER")
+        {
+            for (var i = 0; i < r; i++)
+            {
+                var o = (spatial[i] + s[i] - 1) / s[i];
+                var total = Math.Max(0, (o - 1) * s[i] + (kernel[i] - 1) * d[i] + 1 - spatial[i]);
+                pb[i] = autoPad == "SAME_UPPER" ? total / 2 : total - total / 2;
+                pe[i] = total - pb[i];
+            }
+        }
+        else if (autoPad is "NOTSET" or "" && pads is not null)
+        {
+            if (pads.Length != 2 * r) throw new KernelException($"pads has {pads.Length} values for {r} spatial dims");
+            for (var i = 0; i < r; i++) { pb[i] = (int)pads[i]; pe[i] = (int)pads[i + r]; }
+        }
+        return new Window(kernel, s, d, pb, pe) { CeilMode = ceilMode };
+    }
+
+    public bool CeilMode { get; init; }
+
+    public int[] OutputShape(int[] spatial)
+    {
+        var o = new int[Rank];
+        for (var i = 0; i < Rank; i++)
+        {
+            var span = spatial[i] + PadsBegin[i] + PadsEnd[i] - ((Kernel[i] - 1) * Dilations[i] + 1);
+            if (span < 0) throw new KernelException($"the window ({Kernel[i]}, dilation {Dilations[i]}) is larger than the padded input ({spatial[i] + PadsBegin[i] + PadsEnd[i]}) on spatial dim {i}");
+            var n = CeilMode ? (span + Strides[i] - 1) / Strides[i] + 1 : span / Strides[i] + 1;
+            // A ceil-mode window must start inside the input or its left padding.
+            if (CeilMode && (n - 1) * Strides[i] >= spatial[i] + PadsBegin[i]) n--;
+            o[i] = n;
+        }
+        return o;
+    }
+}
+
+/// <summary>
+/// Convolution as im2col + the f32 GEMM (the GEMM does the heavy lifting; a 1×1 stride-1 unpadded convolution
+/// skips im2col). ConvTranspose is the adjoint: GEMM into columns, then col2im scatter-add.
+/// </summary>
+public static class Convolution
+{
+    public static Tensor Conv(Tensor x, Tensor w, Tensor? bias, Window win, int group)
+    {
+        var orig = x.Type;
+        if (x.Type != DType.F32) { x = Cast.To(x, DType.F32); w = Cast.To(w, DType.F32); bias = bias is null ? null : Cast.To(bias, DType.F32); }
+        var n = x.Shape[0];
+        var c = x.Shape[1];
+        var m = w.Shape[0];
+        var spatial = x.Shape[2..];
+        if (c % group != 0 || m % group != 0) throw new KernelException($"Conv group {group} does not divide channels {c} / filters {m}");
+        if (w.Shape[1] != c / group) throw new KernelException($"Conv weight has {w.Shape[1]} input channels per group; input has {c / group}");
+        var outSpatial = win.OutputShape(spatial);
+        var p = (int)Tensor.Count(outSpatial);
+        var kSize = (int)Tensor.Count(win.Kernel);
+        var cg = c / group;
+        var mg = m / group;
+        var inner = (int)Tensor.Count(spatial);
+        var r = Tensor.Zeros(DType.F32, [n, m, .. outSpatial]);
+        var direct = kSize == 1 && win.Strides.All(s => s == 1) && win.PadsBegin.All(v => v == 0) && win.PadsEnd.All(v => v == 0);
+        var map = direct ? null : ColumnMap(spatial, outSpatial, win);
+        var col = direct ? null : new float[(long)cg * kSize * p];
+        var xs = x.Span<float>();
+        var ws = w.Span<float>();
+        var rs = r.Span<float>();
+        for (var b = 0; b < n; b++)
+            for (var g = 0; g < group; g++)
+            {
+                var xg = xs.Slice((b * c + g * cg) * inner, cg * inner);
+                ReadOnlySpan<float> colSpan;
+                if (direct) colSpan = xg;
+                else
+                {
+                    for (var ch = 0; ch < cg; ch++)
+                    {
+                        var src = xg.Slice(ch * inner, inner);
+                        var dst = col.AsSpan(ch * kSize * p, kSize * p);
+                        for (var i = 0; i < dst.Length; i++)
+                        {
+                            var at = map![i];
+                            dst[i] = at < 0 ? 0 : src[at];
+                        }
+                    }
+                    colSpan = col;
+                }
+                MatMul.Gemm(ws.Slice(g * mg * cg * kSize, mg * cg * kSize), cg * kSize, false, colSpan, p, false,
+                    rs.Slice((b * m + g * mg) * p, mg * p), p, mg, p, cg * kSize, false);
+            }
+        if (bias is not null)
+        {
+            var bs = bias.Span<float>();
+            for (var b = 0; b < n; b++)
+                for (var k = 0; k < m; k++)
+                    System.Numerics.Tensors.TensorPrimitives.Add(rs.Slice((b * m + k) * p, p), bs[k], rs.Slice((b * m + k) * p, p));
+        }
+        return Cast.To(r, orig);
+    }
+
+    /// <summary>For each (kernel offset, output position): the input spatial offset it reads, or -1 in padding.</summary>
+    private static int[] ColumnMap(int[] spatial, int[] outSpatial, Window win)
+    {
+        var rank = spatial.Length;
+        var kSize = (int)Tensor.Count(win.Kernel);
+        var p = (int)Tensor.Count(outSpatial);
+        var map = new int[(long)kSize * p];
+        var kIdx = new int[rank];
+        var oIdx = new int[rank];
+        var inStrides = Tensor.Strides(spatial);
+        for (var k = 0; k < kSize; k++)
+        {
+            Unflatten(k, win.Kernel, kIdx);
+            for (var o = 0; o < p; o++)
+            {
+                Unflatten(o, outSpatial, oIdx);
+                var at = 0L;
+                for (var i = 0; i < rank; i++)
+                {
+                    var pos = oIdx[i] * win.Strides[i] - win.PadsBegin[i] + kIdx[i] * win.Dilations[i];
+                    if (pos < 0 || pos >= spatial[i]) { at = -1; break; }
+                    at += pos * inStrides[i];
+                }
+                map[(long)k * p + o] = (int)at;
+            }
+        }
+        return map;
+    }
+
+    public static void Unflatten(long flat, int[] shape, int[] idx)
+    {
+        for (var i = shape.Length - 1; i >= 0; i--)
+        {
+            idx[i] = (int)(flat % shape[i]);
+            flat /= shape[i];
+        }
+    }
+
+    public static Tensor ConvTranspose(Tensor x, Tensor w, Tensor? bias, int[] kernel, long[]? strides, long[]? dilations, long[]? pads,
+        string autoPad, long[]? outputPadding, long[]? outputShape, int group)
+    {
+        var orig = x.Type;
+        if (x.Type != DType.F32) { x = Cast.To(x, DType.F32); w = Cast.To(w, DType.F32); bias = bias is null ? null : Cast.To(bias, DType.F32); }
+        var n = x.Shape[0];
+        var c = x.Shape[1];
+        var spatial = x.Shape[2..];
+        var rank = spatial.Length;
+        var mg = w.Shape[1];
+        var m = mg * group;
+        var cg = c / group;
+        var s = strides?.Select(v => (int)v).ToArray() ?? Enumerable.Repeat(1, rank).ToArray();
+        var d = dilations?.Select(v => (int)v).ToArray() ?? Enumerable.Repeat(1, rank).ToArray();
+        var op = outputPadding?.Select(v => (int)v).ToArray() ?? new int[rank];
+        var pb = new int[rank];
+        var pe = new int[rank];
+        var outSpatial = new int[rank];
+        for (var i = 0; i < rank; i++)
+        {
+            var full = s[i] * (spatial[i] - 1) + op[i] + (kernel[i] - 1) * d[i] + 1;
+            if (outputShape is not null || autoPad is "SAME_UPPER" or "SAME_LOWER")
+            {
+                var want = outputShape is not null ? (int)outputShape[outputShape.Length - rank + i] : spatial[i] * s[i];
+                var total = full - want;
+                if (autoPad == "SAME_UPPER") { pb[i] = total / 2; pe[i] = total - total / 2; }
+                else { pb[i] = total - total / 2; pe[i] = total / 2; }
+                outSpatial[i] = want;
+            }
+            else
+            {
+                if (pads is not null) { pb[i] = (int)pads[i]; pe[i] = (int)pads[i + rank]; }
+                outSpatial[i] = full - pb[i] - pe[i];
+            }
+        }
+        var pin = (int)Tensor.Count(spatial);
+        var pout = (int)Tensor.Count(outSpatial);
+        var kSize = (int)Tensor.Count(kernel);
+        var col = new float[(long)mg * kSize * pin];
+        var r = Tensor.Zeros(DType.F32, [n, m, .. outSpatial]);
+        var xs = x.Span<float>();
+        var ws = w.Span<float>();
+        var rs = r.Span<float>();
+        var kIdx = new int[rank];
+        var iIdx = new int[rank];
+        var outStrides = Tensor.Strides(outSpatial);
+        // target[k, pin] = output spatial offset, or -1 outside.
+        var target = new int[(long)kSize * pin];
+        for (var k = 0; k < kSize; k++)
+        {
+            Unflatten(k, kernel, kIdx);
+            for (var q = 0; q < pin; q++)
+            {
+                Unflatten(q, spatial, iIdx);
+                long at = 0;
+                for (var i = 0; i < rank; i++)
+                {
+                    var pos = iIdx[i] * s[i] - pb[i] + kIdx[i] * d[i];
+                    if (pos < 0 || pos >= outSpatial[i]) { at = -1; break; }
+                    at += pos * outStrides[i];
+                }
+                target[(long)k * pin + q] = (int)at;
+            }
+        }
+        for (var b = 0; b < n; b++)
+            for (var g = 0; g < group; g++)
+            {
+                MatMul.Gemm(ws.Slice(g * cg * mg * kSize, cg * mg * kSize), mg * kSize, true,
+                    xs.Slice((b * c + g * cg) * pin, cg * pin), pin, false, col, pin, mg * kSize, pin, cg, false);
+                for (var oc = 0; oc < mg; oc++)
+                {
+                    var dst = rs.Slice((b * m + g * mg + oc) * pout, pout);
+                    for (var k = 0; k < kSize; k++)
+                    {
+                        var src = col.AsSpan((oc * kSize + k) * pin, pin);
+                        var tg = target.AsSpan(k * pin, pin);
+                        for (var q = 0; q < pin; q++)
+                            if (tg[q] >= 0) dst[tg[q]] += src[q];
+                    }
+                }
+            }
+        if (bias is not null)
+        {
+            var bs = bias.Span<float>();
+            for (var b = 0; b < n; b++)
+                for (var k = 0; k < m; k++)
+                    System.Numerics.Tensors.TensorPrimitives.Add(rs.Slice((b * m + k) * pout, pout), bs[k], rs.Slice((b * m + k) * pout, pout));
+        }
+        return Cast.To(r, orig);
+    }
+}
