@@ -21,6 +21,7 @@ internal static partial class OpTable
         RegisterNeural(d);
         RegisterControlFlow(d);
         RegisterMisc(d);
+        RegisterExtended(d);
         return d;
     }
 

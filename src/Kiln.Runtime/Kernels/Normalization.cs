@@ -31,8 +31,14 @@ public static class Normalization
                 switch (kind)
                 {
                     case "Softmax":
-                        TensorPrimitives.SoftMax(row, dst);
-                        break;
+                        {
+                            // TensorPrimitives.SoftMax does not subtract the max first, so large inputs overflow.
+                            var m = TensorPrimitives.Max(row);
+                            TensorPrimitives.Subtract(row, m, dst);
+                            TensorPrimitives.Exp(dst, dst);
+                            TensorPrimitives.Divide(dst, TensorPrimitives.Sum(dst), dst);
+                            break;
+                        }
                     case "LogSoftmax":
                         {
                             var m = TensorPrimitives.Max(row);
