@@ -101,7 +101,9 @@ public sealed class Interpreter
                 if (v.Type is OptionalType) { result[i] = new OptionalValue(null); continue; }
                 throw new KilnException(Bad($"input '{v.Name}' ({v.Type}) is missing"));
             }
-            CheckValue(v.Name, v.Type, given, symbols);
+            // An input no node reads cannot affect the results: check its kind and element type, not its shape.
+            var used = v.Uses.Count > 0 || _graph.Outputs.Any(o => o.Value == v) || _graph.AllGraphs().Skip(1).SelectMany(g => g.Nodes).Any(n => n.Inputs.Contains(v));
+            CheckValue(v.Name, used ? v.Type : v.Type is TensorType tt ? tt with { Shape = null } : v.Type, given, symbols);
             result[i] = given;
         }
         return result;

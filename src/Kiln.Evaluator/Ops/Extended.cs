@@ -71,12 +71,12 @@ internal static partial class OpTable
             var x = c.In(0);
             var zp = c.Opt(2);
             var outType = zp?.Type ?? c.ElemAttr("output_dtype", DType.U8);
-            c.Set(0, Quantize.Linear(x, c.In(1), zp, Movement.NormalizeAxis(c.Int("axis", 1), Math.Max(1, x.Rank), "QuantizeLinear"), (int)c.Int("block_size"), outType, c.Int("saturate", 1) != 0));
+            c.Set(0, Quantize.Linear(x, c.In(1), zp, c.In(1).Length == 1 ? 0 : Movement.NormalizeAxis(c.Int("axis", 1), x.Rank, "QuantizeLinear"), (int)c.Int("block_size"), outType, c.Int("saturate", 1) != 0));
         };
         d["DequantizeLinear"] = c =>
         {
             var x = c.In(0);
-            c.Set(0, Quantize.Dequantize(x, c.In(1), c.Opt(2), Movement.NormalizeAxis(c.Int("axis", 1), Math.Max(1, x.Rank), "DequantizeLinear"), (int)c.Int("block_size")));
+            c.Set(0, Quantize.Dequantize(x, c.In(1), c.Opt(2), c.In(1).Length == 1 ? 0 : Movement.NormalizeAxis(c.Int("axis", 1), x.Rank, "DequantizeLinear"), (int)c.Int("block_size")));
         };
         d["DynamicQuantizeLinear"] = c =>
         {

@@ -77,7 +77,8 @@ public static class Cast
             case DType.F32: r.Span<float>()[i] = (float)v; break;
             case DType.F64: r.Span<double>()[i] = v; break;
             case DType.F16: r.Span<Half>()[i] = (Half)v; break;
-            case DType.BF16: r.Span<ushort>()[i] = BFloat16.FromSingle((float)v); break;
+            // Cast truncates to bfloat16 (the upper 16 bits), as the ONNX reference implementation and its test data do.
+            case DType.BF16: r.Span<ushort>()[i] = float.IsNaN((float)v) ? (ushort)0x7FC0 : (ushort)(BitConverter.SingleToUInt32Bits((float)v) >> 16); break;
             case DType.I64 or DType.I32 or DType.I16 or DType.I8 or DType.U8 or DType.Bool or DType.U16 or DType.U32 or DType.U64:
                 WriteLong(r, i, (long)v);
                 break;

@@ -177,8 +177,10 @@ public static class Convolution
             {
                 var want = outputShape is not null ? (int)outputShape[outputShape.Length - rank + i] : spatial[i] * s[i];
                 var total = full - want;
-                if (autoPad == "SAME_UPPER") { pb[i] = total / 2; pe[i] = total - total / 2; }
-                else { pb[i] = total - total / 2; pe[i] = total / 2; }
+                // Floor division, as ONNX's definition (a negative total pads the end, i.e. grows the output).
+                var half = (int)Math.Floor(total / 2.0);
+                if (autoPad == "SAME_UPPER") { pb[i] = half; pe[i] = total - half; }
+                else { pb[i] = total - half; pe[i] = half; }
                 outSpatial[i] = want;
             }
             else

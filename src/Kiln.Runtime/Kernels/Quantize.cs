@@ -58,13 +58,14 @@ public static class Quantize
 
     public static (Tensor Y, Tensor Scale, Tensor ZeroPoint) Dynamic(Tensor x)
     {
-        var v = x.ToDoubles();
-        var max = Math.Max(0, v.Length == 0 ? 0 : v.Max());
-        var min = Math.Min(0, v.Length == 0 ? 0 : v.Min());
-        var scale = (float)((max - min) / 255);
-        var zp = scale == 0 ? 0 : Math.Clamp(Math.Round(-min / scale, MidpointRounding.ToEven), 0, 255);
+        // In float32 throughout, as the ONNX definition computes it (double rounding differs at .5 boundaries).
+        var v = Cast.To(x, DType.F32).Span<float>().ToArray();
+        var max = Math.Max(0f, v.Length == 0 ? 0f : v.Max());
+        var min = Math.Min(0f, v.Length == 0 ? 0f : v.Min());
+        var scale = (max - min) / 255f;
+        var zp = scale == 0 ? 0f : Math.Clamp(MathF.Round(-min / scale, MidpointRounding.ToEven), 0f, 255f);
         var q = new double[v.Length];
-        for (var i = 0; i < v.Length; i++) q[i] = Math.Clamp(Math.Round(v[i] / (scale == 0 ? 1 : scale), MidpointRounding.ToEven) + zp, 0, 255);
+        for (var i = 0; i < v.Length; i++) q[i] = Math.Clamp(MathF.Round(v[i] / (scale == 0 ? 1f : scale), MidpointRounding.ToEven) + zp, 0f, 255f);
         return (Movement.FromDoubles(DType.U8, x.Shape, q), Tensor.Scalar(scale), Tensor.FromArray(DType.U8, [], [(byte)zp]));
     }
 

@@ -56,7 +56,9 @@ public static class Resize
         "half_pixel" => (xr + 0.5) / scale - 0.5,
         "half_pixel_symmetric" => inLen / 2.0 * (1 - outLen / (scale * inLen)) + (xr + 0.5) / scale - 0.5,
         "pytorch_half_pixel" => outLen > 1 ? (xr + 0.5) / scale - 0.5 : 0,
-        "align_corners" => outLen == 1 ? 0 : xr * (inLen - 1) / (outLen - 1),
+        // The resized length is in·scale (not rounded), as the ONNX reference computes it when scales are given.
+        "align_corners" => outLen == 1 ? 0 : xr * (inLen - 1) / (inLen * scale - 1),
+        "tf_half_pixel_for_nn" => (xr + 0.5) / scale,
         "asymmetric" => xr / scale,
         "tf_crop_and_resize" => outLen > 1 ? roiStart * (inLen - 1) + xr * (roiEnd - roiStart) * (inLen - 1) / (outLen - 1) : 0.5 * (roiStart + roiEnd) * (inLen - 1),
         _ => throw new KernelException($"Resize coordinate_transformation_mode '{mode}' is not supported"),
