@@ -11,6 +11,9 @@ public sealed record EvaluatorOptions
 
     /// <summary>Threads kernels may use; 0 means every core.</summary>
     public int Threads { get; init; }
+
+    /// <summary>Wall-clock limit for one run (checked between nodes and loop iterations); null for none.</summary>
+    public TimeSpan? TimeLimit { get; init; }
 }
 
 /// <summary>Values visible while a graph runs: its own, then those of the graphs enclosing it.</summary>
@@ -39,6 +42,7 @@ public sealed class Interpreter
     private readonly EvaluatorOptions _options;
     private readonly Dictionary<Graph, GraphPlan> _plans = [];
     private MemoryBudget? _budget;
+    private DateTime _deadline = DateTime.MaxValue;
 
     public Interpreter(Graph graph, EvaluatorOptions? options = null, string? sourcePath = null)
     {
@@ -67,6 +71,7 @@ public sealed class Interpreter
         var saved = MemoryBudget.Current;
         var savedThreads = Runtime.Kernels.MatMul.MaxThreads;
         _budget = new MemoryBudget(_options.MemoryBudget);
+        _deadline = _options.TimeLimit is { } limit ? DateTime.UtcNow + limit : DateTime.MaxValue;
         MemoryBudget.Current = _budget;
         if (_options.Threads > 0) Runtime.Kernels.MatMul.MaxThreads = _options.Threads;
         try
@@ -194,6 +199,8 @@ public sealed class Interpreter
         for (var i = 0; i < g.Nodes.Count; i++)
         {
             var node = g.Nodes[i];
+            if (DateTime.UtcNow > _deadline)
+                throw NodeError(node, DiagnosticCode.RuntimeError, $"the run exceeded its time limit of {_options.TimeLimit!.Value.TotalSeconds:0.#} s");
             var args = new object?[node.Inputs.Count];
             for (var k = 0; k < args.Length; k++)
                 if (node.Inputs[k] is { } v) args[k] = scope.Lookup(v);

@@ -36,6 +36,12 @@ public sealed class MemoryBudget(long limitBytes)
         }
     }
 
+    /// <summary>Counts scratch memory a kernel needs (index tables, widened copies) against the current budget.</summary>
+    public static void Scratch(long count, int elementSize)
+    {
+        if (Current is { } b) b.Reserve(count * elementSize, [checked((int)Math.Min(count, int.MaxValue))], DType.U8);
+    }
+
     public void Release(long bytes)
     {
         lock (this) InUse = Math.Max(0, InUse - bytes);

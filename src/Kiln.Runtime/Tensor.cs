@@ -156,6 +156,7 @@ public sealed class Tensor
     /// <summary>Every element as a long (shape and index inputs).</summary>
     public long[] ToLongs()
     {
+        MemoryBudget.Scratch(Length, sizeof(long));
         var r = new long[Length];
         for (var i = 0; i < r.Length; i++) r[i] = GetLong(i);
         return r;
@@ -163,6 +164,7 @@ public sealed class Tensor
 
     public double[] ToDoubles()
     {
+        MemoryBudget.Scratch(Length, sizeof(double));
         var r = new double[Length];
         for (var i = 0; i < r.Length; i++) r[i] = GetDouble(i);
         return r;

@@ -14,15 +14,20 @@ internal static partial class OpTable
             {
                 double a = s.GetDouble(0), lim = c.In(1).GetDouble(0), delta = c.In(2).GetDouble(0);
                 var n = Math.Max(0, (long)Math.Ceiling((lim - a) / delta));
-                c.Set(0, Movement.FromDoubles(s.Type, [checked((int)n)], Enumerable.Range(0, (int)n).Select(i => a + i * delta).ToArray()));
+                var r = Tensor.Uninitialized(DType.F64, [checked((int)n)]);
+                var rs = r.Span<double>();
+                for (var i = 0; i < rs.Length; i++) rs[i] = a + i * delta;
+                c.Set(0, Cast.To(r, s.Type));
             }
             else
             {
                 long a = s.GetLong(0), lim = c.In(1).GetLong(0), delta = c.In(2).GetLong(0);
                 if (delta == 0) throw new KernelException("Range delta cannot be 0");
                 var n = Math.Max(0, (long)Math.Ceiling((lim - a) / (double)delta));
-                Tensor.Count([checked((int)n)]);
-                c.Set(0, Cast.To(Tensor.FromArray(DType.I64, [(int)n], Enumerable.Range(0, (int)n).Select(i => a + i * delta).ToArray()), s.Type));
+                var r = Tensor.Uninitialized(DType.I64, [checked((int)n)]);
+                var rs = r.Span<long>();
+                for (var i = 0; i < rs.Length; i++) rs[i] = a + i * delta;
+                c.Set(0, Cast.To(r, s.Type));
             }
         };
         d["NonZero"] = c =>

@@ -52,6 +52,7 @@ public static class Movement
     public static long[] Indices(int[] shape, Func<int[], long> f)
     {
         var n = Tensor.Count(shape);
+        MemoryBudget.Scratch(n, sizeof(long));
         var r = new long[n];
         if (n == 0) return r;
         var idx = new int[shape.Length];
@@ -71,6 +72,7 @@ public static class Movement
     public static long[] StridedIndices(int[] shape, long[] strides, long offset = 0)
     {
         var n = Tensor.Count(shape);
+        MemoryBudget.Scratch(n, sizeof(long));
         var r = new long[n];
         if (n == 0) return r;
         var rank = shape.Length;

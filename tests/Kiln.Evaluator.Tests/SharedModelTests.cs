@@ -1,0 +1,100 @@
+using Kiln.Cli;
+using Kiln.Onnx;
+using Kiln.Runtime;
+using Kiln.TestSupport;
+
+namespace Kiln.Evaluator.Tests;
+
+/// <summary>The evaluator on the real models in ../shared/models, against their reference outputs.</summary>
+public sealed class SharedModelTests
+{
+    public static TheoryData<string, string, double, double> DataSetCases() => new()
+    {
+        // model, data set, atol, rtol: the tolerances ../shared/models/README.md suggests.
+        { "stories260k/model-nocache.onnx", "stories260k/test_data_set_0", 1e-4, 0 },
+        { "stories260k/model.onnx", "stories260k/kvcache_test_data_set_0", 1e-4, 0 },
+        { "stories260k/model.onnx", "stories260k/kvcache_test_data_set_1", 1e-4, 0 },
+        { "llama-tiny-random/model.onnx", "llama-tiny-random/test_data_set_0", 1e-4, 0 },
+        { "llama-tiny-random/model.onnx", "llama-tiny-random/test_data_set_1", 1e-4, 0 },
+        { "paddleocr/det/model.onnx", "paddleocr/det/test_data_set_0", 1e-4, 1e-3 },
+        { "paddleocr/cls/model.onnx", "paddleocr/cls/test_data_set_0", 1e-4, 1e-3 },
+    };
+
+    [Theory]
+    [MemberData(nameof(DataSetCases))]
+    public void Evaluator_reproduces_the_reference_outputs(string model, string dataSet, double atol, double rtol)
+    {
+        using var m = OnnxImporter.Import(Fixtures.Model(model));
+        var interpreter = new Interpreter(m.Graph);
+        var checks = DataSets.Check(interpreter, m.Graph, Fixtures.Model(dataSet), atol, rtol);
+        Assert.NotEmpty(checks);
+        Assert.All(checks, c => Assert.True(c.Ok, $"{c.Name}: {c.Problem} (max abs {c.MaxAbs})"));
+        Assert.True(interpreter.PeakBytes > 0);
+    }
+
+    [Fact]
+    public void Every_data_set_in_the_shared_models_is_covered()
+    {
+        var sets = Directory.EnumerateDirectories(Fixtures.SharedModels, "*test_data_set_*", SearchOption.AllDirectories)
+            .Select(d => Path.GetRelativePath(Fixtures.SharedModels, d).Replace('\\', '/')).Order().ToList();
+        var covered = DataSetCases().Select(row => (string)row[1]).Order().ToList();
+        Assert.Equal(sets, covered);
+    }
+
+    private static long[] ExpectedGreedy() =>
+        File.ReadAllLines(Fixtures.Model("stories260k/greedy_200.txt")).First(l => l.Length > 0 && !l.StartsWith('#'))
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(long.Parse).ToArray();
+
+    private static long ArgMaxLast(Tensor logits)
+    {
+        var vocab = logits.Shape[^1];
+        var row = logits.Span<float>()[^vocab..];
+        return System.Numerics.Tensors.TensorPrimitives.IndexOfMax(row);
+    }
+
+    [Fact]
+    public void Stories260k_greedy_decoding_with_the_kv_cache_matches_the_no_cache_model_and_llama2c()
+    {
+        var expected = ExpectedGreedy();
+        Assert.Equal(200, expected.Length);
+
+        using var cached = OnnxImporter.Import(Fixtures.Model("stories260k/model.onnx"));
+        var kv = new Interpreter(cached.Graph);
+        var layers = cached.Graph.Inputs.Count(v => v.Name.EndsWith(".key", StringComparison.Ordinal));
+        var past = new Dictionary<string, object?>();
+        for (var i = 0; i < layers; i++)
+        {
+            past[$"past_key_values.{i}.key"] = Tensor.Zeros(DType.F32, [1, 4, 0, 8]);
+            past[$"past_key_values.{i}.value"] = Tensor.Zeros(DType.F32, [1, 4, 0, 8]);
+        }
+        var withCache = new List<long>();
+        var token = 1L; // BOS: prefill is the single BOS token, then one token per call.
+        for (var step = 0; step < 200; step++)
+        {
+            var inputs = new Dictionary<string, object?>(past) { ["input_ids"] = Tensor.FromArray(DType.I64, [1, 1], new[] { token }) };
+            var outs = kv.Run(inputs);
+            token = ArgMaxLast((Tensor)outs["logits"]!);
+            withCache.Add(token);
+            for (var i = 0; i < layers; i++)
+            {
+                past[$"past_key_values.{i}.key"] = outs[$"present.{i}.key"];
+                past[$"past_key_values.{i}.value"] = outs[$"present.{i}.value"];
+            }
+        }
+
+        using var plain = OnnxImporter.Import(Fixtures.Model("stories260k/model-nocache.onnx"));
+        var full = new Interpreter(plain.Graph);
+        var sequence = new List<long> { 1 };
+        var noCache = new List<long>();
+        for (var step = 0; step < 200; step++)
+        {
+            var outs = full.Run(new Dictionary<string, object?> { ["input_ids"] = Tensor.FromArray(DType.I64, [1, sequence.Count], sequence.ToArray()) });
+            var next = ArgMaxLast((Tensor)outs["logits"]!);
+            noCache.Add(next);
+            sequence.Add(next);
+        }
+
+        Assert.Equal(expected, withCache.ToArray());
+        Assert.Equal(expected, noCache.ToArray());
+    }
+}
