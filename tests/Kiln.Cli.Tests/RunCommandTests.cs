@@ -1,0 +1,102 @@
+using Kiln.Ir;
+using Kiln.Onnx;
+using Kiln.TestSupport;
+
+namespace Kiln.Cli.Tests;
+
+/// <summary>`kiln run` through the real process: results within tolerance exit 0; bad runtime input exits 1 with one clear message.</summary>
+public sealed class RunCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("kiln-run-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    private static string Mlp => Path.Combine(Fixtures.RepoRoot, "examples", "tiny-mlp", "model.onnx");
+
+    private string DataSet(string name, params (string File, string Tensor, TensorData Data)[] files)
+    {
+        var dir = Path.Combine(_dir, name);
+        Directory.CreateDirectory(dir);
+        foreach (var (file, tensor, data) in files) DataFile.WriteTensor(Path.Combine(dir, file), tensor, data);
+        return dir;
+    }
+
+    private static TensorData F32(long[] dims) => TensorData.FromArray(ElementType.F32, dims, new float[dims.Aggregate(1L, (a, b) => a * b)]);
+
+    [Fact]
+    public void Shared_model_data_set_runs_within_tolerance()
+    {
+        var r = CliRunner.Run("run", Fixtures.Model("llama-tiny-random/model.onnx"), "--data", Fixtures.Model("llama-tiny-random"), "--atol", "1e-4", "--rtol", "0");
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("logits: max abs", r.StdOut);
+        Assert.Contains("test_data_set_1", r.StdOut);
+    }
+
+    [Fact]
+    public void Out_of_tolerance_exits_1()
+    {
+        var r = CliRunner.Run("run", Fixtures.Model("stories260k/model-nocache.onnx"), "--data", Fixtures.Model("stories260k/test_data_set_0"), "--atol", "0", "--rtol", "0");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("FAIL", r.StdOut);
+    }
+
+    [Theory]
+    [InlineData("shape", "input 'x': expected shape [batch, 16], got [2, 15] (dim 1 must be 16)")]
+    [InlineData("type", "input 'x': expected element type f32, got i64")]
+    [InlineData("missing", "input 'x' (f32[batch, 16]) is missing")]
+    public void Bad_runtime_input_exits_1_with_one_clear_message(string kind, string message)
+    {
+        var set = kind switch
+        {
+            "shape" => DataSet(kind, ("input_0.pb", "x", F32([2, 15])), ("output_0.pb", "probs", F32([2, 4]))),
+            "type" => DataSet(kind, ("input_0.pb", "x", TensorData.Int64([2, 16], new long[32])), ("output_0.pb", "probs", F32([2, 4]))),
+            _ => Path.GetDirectoryName(DataSet(Path.Combine(kind, "test_data_set_0"), ("output_0.pb", "probs", F32([2, 4]))))!,
+        };
+        var r = CliRunner.Run("run", Mlp, "--data", set);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains(message, r.StdErr);
+        Assert.Contains("KILN0021", r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+    }
+
+    [Fact]
+    public void Unsupported_op_at_run_time_exits_1_naming_the_op()
+    {
+        // GridSample imports (the IR knows it) but the evaluator has no kernel for it yet.
+        var g = new Graph("g");
+        var x = g.AddInput("x", new TensorType(ElementType.F32, Shape.Of(1, 1, 2, 2)));
+        var grid = g.AddInput("grid", new TensorType(ElementType.F32, Shape.Of(1, 2, 2, 2)));
+        var n = g.AddNode("GridSample", "", "sampler", [x, grid], ["y"]);
+        Ir.Inference.ShapeInference.Run(g);
+        g.AddOutput(n.Outputs[0]!);
+        using var model = new Model(g);
+        model.OpsetImports[""] = 21;
+        var path = Path.Combine(_dir, "grid.onnx");
+        OnnxExporter.Export(model, path);
+        var set = DataSet("grid", ("input_0.pb", "x", F32([1, 1, 2, 2])), ("input_1.pb", "grid", F32([1, 2, 2, 2])));
+        var r = CliRunner.Run("run", path, "--data", set);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("KILN0005", r.StdErr);
+        Assert.Contains("GridSample: 1 node ('sampler')", r.StdErr);
+        Assert.DoesNotContain("   at ", r.StdErr);
+    }
+
+    [Fact]
+    public void Hostile_shape_is_refused_by_the_memory_budget()
+    {
+        var g = new Graph("g");
+        var shape = g.AddInput("shape", new TensorType(ElementType.I64, Shape.Of(3)));
+        var n = g.AddNode("ConstantOfShape", "", "fill", [shape], ["y"]);
+        Ir.Inference.ShapeInference.Run(g);
+        g.AddOutput(n.Outputs[0]!);
+        using var model = new Model(g);
+        model.OpsetImports[""] = 21;
+        var path = Path.Combine(_dir, "fill.onnx");
+        OnnxExporter.Export(model, path);
+        var set = DataSet("fill", ("input_0.pb", "shape", TensorData.Int64([3], 2750, 1000, 1000)));
+        var r = CliRunner.Run("run", path, "--data", set, "--memory-budget-gb", "2");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("KILN0022", r.StdErr);
+        Assert.Contains("f32[2750, 1000, 1000]", r.StdErr);
+    }
+}
