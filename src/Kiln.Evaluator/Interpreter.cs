@@ -12,6 +12,9 @@ public sealed record EvaluatorOptions
     /// <summary>Threads kernels may use; 0 means every core.</summary>
     public int Threads { get; init; }
 
+    /// <summary>Collect time per op type in <see cref="Interpreter.Profile"/>.</summary>
+    public bool Profile { get; init; }
+
     /// <summary>Wall-clock limit for one run (checked between nodes and loop iterations); null for none.</summary>
     public TimeSpan? TimeLimit { get; init; }
 }
@@ -43,6 +46,9 @@ public sealed class Interpreter
     private readonly Dictionary<Graph, GraphPlan> _plans = [];
     private MemoryBudget? _budget;
     private DateTime _deadline = DateTime.MaxValue;
+    private readonly TensorPool _pool = new();
+    private HashSet<object> _live = new(ReferenceEqualityComparer.Instance);
+    private HashSet<object> _protected = new(ReferenceEqualityComparer.Instance);
 
     public Interpreter(Graph graph, EvaluatorOptions? options = null, string? sourcePath = null)
     {
@@ -61,6 +67,9 @@ public sealed class Interpreter
 
     public string? SourcePath { get; }
 
+    /// <summary>Time and node count per op type over all runs (when <see cref="EvaluatorOptions.Profile"/> is set).</summary>
+    public Dictionary<string, (int Nodes, double Milliseconds)> Profile { get; } = [];
+
     /// <summary>Peak bytes held in tensors during the last run (inputs and constants excluded, temporaries included).</summary>
     public long PeakBytes { get; private set; }
 
@@ -69,6 +78,12 @@ public sealed class Interpreter
     {
         var ordered = CheckInputs(inputs);
         var saved = MemoryBudget.Current;
+        var savedPool = TensorPool.Current;
+        TensorPool.Current = _pool;
+        // Buffers of inputs and constants belong to the caller and the model: never recycled.
+        _protected = new HashSet<object>(ReferenceEqualityComparer.Instance);
+        foreach (var x in ordered) foreach (var t in Tensors(x)) _protected.Add(t.Storage);
+        _live = new HashSet<object>(ReferenceEqualityComparer.Instance);
         var savedThreads = Runtime.Kernels.MatMul.MaxThreads;
         _budget = new MemoryBudget(_options.MemoryBudget);
         _deadline = _options.TimeLimit is { } limit ? DateTime.UtcNow + limit : DateTime.MaxValue;
@@ -85,6 +100,7 @@ public sealed class Interpreter
         {
             PeakBytes = _budget.Peak;
             MemoryBudget.Current = saved;
+            TensorPool.Current = savedPool;
             Runtime.Kernels.MatMul.MaxThreads = savedThreads;
         }
     }
@@ -170,7 +186,7 @@ public sealed class Interpreter
         foreach (var (v, i) in last)
             if (v.Owner == g && v.Kind == ValueKind.NodeOutput) free[i].Add(v);
         var constants = new Dictionary<Value, Tensor>();
-        foreach (var c in g.Constants) constants[c] = c.Data!.ToTensor();
+        foreach (var c in g.Constants) constants[c] = c.Data!.ToTensor(persistent: true);
         p = new GraphPlan { FreeAfter = free, Constants = constants };
         _plans[g] = p;
         return p;
@@ -195,7 +211,11 @@ public sealed class Interpreter
         var scope = new Scope(parent);
         for (var i = 0; i < g.Inputs.Count; i++)
             scope.Values[g.Inputs[i]] = i < inputs.Count ? inputs[i] : g.Inputs[i].Data?.ToTensor();
-        foreach (var (v, t) in plan.Constants) scope.Values[v] = t;
+        foreach (var (v, t) in plan.Constants)
+        {
+            scope.Values[v] = t;
+            _protected.Add(t.Storage);
+        }
         for (var i = 0; i < g.Nodes.Count; i++)
         {
             var node = g.Nodes[i];
@@ -205,6 +225,7 @@ public sealed class Interpreter
             for (var k = 0; k < args.Length; k++)
                 if (node.Inputs[k] is { } v) args[k] = scope.Lookup(v);
             var ctx = new OpContext(node, args, this, scope);
+            var started = _options.Profile ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
             try
             {
                 OpTable.Run(ctx);
@@ -220,6 +241,11 @@ public sealed class Interpreter
             catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or OverflowException or InvalidOperationException or DivideByZeroException or FormatException)
             {
                 throw NodeError(node, DiagnosticCode.RuntimeError, e.Message);
+            }
+            if (_options.Profile)
+            {
+                var (count, ms) = Profile.GetValueOrDefault(node.QualifiedOp);
+                Profile[node.QualifiedOp] = (count + 1, ms + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             }
             for (var k = 0; k < node.Outputs.Length; k++)
                 if (node.Outputs[k] is { } o) scope.Values[o] = ctx.Outputs[k];
@@ -244,6 +270,10 @@ public sealed class Interpreter
                 if (seen.Add(t.Storage)) bytes += t.ByteLength;
         }
         _budget.Release(_budget.InUse - bytes);
+        // Buffers that were live after the previous node and are not now died with this node's last uses.
+        foreach (var storage in _live)
+            if (!seen.Contains(storage) && !_protected.Contains(storage) && storage is byte[] buffer) _pool.Return(buffer);
+        _live = seen;
     }
 
     private static IEnumerable<Tensor> Tensors(object? x) => x switch

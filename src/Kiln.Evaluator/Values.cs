@@ -18,13 +18,13 @@ public static class RuntimeTypes
     public static ElementType ToIr(this DType t) => (ElementType)(int)t;
 
     /// <summary>A tensor over the constant's bytes (no copy; mapped weights stay mapped).</summary>
-    public static Tensor ToTensor(this TensorData data)
+    public static Tensor ToTensor(this TensorData data, bool persistent = false)
     {
         var shape = data.Dims.Select(d => checked((int)d)).ToArray();
         if (data is StringTensorData s) return Tensor.FromStrings(shape, s.AsStrings.ToArray());
         if (data.Elem is ElementType.I4 or ElementType.U4 or ElementType.C64 or ElementType.C128)
             throw new KernelException($"{data.Elem.Name()} tensors are not supported by the evaluator");
-        return Tensor.Wrap(data.Elem.ToRuntime(), shape, System.Runtime.InteropServices.MemoryMarshal.AsMemory(data.Memory));
+        return Tensor.Wrap(data.Elem.ToRuntime(), shape, System.Runtime.InteropServices.MemoryMarshal.AsMemory(data.Memory), persistent);
     }
 
     /// <summary>A copy of the tensor as IR tensor data (for writing files and comparing).</summary>

@@ -71,17 +71,24 @@ public sealed class Tensor
         var bytes = n * type.Size();
         MemoryBudget.Current?.Reserve(bytes, shape, type);
         if (bytes > Array.MaxLength) throw new KernelException($"a {type.Name()}[{string.Join(", ", shape)}] tensor ({bytes:N0} bytes) exceeds the largest array .NET can hold");
-        return new Tensor(type, shape, GC.AllocateUninitializedArray<byte>((int)bytes), null, n);
+        var buffer = TensorPool.Current?.Rent((int)bytes) ?? GC.AllocateUninitializedArray<byte>((int)bytes);
+        return new Tensor(type, shape, buffer, null, n);
     }
 
     /// <summary>Wraps existing bytes without copying (constants, mapped weights). The bytes must not change while in use.</summary>
-    public static Tensor Wrap(DType type, int[] shape, Memory<byte> bytes)
+    public static Tensor Wrap(DType type, int[] shape, Memory<byte> bytes, bool persistent = false)
     {
         var n = Count(shape);
         if (bytes.Length != n * type.Size())
             throw new KernelException($"{type.Name()}[{string.Join(", ", shape)}] needs {n * type.Size()} bytes, got {bytes.Length}");
-        return new Tensor(type, shape, bytes, null, n);
+        return new Tensor(type, shape, bytes, null, n) { Persistent = persistent };
     }
+
+    /// <summary>
+    /// True for tensors that live as long as the model (weights): kernels may cache derived forms of them, such as
+    /// GEMM-packed panels, keyed on the tensor object.
+    /// </summary>
+    public bool Persistent { get; private init; }
 
     public static Tensor FromArray<T>(DType type, int[] shape, T[] values) where T : unmanaged
     {
@@ -118,7 +125,7 @@ public sealed class Tensor
     public Tensor Reshape(int[] shape)
     {
         if (Count(shape) != Length) throw new KernelException($"cannot reshape [{string.Join(", ", Shape)}] ({Length} elements) to [{string.Join(", ", shape)}]");
-        return new Tensor(Type, shape, _bytes, _strings, Length);
+        return new Tensor(Type, shape, _bytes, _strings, Length) { Persistent = Persistent };
     }
 
     /// <summary>Element <paramref name="i"/> as a double, whatever the element type (for small shape-like tensors and slow paths).</summary>

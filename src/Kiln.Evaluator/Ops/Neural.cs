@@ -38,7 +38,7 @@ internal static partial class OpTable
                 accumulate = alpha != 0;
                 if (alpha == 0) { for (var i = 0; i < dst.Length; i++) dst[i] = beta * src[i]; c.Set(0, r); return; }
             }
-            MatMul.Gemm(a.Span<float>(), a.Shape[1], ta, b.Span<float>(), b.Shape[1], tb, r.Span<float>(), n, m, n, k, accumulate);
+            MatMul.Gemm(a.Span<float>(), a.Shape[1], ta, b.Span<float>(), b.Shape[1], tb, r.Span<float>(), n, m, n, k, accumulate, b, 0);
             if (alpha != 1) System.Numerics.Tensors.TensorPrimitives.Multiply(r.Span<float>(), alpha, r.Span<float>());
             c.Set(0, r);
         };

@@ -12,7 +12,10 @@ namespace Kiln.Runtime.Kernels;
 /// </summary>
 public static unsafe class MatMul
 {
-    private const int Kc = 384;
+    private const int Kc = 256;
+
+    // Packed B panels of persistent (weight) tensors, kept as long as the tensor object lives.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Tensor, System.Collections.Concurrent.ConcurrentDictionary<(long, bool), float[]>> PackCache = new();
 
     /// <summary>Threads the kernels may use (default: every core).</summary>
     public static int MaxThreads { get; set; } = Environment.ProcessorCount;
@@ -23,7 +26,11 @@ public static unsafe class MatMul
 
     /// <summary>C[M×N] (+)= op(A)[M×K] · op(B)[K×N]; leading dims are the row strides of the stored matrices.</summary>
     public static void Gemm(ReadOnlySpan<float> a, int lda, bool transA, ReadOnlySpan<float> b, int ldb, bool transB,
-        Span<float> c, int ldc, int m, int n, int k, bool accumulate)
+        Span<float> c, int ldc, int m, int n, int k, bool accumulate) => Gemm(a, lda, transA, b, ldb, transB, c, ldc, m, n, k, accumulate, null, 0);
+
+    /// <summary>As above; when <paramref name="weights"/> is a persistent tensor holding B, its packed form is cached.</summary>
+    public static void Gemm(ReadOnlySpan<float> a, int lda, bool transA, ReadOnlySpan<float> b, int ldb, bool transB,
+        Span<float> c, int ldc, int m, int n, int k, bool accumulate, Tensor? weights, long weightsOffset)
     {
         if (m == 0 || n == 0) return;
         if (k == 0)
@@ -43,8 +50,36 @@ public static unsafe class MatMul
         }
         var nr = Nr;
         var panels = (n + nr - 1) / nr;
-        var packed = new float[(long)panels * nr * k];
-        PackB(b, ldb, transB, k, n, nr, packed);
+        float[] packed;
+        float[]? rented = null;
+        if (weights is { Persistent: true })
+        {
+            var perTensor = PackCache.GetOrCreateValue(weights);
+            if (!perTensor.TryGetValue((weightsOffset, transB), out packed!))
+            {
+                packed = new float[(long)panels * nr * k];
+                PackB(b, ldb, transB, k, n, nr, packed);
+                perTensor[(weightsOffset, transB)] = packed;
+            }
+        }
+        else
+        {
+            rented = System.Buffers.ArrayPool<float>.Shared.Rent(panels * nr * k);
+            packed = rented;
+            PackB(b, ldb, transB, k, n, nr, packed);
+        }
+        try
+        {
+            Run(a, lda, packed, c, ldc, m, n, k, nr, panels, accumulate);
+        }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    private static void Run(ReadOnlySpan<float> a, int lda, float[] packed, Span<float> c, int ldc, int m, int n, int k, int nr, int panels, bool accumulate)
+    {
         fixed (float* pa = a)
         fixed (float* pb = packed)
         fixed (float* pc = c)
@@ -257,7 +292,7 @@ public static unsafe class MatMul
             var A = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(am.Span).Slice((int)(aOff[t] * m * k), m * k);
             var B = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bm.Span).Slice((int)(bOff[t] * k * n), k * n);
             var C = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rm.Span).Slice(t * m * n, m * n);
-            Gemm(A, k, false, B, n, false, C, n, m, n, k, false);
+            Gemm(A, k, false, B, n, false, C, n, m, n, k, false, b, bOff[t]);
         }
         if (batches > 1 && MaxThreads > 1 && (long)m * n * k < 1L << 22)
         {
