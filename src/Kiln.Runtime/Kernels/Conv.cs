@@ -104,14 +104,17 @@ public static class Convolution
                 MatMul.Gemm(ws.Slice(g * mg * cg * kSize, mg * cg * kSize), cg * kSize, false, colSpan, p, false,
                     rs.Slice((b * m + g * mg) * p, mg * p), p, mg, p, cg * kSize, false);
             }
-        if (bias is not null)
-        {
-            var bs = bias.Span<float>();
-            for (var b = 0; b < n; b++)
-                for (var k = 0; k < m; k++)
-                    System.Numerics.Tensors.TensorPrimitives.Add(rs.Slice((b * m + k) * p, p), bs[k], rs.Slice((b * m + k) * p, p));
-        }
+        if (bias is not null) AddChannelBias(rs, bias, n, m, p);
         return Cast.To(r, orig);
+    }
+
+    /// <summary>Adds bias[channel] to every element of each [n, m, spatial] channel plane.</summary>
+    private static void AddChannelBias(Span<float> rs, Tensor bias, int n, int m, int plane)
+    {
+        var bs = bias.Span<float>();
+        for (var b = 0; b < n; b++)
+            for (var k = 0; k < m; k++)
+                System.Numerics.Tensors.TensorPrimitives.Add(rs.Slice((b * m + k) * plane, plane), bs[k], rs.Slice((b * m + k) * plane, plane));
     }
 
     /// <summary>For each (kernel offset, output position): the input spatial offset it reads, or -1 in padding.</summary>
@@ -235,13 +238,7 @@ public static class Convolution
                     }
                 }
             }
-        if (bias is not null)
-        {
-            var bs = bias.Span<float>();
-            for (var b = 0; b < n; b++)
-                for (var k = 0; k < m; k++)
-                    System.Numerics.Tensors.TensorPrimitives.Add(rs.Slice((b * m + k) * pout, pout), bs[k], rs.Slice((b * m + k) * pout, pout));
-        }
+        if (bias is not null) AddChannelBias(rs, bias, n, m, pout);
         return Cast.To(r, orig);
     }
 }

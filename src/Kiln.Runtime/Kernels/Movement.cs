@@ -385,14 +385,18 @@ public static class Movement
         return r;
     }
 
-    public static Tensor GatherElements(Tensor x, Tensor indices, long axisAttr)
+    public static Tensor GatherElements(Tensor x, Tensor indices, long axisAttr) =>
+        Take(x, indices.Shape, ElementOffsets(x, indices, axisAttr, "GatherElements"));
+
+    /// <summary>For GatherElements/ScatterElements: the offset in x of each index element (its position, with the axis coordinate replaced by the index).</summary>
+    private static long[] ElementOffsets(Tensor x, Tensor indices, long axisAttr, string op)
     {
-        var axis = NormalizeAxis(axisAttr, x.Rank, "GatherElements");
+        var axis = NormalizeAxis(axisAttr, x.Rank, op);
         var ind = indices.ToLongs();
         var strides = Tensor.Strides(x.Shape);
         var dim = x.Shape[axis];
         var p = 0;
-        var idx = Indices(indices.Shape, o =>
+        return Indices(indices.Shape, o =>
         {
             long off = 0;
             for (var i = 0; i < o.Length; i++)
@@ -400,7 +404,7 @@ public static class Movement
                 long v = i == axis ? ind[p] : o[i];
                 if (i == axis)
                 {
-                    if (v < -dim || v >= dim) throw new KernelException($"GatherElements index {v} is out of range for axis {axis} of size {dim}");
+                    if (v < -dim || v >= dim) throw new KernelException($"{op} index {v} is out of range for axis {axis} of size {dim}");
                     if (v < 0) v += dim;
                 }
                 off += v * strides[i];
@@ -408,34 +412,10 @@ public static class Movement
             p++;
             return off;
         });
-        return Take(x, indices.Shape, idx);
     }
 
-    public static Tensor ScatterElements(Tensor x, Tensor indices, Tensor updates, long axisAttr, string reduction)
-    {
-        var axis = NormalizeAxis(axisAttr, x.Rank, "ScatterElements");
-        var ind = indices.ToLongs();
-        var strides = Tensor.Strides(x.Shape);
-        var dim = x.Shape[axis];
-        var p = 0;
-        var target = Indices(indices.Shape, o =>
-        {
-            long off = 0;
-            for (var i = 0; i < o.Length; i++)
-            {
-                long v = i == axis ? ind[p] : o[i];
-                if (i == axis)
-                {
-                    if (v < -dim || v >= dim) throw new KernelException($"ScatterElements index {v} is out of range for axis {axis} of size {dim}");
-                    if (v < 0) v += dim;
-                }
-                off += v * strides[i];
-            }
-            p++;
-            return off;
-        });
-        return ScatterInto(x, updates, target, 1, reduction);
-    }
+    public static Tensor ScatterElements(Tensor x, Tensor indices, Tensor updates, long axisAttr, string reduction) =>
+        ScatterInto(x, updates, ElementOffsets(x, indices, axisAttr, "ScatterElements"), 1, reduction);
 
     /// <summary>Copies x, then for each k writes (or reduces) updates' block k of <paramref name="block"/> elements at offset target[k].</summary>
     private static Tensor ScatterInto(Tensor x, Tensor updates, long[] target, long block, string reduction)
