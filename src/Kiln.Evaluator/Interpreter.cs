@@ -12,6 +12,12 @@ public sealed record EvaluatorOptions
     /// <summary>Threads kernels may use; 0 means every core.</summary>
     public int Threads { get; init; }
 
+    /// <summary>
+    /// Keep the GEMM-packed form of each weight used as a MatMul/Gemm right operand between runs: faster repeated
+    /// runs (no repacking) at the cost of a second copy of those weights in memory.
+    /// </summary>
+    public bool CachePackedWeights { get; init; } = true;
+
     /// <summary>Collect time per op type in <see cref="Interpreter.Profile"/>.</summary>
     public bool Profile { get; init; }
 
@@ -38,6 +44,7 @@ internal sealed class Scope(Scope? parent)
 /// Kiln's reference evaluator: runs an IR graph node by node, dispatching each to the Kiln.Runtime kernel for its
 /// op. Inputs are checked against the graph's types first; intermediates are dropped after their last use; every
 /// allocation counts against a memory budget, so a graph that asks for too much fails before allocating.
+/// One run at a time: concurrent calls to <see cref="Run"/> on one interpreter are serialized.
 /// </summary>
 public sealed class Interpreter
 {
@@ -75,6 +82,13 @@ public sealed class Interpreter
 
     /// <summary>Runs the graph on named inputs; returns every graph output by name.</summary>
     public IReadOnlyDictionary<string, object?> Run(IReadOnlyDictionary<string, object?> inputs)
+    {
+        lock (_runLock) return RunLocked(inputs);
+    }
+
+    private readonly object _runLock = new();
+
+    private IReadOnlyDictionary<string, object?> RunLocked(IReadOnlyDictionary<string, object?> inputs)
     {
         var ordered = CheckInputs(inputs);
         var saved = MemoryBudget.Current;
@@ -186,7 +200,7 @@ public sealed class Interpreter
         foreach (var (v, i) in last)
             if (v.Owner == g && v.Kind == ValueKind.NodeOutput) free[i].Add(v);
         var constants = new Dictionary<Value, Tensor>();
-        foreach (var c in g.Constants) constants[c] = c.Data!.ToTensor(persistent: true);
+        foreach (var c in g.Constants) constants[c] = c.Data!.ToTensor(persistent: _options.CachePackedWeights);
         p = new GraphPlan { FreeAfter = free, Constants = constants };
         _plans[g] = p;
         return p;
