@@ -162,7 +162,7 @@ internal static class Activations
         var r = x;
         if (min is not null && min.Length > 0) r = E.Numeric<E.MaxOp>(r, min);
         if (max is not null && max.Length > 0) r = E.Numeric<E.MinOp>(r, max);
-        return ReferenceEquals(r, x) ? E.Numeric<E.AddOp>(x, Tensor.Zeros(x.Type, [])) : r;
+        return r;
     }
 
     public static Tensor Pow(Tensor x, Tensor y)

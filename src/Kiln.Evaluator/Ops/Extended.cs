@@ -71,7 +71,7 @@ internal static partial class OpTable
             var x = c.In(0);
             var zp = c.Opt(2);
             var outType = zp?.Type ?? c.ElemAttr("output_dtype", DType.U8);
-            c.Set(0, Quantize.Linear(x, c.In(1), zp, c.In(1).Length == 1 ? 0 : Movement.NormalizeAxis(c.Int("axis", 1), x.Rank, "QuantizeLinear"), (int)c.Int("block_size"), outType, c.Int("saturate", 1) != 0));
+            c.Set(0, Quantize.Linear(x, c.In(1), zp, c.In(1).Length == 1 ? 0 : Movement.NormalizeAxis(c.Int("axis", 1), x.Rank, "QuantizeLinear"), (int)c.Int("block_size"), outType));
         };
         d["DequantizeLinear"] = c =>
         {
@@ -104,7 +104,7 @@ internal static partial class OpTable
             var a = Quantize.Dequantize(c.In(0), c.In(1), c.In(2), 1, 0);
             var b = Quantize.Dequantize(c.In(3), c.In(4), c.In(5), 1, 0);
             var y = MatMul.Multiply(Cast.To(a, DType.F32), Cast.To(b, DType.F32));
-            c.Set(0, Quantize.Linear(y, c.In(6), c.In(7), 1, 0, c.In(7).Type, true));
+            c.Set(0, Quantize.Linear(y, c.In(6), c.In(7), 1, 0, c.In(7).Type));
         };
         d["QLinearConv"] = c =>
         {
@@ -114,7 +114,7 @@ internal static partial class OpTable
             var kernel = c.Ints("kernel_shape")?.Select(v => (int)v).ToArray() ?? w.Shape[2..];
             var win = Window.Resolve(x.Shape[2..], kernel, c.Ints("strides"), c.Ints("dilations"), c.Ints("pads"), c.Str("auto_pad", "NOTSET"));
             var y = Convolution.Conv(Cast.To(x, DType.F32), Cast.To(w, DType.F32), bias, win, (int)c.Int("group", 1));
-            c.Set(0, Quantize.Linear(y, c.In(6), c.In(7), 1, 0, c.In(7).Type, true));
+            c.Set(0, Quantize.Linear(y, c.In(6), c.In(7), 1, 0, c.In(7).Type));
         };
         foreach (var w in new[] { "HannWindow", "HammingWindow", "BlackmanWindow" })
         {

@@ -158,7 +158,8 @@ internal static partial class OpTable
             var x = c.In(0);
             var k = (int)c.In(1).GetLong(0);
             var axis = Movement.NormalizeAxis(c.Int("axis", -1), x.Rank, "TopK");
-            bool largest = c.Int("largest", 1) != 0, sorted = c.Int("sorted", 1) != 0;
+            // Results are always sorted (sorted=0 leaves the order unspecified, so sorted order is valid too).
+            var largest = c.Int("largest", 1) != 0;
             var outer = Tensor.Count(x.Shape[..axis]);
             var dim = x.Shape[axis];
             if (k < 0 || k > dim) throw new KernelException($"TopK k={k} is out of range for an axis of {dim}");
@@ -185,7 +186,6 @@ internal static partial class OpTable
                         take[at] = (o * dim + order[j]) * inner + i;
                     }
                 }
-            _ = sorted;
             c.Set(0, Movement.Take(x, shape, take));
             c.Set(1, Tensor.FromArray(DType.I64, shape, indices));
         };

@@ -290,7 +290,7 @@ public static class Elementwise
     public struct DivOp : INumericBinary
     {
         public static T Apply<T>(T a, T b) where T : unmanaged, INumber<T> =>
-            T.IsZero(b) && T.IsInteger(b) && !IsFloatType<T>() ? throw new KernelException("integer division by zero") : a / b;
+            !IsFloatType<T>() && T.IsZero(b) ? throw new KernelException("integer division by zero") : a / b;
 
         public static bool RunF32(ReadOnlySpan<float> a, long sa, ReadOnlySpan<float> b, long sb, Span<float> d)
         {

@@ -32,7 +32,8 @@ public static class Quantize
         return r;
     }
 
-    public static Tensor Linear(Tensor x, Tensor scale, Tensor? zeroPoint, int axis, int blockSize, DType outType, bool saturate)
+    /// <summary>y = clamp(round_half_even(x / scale) + zero_point) into the integer range of <paramref name="outType"/>.</summary>
+    public static Tensor Linear(Tensor x, Tensor scale, Tensor? zeroPoint, int axis, int blockSize, DType outType)
     {
         var s = Spread(scale, x.Shape, axis, blockSize);
         var z = zeroPoint is null ? new double[s.Length] : Spread(zeroPoint, x.Shape, axis, blockSize);
@@ -43,7 +44,6 @@ public static class Quantize
             var q = Math.Round(x.GetDouble(i) / s[i], MidpointRounding.ToEven) + z[i];
             r[i] = Math.Clamp(q, lo, hi);
         }
-        _ = saturate;
         return Movement.FromDoubles(outType, x.Shape, r);
     }
 

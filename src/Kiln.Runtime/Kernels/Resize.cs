@@ -37,10 +37,8 @@ public static class Resize
             if (outOfRange.Any(b => b))
             {
                 // Mark outputs whose coordinate on this axis fell outside the input (tf_crop_and_resize).
-                var strides = Tensor.Strides(outShape);
                 var full = Movement.Indices(outShape, idx => outOfRange.Length > idx[axis] && outOfRange[idx[axis]] ? 1 : 0);
                 for (var k = 0; k < full.Length; k++) if (full[k] == 1) outside[k] = true;
-                _ = strides;
             }
             data = res;
             shape = newShape;
