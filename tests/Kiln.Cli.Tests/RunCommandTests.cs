@@ -62,22 +62,21 @@ public sealed class RunCommandTests : IDisposable
     [Fact]
     public void Unsupported_op_at_run_time_exits_1_naming_the_op()
     {
-        // GridSample imports (the IR knows it) but the evaluator has no kernel for it yet.
+        // DFT imports (the IR knows it) but the evaluator has no kernel for it yet.
         var g = new Graph("g");
-        var x = g.AddInput("x", new TensorType(ElementType.F32, Shape.Of(1, 1, 2, 2)));
-        var grid = g.AddInput("grid", new TensorType(ElementType.F32, Shape.Of(1, 2, 2, 2)));
-        var n = g.AddNode("GridSample", "", "sampler", [x, grid], ["y"]);
+        var x = g.AddInput("x", new TensorType(ElementType.F32, Shape.Of(1, 4, 1)));
+        var n = g.AddNode("DFT", "", "spectrum", [x], ["y"]);
         Ir.Inference.ShapeInference.Run(g);
         g.AddOutput(n.Outputs[0]!);
         using var model = new Model(g);
         model.OpsetImports[""] = 21;
-        var path = Path.Combine(_dir, "grid.onnx");
+        var path = Path.Combine(_dir, "dft.onnx");
         OnnxExporter.Export(model, path);
-        var set = DataSet("grid", ("input_0.pb", "x", F32([1, 1, 2, 2])), ("input_1.pb", "grid", F32([1, 2, 2, 2])));
+        var set = DataSet("dft", ("input_0.pb", "x", F32([1, 4, 1])));
         var r = CliRunner.Run("run", path, "--data", set);
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("KILN0005", r.StdErr);
-        Assert.Contains("GridSample: 1 node ('sampler')", r.StdErr);
+        Assert.Contains("DFT: 1 node ('spectrum')", r.StdErr);
         Assert.DoesNotContain("   at ", r.StdErr);
     }
 

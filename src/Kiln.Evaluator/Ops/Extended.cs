@@ -121,6 +121,7 @@ internal static partial class OpTable
             var kind = w;
             d[kind] = c => c.Set(0, Special.Window(kind, c.In(0).GetLong(0), c.Int("periodic", 1) != 0, c.ElemAttr("output_datatype", DType.F32)));
         }
+        d["GridSample"] = c => c.Set(0, GridSample.Run(c.In(0), c.In(1), c.Str("mode", "linear"), c.Str("padding_mode", "zeros"), c.Int("align_corners") != 0));
         d["Det"] = c => c.Set(0, Special.Det(c.In(0)));
         d["Einsum"] = c => c.Set(0, Einsum.Run(c.Str("equation"), Enumerable.Range(0, c.InputCount).Select(c.In).ToList()));
         d["Unique"] = c =>
