@@ -87,14 +87,14 @@ internal static partial class OpTable
         };
         d["MatMulInteger"] = c =>
         {
-            var a = Centered(c.In(0), c.Opt(2), 1);
-            var b = Centered(c.In(1), c.Opt(3), 0);
+            var a = Centered(c.In(0), c.Opt(2), ZeroPointAxis.RowsOfA);
+            var b = Centered(c.In(1), c.Opt(3), ZeroPointAxis.ColumnsOfB);
             c.Set(0, Cast.To(MatMul.Multiply(a, b), DType.I32));
         };
         d["ConvInteger"] = c =>
         {
-            var x = Centered(c.In(0), c.Opt(2), -1);
-            var w = Centered(c.In(1), c.Opt(3), 0);
+            var x = Centered(c.In(0), c.Opt(2), ZeroPointAxis.Channels);
+            var w = Centered(c.In(1), c.Opt(3), ZeroPointAxis.Filters);
             var kernel = c.Ints("kernel_shape")?.Select(v => (int)v).ToArray() ?? w.Shape[2..];
             var win = Window.Resolve(x.Shape[2..], kernel, c.Ints("strides"), c.Ints("dilations"), c.Ints("pads"), c.Str("auto_pad", "NOTSET"));
             c.Set(0, Cast.To(Convolution.Conv(x, w, null, win, (int)c.Int("group", 1)), DType.I32));
@@ -110,7 +110,7 @@ internal static partial class OpTable
         {
             var x = Quantize.Dequantize(c.In(0), c.In(1), c.In(2), 1, 0);
             var w = Quantize.Dequantize(c.In(3), c.In(4), c.In(5), 0, 0);
-            var bias = c.Opt(8) is { } bt ? Cast.To(E2(bt, c.In(1), c.In(4)), DType.F32) : null;
+            var bias = c.Opt(8) is { } bt ? Cast.To(QLinearBias(bt, c.In(1), c.In(4)), DType.F32) : null;
             var kernel = c.Ints("kernel_shape")?.Select(v => (int)v).ToArray() ?? w.Shape[2..];
             var win = Window.Resolve(x.Shape[2..], kernel, c.Ints("strides"), c.Ints("dilations"), c.Ints("pads"), c.Str("auto_pad", "NOTSET"));
             var y = Convolution.Conv(Cast.To(x, DType.F32), Cast.To(w, DType.F32), bias, win, (int)c.Int("group", 1));
@@ -155,31 +155,26 @@ internal static partial class OpTable
         };
     }
 
-    /// <summary>An integer tensor minus its zero point, as f32 (exact for 8-bit data); axis −1 means per-tensor only.</summary>
-    private static Tensor Centered(Tensor x, Tensor? zp, int axis)
+    private enum ZeroPointAxis { RowsOfA, ColumnsOfB, Channels, Filters }
+
+    /// <summary>An integer tensor minus its zero point, as f32 (exact for 8-bit data). A per-axis zero point applies to
+    /// A's rows (MatMulInteger a_zero_point), B's columns (b_zero_point), input channels or filters (ConvInteger x / w).</summary>
+    private static Tensor Centered(Tensor x, Tensor? zp, ZeroPointAxis axis)
     {
         var f = Cast.To(x, DType.F32);
         if (zp is null) return f;
         var z = Cast.To(zp, DType.F32);
-        if (z.Length > 1 && axis >= 0)
+        if (z.Length > 1)
         {
             var shape = Enumerable.Repeat(1, x.Rank).ToArray();
-            shape[axis == 1 ? x.Rank - 1 : Math.Max(0, x.Rank - 2)] = (int)z.Length;
-            if (axis == 0) shape = [.. Enumerable.Repeat(1, x.Rank - 1), (int)z.Length];
-            if (axis == 1) { shape = Enumerable.Repeat(1, x.Rank).ToArray(); shape[x.Rank - 2] = (int)z.Length; }
-            z = z.Reshape(shape);
-        }
-        else if (z.Length > 1)
-        {
-            var shape = Enumerable.Repeat(1, x.Rank).ToArray();
-            shape[1] = (int)z.Length;
+            shape[axis switch { ZeroPointAxis.RowsOfA => x.Rank - 2, ZeroPointAxis.ColumnsOfB => x.Rank - 1, ZeroPointAxis.Filters => 0, _ => 1 }] = (int)z.Length;
             z = z.Reshape(shape);
         }
         return Elementwise.Numeric<Elementwise.SubOp>(f, z);
     }
 
     /// <summary>QLinearConv bias: int32 in units of x_scale·w_scale.</summary>
-    private static Tensor E2(Tensor bias, Tensor xScale, Tensor wScale)
+    private static Tensor QLinearBias(Tensor bias, Tensor xScale, Tensor wScale)
     {
         var b = bias.ToDoubles();
         var xs = xScale.GetDouble(0);
