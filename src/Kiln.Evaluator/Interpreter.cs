@@ -50,6 +50,9 @@ public sealed class Interpreter
 {
     private readonly Graph _graph;
     private readonly EvaluatorOptions _options;
+
+    /// <summary>Graph inputs some node (here or in a subgraph) or graph output reads.</summary>
+    private readonly HashSet<Value> _readInputs;
     private readonly Dictionary<Graph, GraphPlan> _plans = [];
     private MemoryBudget? _budget;
     private DateTime _deadline = DateTime.MaxValue;
@@ -60,6 +63,8 @@ public sealed class Interpreter
     public Interpreter(Graph graph, EvaluatorOptions? options = null, string? sourcePath = null)
     {
         _graph = graph;
+        _readInputs = graph.AllGraphs().SelectMany(g => g.Nodes).SelectMany(n => n.Inputs).Concat(graph.Outputs.Select(o => o.Value))
+            .OfType<Value>().Where(v => v.Kind == ValueKind.GraphInput && v.Owner == graph).ToHashSet();
         _options = options ?? new EvaluatorOptions();
         SourcePath = sourcePath;
         var missing = graph.AllGraphs().SelectMany(g => g.Nodes).Where(n => !OpTable.Has(n)).ToList();
@@ -137,8 +142,7 @@ public sealed class Interpreter
                 throw new KilnException(Bad($"input '{v.Name}' ({v.Type}) is missing"));
             }
             // An input no node reads cannot affect the results: check its kind and element type, not its shape.
-            var used = v.Uses.Count > 0 || _graph.Outputs.Any(o => o.Value == v) || _graph.AllGraphs().Skip(1).SelectMany(g => g.Nodes).Any(n => n.Inputs.Contains(v));
-            CheckValue(v.Name, used ? v.Type : v.Type is TensorType tt ? tt with { Shape = null } : v.Type, given, symbols);
+            CheckValue(v.Name, _readInputs.Contains(v) ? v.Type : v.Type is TensorType tt ? tt with { Shape = null } : v.Type, given, symbols);
             result[i] = given;
         }
         return result;

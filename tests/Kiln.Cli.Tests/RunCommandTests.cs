@@ -21,6 +21,21 @@ public sealed class RunCommandTests : IDisposable
         return dir;
     }
 
+    /// <summary>Writes an ONNX model of one node <paramref name="op"/> reading one input; returns its path.</summary>
+    private string OneNodeModel(string op, string nodeName, string input, TensorType inputType)
+    {
+        var g = new Graph("g");
+        var x = g.AddInput(input, inputType);
+        var n = g.AddNode(op, "", nodeName, [x], ["y"]);
+        Ir.Inference.ShapeInference.Run(g);
+        g.AddOutput(n.Outputs[0]!);
+        using var model = new Model(g);
+        model.OpsetImports[""] = 21;
+        var path = Path.Combine(_dir, nodeName + ".onnx");
+        OnnxExporter.Export(model, path);
+        return path;
+    }
+
     private static TensorData F32(long[] dims) => TensorData.FromArray(ElementType.F32, dims, new float[dims.Aggregate(1L, (a, b) => a * b)]);
 
     [Fact]
@@ -63,15 +78,7 @@ public sealed class RunCommandTests : IDisposable
     public void Unsupported_op_at_run_time_exits_1_naming_the_op()
     {
         // DFT imports (the IR knows it) but the evaluator has no kernel for it yet.
-        var g = new Graph("g");
-        var x = g.AddInput("x", new TensorType(ElementType.F32, Shape.Of(1, 4, 1)));
-        var n = g.AddNode("DFT", "", "spectrum", [x], ["y"]);
-        Ir.Inference.ShapeInference.Run(g);
-        g.AddOutput(n.Outputs[0]!);
-        using var model = new Model(g);
-        model.OpsetImports[""] = 21;
-        var path = Path.Combine(_dir, "dft.onnx");
-        OnnxExporter.Export(model, path);
+        var path = OneNodeModel("DFT", "spectrum", "x", new TensorType(ElementType.F32, Shape.Of(1, 4, 1)));
         var set = DataSet("dft", ("input_0.pb", "x", F32([1, 4, 1])));
         var r = CliRunner.Run("run", path, "--data", set);
         Assert.Equal(1, r.ExitCode);
@@ -83,15 +90,7 @@ public sealed class RunCommandTests : IDisposable
     [Fact]
     public void Hostile_shape_is_refused_by_the_memory_budget()
     {
-        var g = new Graph("g");
-        var shape = g.AddInput("shape", new TensorType(ElementType.I64, Shape.Of(3)));
-        var n = g.AddNode("ConstantOfShape", "", "fill", [shape], ["y"]);
-        Ir.Inference.ShapeInference.Run(g);
-        g.AddOutput(n.Outputs[0]!);
-        using var model = new Model(g);
-        model.OpsetImports[""] = 21;
-        var path = Path.Combine(_dir, "fill.onnx");
-        OnnxExporter.Export(model, path);
+        var path = OneNodeModel("ConstantOfShape", "fill", "shape", new TensorType(ElementType.I64, Shape.Of(3)));
         var set = DataSet("fill", ("input_0.pb", "shape", TensorData.Int64([3], 2750, 1000, 1000)));
         var r = CliRunner.Run("run", path, "--data", set, "--memory-budget-gb", "2");
         Assert.Equal(1, r.ExitCode);

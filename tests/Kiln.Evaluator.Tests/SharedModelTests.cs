@@ -8,17 +8,12 @@ namespace Kiln.Evaluator.Tests;
 /// <summary>The evaluator on the real models in ../shared/models, against their reference outputs.</summary>
 public sealed class SharedModelTests
 {
-    public static TheoryData<string, string, double, double> DataSetCases() => new()
+    public static TheoryData<string, string, double, double> DataSetCases()
     {
-        // model, data set, atol, rtol: the tolerances ../shared/models/README.md suggests.
-        { "stories260k/model-nocache.onnx", "stories260k/test_data_set_0", 1e-4, 0 },
-        { "stories260k/model.onnx", "stories260k/kvcache_test_data_set_0", 1e-4, 0 },
-        { "stories260k/model.onnx", "stories260k/kvcache_test_data_set_1", 1e-4, 0 },
-        { "llama-tiny-random/model.onnx", "llama-tiny-random/test_data_set_0", 1e-4, 0 },
-        { "llama-tiny-random/model.onnx", "llama-tiny-random/test_data_set_1", 1e-4, 0 },
-        { "paddleocr/det/model.onnx", "paddleocr/det/test_data_set_0", 1e-4, 1e-3 },
-        { "paddleocr/cls/model.onnx", "paddleocr/cls/test_data_set_0", 1e-4, 1e-3 },
-    };
+        var data = new TheoryData<string, string, double, double>();
+        foreach (var (model, set, atol, rtol) in Fixtures.SharedDataSets) data.Add(model, set, atol, rtol);
+        return data;
+    }
 
     [Theory]
     [MemberData(nameof(DataSetCases))]
@@ -37,7 +32,7 @@ public sealed class SharedModelTests
     {
         var sets = Directory.EnumerateDirectories(Fixtures.SharedModels, "*test_data_set_*", SearchOption.AllDirectories)
             .Select(d => Path.GetRelativePath(Fixtures.SharedModels, d).Replace('\\', '/')).Order().ToList();
-        var covered = DataSetCases().Select(row => (string)row[1]).Order().ToList();
+        var covered = Fixtures.SharedDataSets.Select(d => d.DataSet).Order().ToList();
         Assert.Equal(sets, covered);
     }
 

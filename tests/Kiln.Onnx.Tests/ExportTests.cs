@@ -10,16 +10,12 @@ namespace Kiln.Onnx.Tests;
 public sealed class ExportTests(ITestOutputHelper output)
 {
     /// <summary>(model, data set, atol, rtol) pairs as shared/models/README.md pairs them.</summary>
-    public static TheoryData<string, string, double, double> SharedDataSets() => new()
+    public static TheoryData<string, string, double, double> SharedDataSets()
     {
-        { "stories260k/model-nocache.onnx", "stories260k/test_data_set_0", 1e-4, 0 },
-        { "stories260k/model.onnx", "stories260k/kvcache_test_data_set_0", 1e-4, 0 },
-        { "stories260k/model.onnx", "stories260k/kvcache_test_data_set_1", 1e-4, 0 },
-        { "llama-tiny-random/model.onnx", "llama-tiny-random/test_data_set_0", 1e-4, 0 },
-        { "llama-tiny-random/model.onnx", "llama-tiny-random/test_data_set_1", 1e-4, 0 },
-        { "paddleocr/det/model.onnx", "paddleocr/det/test_data_set_0", 1e-4, 1e-3 },
-        { "paddleocr/cls/model.onnx", "paddleocr/cls/test_data_set_0", 1e-4, 1e-3 },
-    };
+        var data = new TheoryData<string, string, double, double>();
+        foreach (var (model, set, atol, rtol) in Fixtures.SharedDataSets) data.Add(model, set, atol, rtol);
+        return data;
+    }
 
     [Theory]
     [MemberData(nameof(SharedDataSets))]

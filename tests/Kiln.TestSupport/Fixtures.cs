@@ -13,6 +13,18 @@ public static class Fixtures
 
     public static string Model(string relative) => Path.GetFullPath(Path.Combine(SharedModels, relative));
 
+    /// <summary>(model, data set, atol, rtol): every data set of the shared fixtures with the model and tolerances shared/models/README.md gives it.</summary>
+    public static IReadOnlyList<(string Model, string DataSet, double Atol, double Rtol)> SharedDataSets { get; } =
+    [
+        ("stories260k/model-nocache.onnx", "stories260k/test_data_set_0", 1e-4, 0),
+        ("stories260k/model.onnx", "stories260k/kvcache_test_data_set_0", 1e-4, 0),
+        ("stories260k/model.onnx", "stories260k/kvcache_test_data_set_1", 1e-4, 0),
+        ("llama-tiny-random/model.onnx", "llama-tiny-random/test_data_set_0", 1e-4, 0),
+        ("llama-tiny-random/model.onnx", "llama-tiny-random/test_data_set_1", 1e-4, 0),
+        ("paddleocr/det/model.onnx", "paddleocr/det/test_data_set_0", 1e-4, 1e-3),
+        ("paddleocr/cls/model.onnx", "paddleocr/cls/test_data_set_0", 1e-4, 1e-3),
+    ];
+
     /// <summary>Every model.onnx of the shared fixtures (model-nocache.onnx included).</summary>
     public static IEnumerable<string> SharedModelFiles() =>
         Directory.EnumerateFiles(SharedModels, "*.onnx", SearchOption.AllDirectories).Order(StringComparer.Ordinal);
