@@ -77,6 +77,21 @@ public sealed class Interpreter
         }
     }
 
+    /// <summary>Whether the evaluator has a kernel for this node's op.</summary>
+    public static bool Supports(Node node) => OpTable.Has(node);
+
+    /// <summary>
+    /// Evaluates one node (one without subgraphs) on the given input values, outside any graph run; constant folding
+    /// uses it so a folded node computes exactly what the evaluator would. Kernel failures throw <see cref="KernelException"/>.
+    /// </summary>
+    public static object?[] EvaluateNode(Node node, IReadOnlyList<object?> inputs)
+    {
+        if (!OpTable.Has(node)) throw new KernelException($"the evaluator has no kernel for {node.QualifiedOp}");
+        var ctx = new OpContext(node, inputs.ToArray(), null, null);
+        OpTable.Run(ctx);
+        return ctx.Outputs;
+    }
+
     public string? SourcePath { get; }
 
     /// <summary>Time and node count per op type over all runs (when <see cref="EvaluatorOptions.Profile"/> is set).</summary>

@@ -7,7 +7,7 @@ namespace Kiln.Evaluator;
 /// <summary>What an op's evaluator entry sees: the node, its input values, its attributes (with the op's defaults) and a way to run subgraphs.</summary>
 public sealed class OpContext
 {
-    internal OpContext(Node node, object?[] inputs, Interpreter interpreter, Scope scope)
+    internal OpContext(Node node, object?[] inputs, Interpreter? interpreter, Scope? scope)
     {
         Node = node;
         Inputs = inputs;
@@ -23,9 +23,9 @@ public sealed class OpContext
 
     public object?[] Outputs { get; }
 
-    internal Interpreter Interpreter { get; }
+    internal Interpreter? Interpreter { get; }
 
-    internal Scope Scope { get; }
+    internal Scope? Scope { get; }
 
     private OpDef? Def { get; }
 
@@ -82,5 +82,6 @@ public sealed class OpContext
     public Graph Graph(string name) => Attr(name) is GraphAttr g ? g.Value : throw new KernelException($"attribute '{name}' (a graph) is missing");
 
     /// <summary>Runs a subgraph of this node with the given inputs (by position); returns its outputs.</summary>
-    public object?[] RunSubgraph(Graph g, IReadOnlyList<object?> inputs) => Interpreter.RunGraph(g, inputs, Scope);
+    public object?[] RunSubgraph(Graph g, IReadOnlyList<object?> inputs) =>
+        Interpreter is not null ? Interpreter.RunGraph(g, inputs, Scope) : throw new KernelException("this node runs outside an interpreter, so it cannot run subgraphs");
 }

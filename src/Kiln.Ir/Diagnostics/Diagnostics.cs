@@ -49,6 +49,12 @@ public enum DiagnosticCode
     MemoryBudgetExceeded = 22,
     /// <summary>A node failed at run time on the values it was given (index out of range, shapes that do not agree).</summary>
     RuntimeError = 23,
+    /// <summary>A pass pipeline does not parse, names an unknown pass, or gives a pass an option it does not have.</summary>
+    InvalidPipeline = 24,
+    /// <summary>A .kiln weight blob is truncated, altered, of an unknown format version, or not the one the model was compiled with.</summary>
+    InvalidWeightBlob = 25,
+    /// <summary>Code generation cannot handle a node or value (the message names it), or the generated code does not compile.</summary>
+    CodeGenFailed = 26,
     /// <summary>An internal error: a bug in Kiln.</summary>
     InternalError = 99,
 }

@@ -107,6 +107,54 @@ public sealed class Graph
         Nodes.Remove(node);
     }
 
+    /// <summary>
+    /// Turns a node's output into a constant holding <paramref name="data"/>, keeping its name and uses; the producer
+    /// loses that output and is removed once it has none left. Used by folding.
+    /// </summary>
+    public void ConvertToConstant(Value value, TensorData data)
+    {
+        if (value.Kind != ValueKind.NodeOutput || value.Producer is not { } producer || value.Owner != this)
+            throw new InvalidOperationException($"{value} is not a node output of graph '{Name}'");
+        var slot = Array.IndexOf(producer.Outputs, value);
+        producer.Outputs[slot] = null;
+        value.Producer = null;
+        value.Kind = ValueKind.Constant;
+        value.Data = data;
+        value.Type = data.Type;
+        Constants.Add(value);
+        if (producer.Outputs.All(o => o is null))
+        {
+            producer.DetachInputs();
+            Nodes.Remove(producer);
+        }
+    }
+
+    /// <summary>Points every use of <paramref name="old"/> (nodes here and in subgraphs, graph outputs) at <paramref name="replacement"/>.</summary>
+    public static void ReplaceAllUses(Value old, Value replacement)
+    {
+        foreach (var use in old.Uses.ToList()) use.Node.SetInput(use.Index, replacement);
+        foreach (var g in old.Owner.AllGraphs())
+            foreach (var o in g.Outputs)
+                if (o.Value == old) o.Value = replacement;
+    }
+
+    /// <summary>Makes an unused output of a node absent (as if the source had not asked for it).</summary>
+    public void DropOutput(Node node, int index)
+    {
+        if (node.Outputs[index] is not { } v) return;
+        if (v.Uses.Count > 0) throw new InvalidOperationException($"cannot drop {v}: it still has uses");
+        _byName.Remove(v.Name);
+        node.Outputs[index] = null;
+    }
+
+    /// <summary>Removes a constant nothing uses.</summary>
+    public void RemoveConstant(Value constant)
+    {
+        if (constant.Uses.Count > 0) throw new InvalidOperationException($"cannot remove {constant}: it still has uses");
+        Constants.Remove(constant);
+        _byName.Remove(constant.Name);
+    }
+
     /// <summary>Every value defined in this graph (inputs, constants, node outputs), in definition order.</summary>
     public IEnumerable<Value> DefinedValues =>
         Inputs.Concat(Constants).Concat(Nodes.SelectMany(n => n.Outputs).OfType<Value>());

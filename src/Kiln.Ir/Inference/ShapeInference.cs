@@ -29,6 +29,21 @@ public sealed class ShapeInference
         engine.InferGraph(graph);
     }
 
+    /// <summary>
+    /// Infers types like <see cref="Run"/> and returns the values whose elements inference knows (the results of
+    /// shape arithmetic: Shape → Gather → Concat chains), as numbers or symbolic dims. Folding turns the concrete ones
+    /// into constants; code generation computes the symbolic ones once per call.
+    /// </summary>
+    public static IReadOnlyDictionary<Value, SymbolicTensor> RunAndCollectKnown(Graph graph, OpRegistry? registry = null)
+    {
+        // Types already known (declared by the source file, or from earlier inference) are kept where inference finds less.
+        var current = graph.AllGraphs().SelectMany(g => g.Nodes).SelectMany(n => n.Outputs).OfType<Value>()
+            .Where(v => v.Type is not UnknownType).ToDictionary(v => v, v => v.Type);
+        var engine = new ShapeInference(registry ?? OpRegistry.Default, current);
+        engine.InferGraph(graph);
+        return engine._known.Where(kv => kv.Value is not null).ToDictionary(kv => kv.Key, kv => kv.Value!);
+    }
+
     private void InferGraph(Graph g)
     {
         foreach (var node in g.Nodes) InferNode(node);

@@ -1,0 +1,90 @@
+using System.Diagnostics;
+using Kiln.Ir;
+using Kiln.Ir.Diagnostics;
+
+namespace Kiln.Passes;
+
+/// <summary>An IR-to-IR transformation. One pass is one file; its summary says what it rewrites.</summary>
+public interface IPass
+{
+    /// <summary>The name pipelines use (<c>fold</c>).</summary>
+    string Name { get; }
+
+    /// <summary>One line for <c>kiln passes</c> and the docs.</summary>
+    string Summary { get; }
+
+    /// <summary>Option names the pass reads (for the unknown-option error).</summary>
+    IReadOnlyList<string> OptionNames { get; }
+
+    void Run(PassContext context);
+}
+
+/// <summary>What a pass sees: the model, its options, and a log for the compile report.</summary>
+public sealed class PassContext(Model model, PassOptions options)
+{
+    public Model Model { get; } = model;
+
+    public Graph Graph => Model.Graph;
+
+    public PassOptions Options { get; } = options;
+
+    public List<string> Notes { get; } = [];
+
+    /// <summary>Counts of what the pass did, by kind ("folded", "fused rmsnorm"), for the report.</summary>
+    public SortedDictionary<string, int> Counts { get; } = new(StringComparer.Ordinal);
+
+    public void Count(string what, int n = 1) => Counts[what] = Counts.GetValueOrDefault(what) + n;
+}
+
+/// <summary>What one pass changed: node counts by op before and after, its own counts and notes, time taken.</summary>
+public sealed record PassReport(string Step, int NodesBefore, int NodesAfter, IReadOnlyDictionary<string, int> OpDelta,
+    IReadOnlyDictionary<string, int> Counts, IReadOnlyList<string> Notes, double Milliseconds);
+
+/// <summary>Every registered pass by name.</summary>
+public static class PassRegistry
+{
+    private static readonly Dictionary<string, Func<IPass>> Factories = new(StringComparer.Ordinal)
+    {
+        ["fold"] = () => new ConstantFolding(),
+        ["dce"] = () => new DeadCodeElimination(),
+        ["cse"] = () => new CommonSubexpressionElimination(),
+    };
+
+    public static IEnumerable<IPass> All => Factories.Values.Select(f => f());
+
+    public static IPass Create(string name) => Factories.TryGetValue(name, out var f) ? f()
+        : throw new KilnException(new Diagnostic(DiagnosticCode.InvalidPipeline,
+            $"unknown pass '{name}' (passes: {string.Join(", ", Factories.Keys)})"));
+}
+
+/// <summary>Runs a pipeline over a model, verifying the graph after each pass, and reports what each pass changed.</summary>
+public static class PassManager
+{
+    public static IReadOnlyList<PassReport> Run(Model model, string? pipeline = null) => Run(model, PassPipeline.Parse(pipeline ?? PassPipeline.Default));
+
+    public static IReadOnlyList<PassReport> Run(Model model, PassPipeline pipeline)
+    {
+        // Resolve every pass first, so a typo late in the pipeline fails before any work is done.
+        var passes = pipeline.Steps.Select(s => (Step: s, Pass: PassRegistry.Create(s.Name))).ToList();
+        var reports = new List<PassReport>();
+        foreach (var (step, pass) in passes)
+        {
+            var before = CountOps(model.Graph);
+            var ctx = new PassContext(model, step.Options);
+            var clock = Stopwatch.StartNew();
+            pass.Run(ctx);
+            step.Options.CheckAllUsed(pass.OptionNames);
+            Verifier.Verify(model.Graph);
+            var after = CountOps(model.Graph);
+            var delta = before.Keys.Union(after.Keys).Order(StringComparer.Ordinal)
+                .Select(k => (k, d: after.GetValueOrDefault(k) - before.GetValueOrDefault(k))).Where(x => x.d != 0)
+                .ToDictionary(x => x.k, x => x.d);
+            reports.Add(new PassReport(step.ToString(), before.Values.Sum(), after.Values.Sum(), delta, ctx.Counts, ctx.Notes, clock.Elapsed.TotalMilliseconds));
+        }
+        return reports;
+    }
+
+    /// <summary>Nodes by op in the graph and its subgraphs.</summary>
+    public static Dictionary<string, int> CountOps(Graph graph) =>
+        graph.AllGraphs().SelectMany(g => g.Nodes).GroupBy(n => n.QualifiedOp).ToDictionary(g => g.Key, g => g.Count());
+}
