@@ -67,7 +67,7 @@ public static class DataSets
         TensorValue t => t.Data.ToTensor(),
         OnnxSequence s => new TensorSequence(s.Items.Select(i => (Tensor)ToRuntime(i)!).ToList(),
             s.Items.Count > 0 && s.Items[0] is TensorValue tv ? tv.Data.Elem.ToRuntime() : null),
-        OnnxOptional o => new Evaluator.OptionalValue(o.Value is null ? null : ToRuntime(o.Value)),
+        OnnxOptional o => new Runtime.OptionalValue(o.Value is null ? null : ToRuntime(o.Value)),
         _ => throw new InvalidOperationException(v.GetType().Name),
     };
 
@@ -98,13 +98,13 @@ public static class DataSets
         switch (want)
         {
             case TensorValue tv:
-                if (got is not Tensor t) return new(name, false, 0, 0, $"expected a tensor, got {RuntimeTypes.Describe(got)}");
+                if (got is not Tensor t) return new(name, false, 0, 0, $"expected a tensor, got {Values.Describe(got)}");
                 var wt = tv.Data.ToTensor();
                 if (wt.Type == DType.U16 && t.Type == DType.BF16) wt = Tensor.Wrap(DType.BF16, wt.Shape, wt.Memory);
                 return CompareTensor(name, t, wt, atol, rtol);
             case OnnxSequence sv:
                 {
-                    if (got is not TensorSequence s) return new(name, false, 0, 0, $"expected a sequence, got {RuntimeTypes.Describe(got)}");
+                    if (got is not TensorSequence s) return new(name, false, 0, 0, $"expected a sequence, got {Values.Describe(got)}");
                     if (s.Items.Count != sv.Items.Count) return new(name, false, 0, 0, $"sequence has {s.Items.Count} items, expected {sv.Items.Count}");
                     double ma = 0, mr = 0;
                     for (var i = 0; i < s.Items.Count; i++)
@@ -118,7 +118,7 @@ public static class DataSets
                 }
             case OnnxOptional ov:
                 {
-                    var inner = got is Evaluator.OptionalValue o ? o.Value : got;
+                    var inner = got is Runtime.OptionalValue o ? o.Value : got;
                     if (ov.Value is null) return inner is null ? new(name, true, 0, 0, null) : new(name, false, 0, 0, "expected an empty optional");
                     if (inner is null) return new(name, false, 0, 0, "got an empty optional");
                     return Compare(name, inner, ov.Value, atol, rtol);

@@ -1,6 +1,7 @@
 using Kiln.Ir;
 using Kiln.Ir.Diagnostics;
 using Kiln.Runtime;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Evaluator;
 
@@ -67,7 +68,7 @@ public sealed class Interpreter
             .OfType<Value>().Where(v => v.Kind == ValueKind.GraphInput && v.Owner == graph).ToHashSet();
         _options = options ?? new EvaluatorOptions();
         SourcePath = sourcePath;
-        var missing = graph.AllGraphs().SelectMany(g => g.Nodes).Where(n => !OpTable.Has(n)).ToList();
+        var missing = graph.AllGraphs().SelectMany(g => g.Nodes).Where(n => !Supports(n)).ToList();
         if (missing.Count > 0)
         {
             var groups = missing.GroupBy(n => n.QualifiedOp).Select(g =>
@@ -78,7 +79,7 @@ public sealed class Interpreter
     }
 
     /// <summary>Whether the evaluator has a kernel for this node's op.</summary>
-    public static bool Supports(Node node) => OpTable.Has(node);
+    public static bool Supports(Node node) => OperatorTable.Has(OperatorTable.Key(node.Domain, node.Op));
 
     /// <summary>
     /// Evaluates one node (one without subgraphs) on the given input values, outside any graph run; constant folding
@@ -86,9 +87,9 @@ public sealed class Interpreter
     /// </summary>
     public static object?[] EvaluateNode(Node node, IReadOnlyList<object?> inputs)
     {
-        if (!OpTable.Has(node)) throw new KernelException($"the evaluator has no kernel for {node.QualifiedOp}");
-        var ctx = new OpContext(node, inputs.ToArray(), null, null);
-        OpTable.Run(ctx);
+        if (!Supports(node)) throw new KernelException($"the evaluator has no kernel for {node.QualifiedOp}");
+        var ctx = new OpContext(node.ToRuntime(null), inputs.ToArray(), node.Outputs.Length, node.Outputs.Select(o => o is not null).ToArray());
+        OperatorTable.Get(OperatorTable.Key(node.Domain, node.Op))(ctx);
         return ctx.Outputs;
     }
 
@@ -169,7 +170,7 @@ public sealed class Interpreter
         switch (type)
         {
             case TensorType tt:
-                if (value is not Tensor t) throw Bad($"expected a tensor {tt}, got a {RuntimeTypes.Describe(value)}");
+                if (value is not Tensor t) throw Bad($"expected a tensor {tt}, got a {Values.Describe(value)}");
                 if (t.Type != tt.Elem.ToRuntime()) throw Bad($"expected element type {tt.Elem.Name()}, got {t.Type.Name()}");
                 if (tt.Shape is null) return;
                 if (tt.Shape.Rank != t.Rank) throw Bad($"expected shape {tt.Shape} (rank {tt.Shape.Rank}), got [{string.Join(", ", t.Shape)}] (rank {t.Rank})");
@@ -187,11 +188,11 @@ public sealed class Interpreter
                 }
                 return;
             case SequenceType st:
-                if (value is not TensorSequence seq) throw Bad($"expected a sequence, got a {RuntimeTypes.Describe(value)}");
+                if (value is not TensorSequence seq) throw Bad($"expected a sequence, got a {Values.Describe(value)}");
                 foreach (var item in seq.Items) CheckValue(name, st.Element is TensorType et ? et with { Shape = null } : st.Element, item, []);
                 return;
             case OptionalType ot:
-                if (value is not OptionalValue o) throw Bad($"expected an optional, got a {RuntimeTypes.Describe(value)}");
+                if (value is not OptionalValue o) throw Bad($"expected an optional, got a {Values.Describe(value)}");
                 if (o.Value is not null) CheckValue(name, ot.Element, o.Value, symbols);
                 return;
         }
@@ -201,6 +202,13 @@ public sealed class Interpreter
     {
         public required List<Value>[] FreeAfter { get; init; }
         public required Dictionary<Value, Tensor> Constants { get; init; }
+
+        /// <summary>Each node's operator, attributes (null for nodes with subgraphs: those close over the run's scope) and wanted outputs.</summary>
+        public required Action<OpContext>[] Operators { get; init; }
+
+        public required OpAttributes?[] Attributes { get; init; }
+
+        public required bool[][] Wanted { get; init; }
     }
 
     private GraphPlan Plan(Graph g)
@@ -220,7 +228,14 @@ public sealed class Interpreter
             if (v.Owner == g && v.Kind == ValueKind.NodeOutput) free[i].Add(v);
         var constants = new Dictionary<Value, Tensor>();
         foreach (var c in g.Constants) constants[c] = c.Data!.ToTensor(persistent: _options.CachePackedWeights);
-        p = new GraphPlan { FreeAfter = free, Constants = constants };
+        p = new GraphPlan
+        {
+            FreeAfter = free,
+            Constants = constants,
+            Operators = g.Nodes.Select(n => OperatorTable.Get(OperatorTable.Key(n.Domain, n.Op))).ToArray(),
+            Attributes = g.Nodes.Select(n => n.Subgraphs.Any() ? null : n.ToRuntime(null)).ToArray(),
+            Wanted = g.Nodes.Select(n => n.Outputs.Select(o => o is not null).ToArray()).ToArray(),
+        };
         _plans[g] = p;
         return p;
     }
@@ -249,6 +264,10 @@ public sealed class Interpreter
             scope.Values[v] = t;
             _protected.Add(t.Storage);
         }
+        // Tensor attributes (a Constant node's value) are returned as they are: their buffers belong to the model.
+        foreach (var n in g.Nodes)
+            foreach (var a in n.Attributes.Values)
+                if (a is TensorAttr { Value: { } data } && data.Elem != ElementType.String) _protected.Add(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(data.Memory, out var seg) && seg.Array is not null ? seg.Array : data);
         for (var i = 0; i < g.Nodes.Count; i++)
         {
             var node = g.Nodes[i];
@@ -257,11 +276,11 @@ public sealed class Interpreter
             var args = new object?[node.Inputs.Count];
             for (var k = 0; k < args.Length; k++)
                 if (node.Inputs[k] is { } v) args[k] = scope.Lookup(v);
-            var ctx = new OpContext(node, args, this, scope);
+            var ctx = new OpContext(plan.Attributes[i] ?? node.ToRuntime((sub, inputs) => RunGraph(sub, inputs, scope)), args, node.Outputs.Length, plan.Wanted[i]);
             var started = _options.Profile ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
             try
             {
-                OpTable.Run(ctx);
+                plan.Operators[i](ctx);
             }
             catch (KernelException e)
             {

@@ -1,13 +1,9 @@
 using Kiln.Ir;
+using Kiln.Ir.Ops;
 using Kiln.Runtime;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Evaluator;
-
-/// <summary>A sequence value at run time (ONNX seq(tensor)).</summary>
-public sealed record TensorSequence(IReadOnlyList<Tensor> Items, DType? ElementType);
-
-/// <summary>An optional value at run time; <paramref name="Value"/> null is the empty optional.</summary>
-public sealed record OptionalValue(object? Value);
 
 /// <summary>Conversions between Kiln.Ir's element types and constants and the runtime's.</summary>
 public static class RuntimeTypes
@@ -27,6 +23,40 @@ public static class RuntimeTypes
         return Tensor.Wrap(data.Elem.ToRuntime(), shape, System.Runtime.InteropServices.MemoryMarshal.AsMemory(data.Memory), persistent);
     }
 
+    /// <summary>
+    /// An op's attributes in the runtime's form, the op's defaults filled in; subgraphs become <see cref="Subgraph"/>s
+    /// that call <paramref name="runSubgraph"/>.
+    /// </summary>
+    public static OpAttributes ToRuntime(this Node node, Func<Graph, IReadOnlyList<object?>, object?[]>? runSubgraph)
+    {
+        var a = new OpAttributes();
+        foreach (var (name, value) in node.Attributes)
+            if (Convert(value, runSubgraph) is { } v) a.Set(name, v);
+        if (OpRegistry.Default.Find(node.Domain, node.Op) is { } def)
+            foreach (var d in def.Attributes)
+                if (d.Default is { } dv && Convert(dv, runSubgraph) is { } v) a.Default(d.Name, v);
+        return a;
+    }
+
+    private static object? Convert(AttrValue value, Func<Graph, IReadOnlyList<object?>, object?[]>? runSubgraph) => value switch
+    {
+        IntAttr i => i.Value,
+        FloatAttr f => f.Value,
+        StringAttr s => s.Value,
+        IntsAttr i => i.Value,
+        FloatsAttr f => f.Value,
+        StringsAttr s => s.Value,
+        TensorAttr t => t.Value.ToTensor(),
+        GraphAttr g when runSubgraph is not null => ToSubgraph(g.Value, inputs => runSubgraph(g.Value, inputs)),
+        _ => null,
+    };
+
+    /// <summary>A subgraph's runtime descriptor: the runner and its outputs' declared element types and static dims (unknown dims as 0).</summary>
+    public static Subgraph ToSubgraph(Graph g, Func<IReadOnlyList<object?>, object?[]> run) =>
+        new(g.Name, run,
+            g.Outputs.Select(o => o.Value.Type is TensorType tt ? tt.Elem.ToRuntime() : (DType?)null).ToList(),
+            g.Outputs.Select(o => o.Value.Type is TensorType { Shape: { } s } ? s.Dims.Select(d => (int)(d.Value ?? 0)).ToArray() : null).ToList());
+
     /// <summary>A copy of the tensor as IR tensor data (for writing files and comparing).</summary>
     public static TensorData ToTensorData(this Tensor t)
     {
@@ -34,13 +64,4 @@ public static class RuntimeTypes
         if (t.Type == DType.String) return new StringTensorData(dims, t.Strings.Select(x => System.Text.Encoding.UTF8.GetBytes(x)).ToArray());
         return new MemoryTensorData(t.Type.ToIr(), dims, t.Bytes.ToArray());
     }
-
-    public static string Describe(object? v) => v switch
-    {
-        Tensor t => t.ToString(),
-        TensorSequence s => $"seq of {s.Items.Count}",
-        OptionalValue o => o.Value is null ? "empty optional" : $"optional({Describe(o.Value)})",
-        null => "nothing",
-        _ => v.GetType().Name,
-    };
 }

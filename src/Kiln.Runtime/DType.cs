@@ -31,6 +31,15 @@ public static class DTypes
     public static bool IsUnsignedInt(this DType t) => t is DType.U64 or DType.U32 or DType.U16 or DType.U8;
 
     public static bool IsInteger(this DType t) => t.IsSignedInt() || t.IsUnsignedInt();
+
+    /// <summary>The element type an ONNX TensorProto.DataType code names, or null for one the runtime lacks (f8 kinds).</summary>
+    public static DType? FromOnnxCode(int code) => code switch
+    {
+        1 => DType.F32, 2 => DType.U8, 3 => DType.I8, 4 => DType.U16, 5 => DType.I16, 6 => DType.I32, 7 => DType.I64,
+        8 => DType.String, 9 => DType.Bool, 10 => DType.F16, 11 => DType.F64, 12 => DType.U32, 13 => DType.U64,
+        14 => DType.C64, 15 => DType.C128, 16 => DType.BF16, 21 => DType.U4, 22 => DType.I4,
+        _ => null,
+    };
 }
 
 /// <summary>A kernel cannot run on what it was given (bad shapes, unsupported element type, bad attribute value).</summary>

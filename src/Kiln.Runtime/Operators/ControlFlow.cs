@@ -1,10 +1,8 @@
-using Kiln.Ir;
-using Kiln.Runtime;
 using Kiln.Runtime.Kernels;
 
-namespace Kiln.Evaluator;
+namespace Kiln.Runtime.Operators;
 
-internal static partial class OpTable
+public static partial class OperatorTable
 {
     private static void RegisterControlFlow(Dictionary<string, Action<OpContext>> d)
     {
@@ -20,7 +18,7 @@ internal static partial class OpTable
             long? max = c.Opt(0) is { } m ? m.GetLong(0) : null;
             var cond = c.Opt(1) is not { } ct || ct.GetLong(0) != 0;
             var carried = Enumerable.Range(2, c.InputCount - 2).Select(c.Value).ToArray();
-            var scanCount = body.Outputs.Count - 1 - carried.Length;
+            var scanCount = body.OutputCount - 1 - carried.Length;
             var scans = Enumerable.Range(0, scanCount).Select(_ => new List<Tensor>()).ToArray();
             long i = 0;
             while (cond && (max is null || i < max))
@@ -34,7 +32,7 @@ internal static partial class OpTable
                 i++;
             }
             for (var k = 0; k < carried.Length; k++) c.Set(k, carried[k]);
-            for (var k = 0; k < scanCount; k++) c.Set(carried.Length + k, Stack(scans[k], body.Outputs[1 + carried.Length + k].Value.Type));
+            for (var k = 0; k < scanCount; k++) c.Set(carried.Length + k, Stack(scans[k], body, 1 + carried.Length + k));
         };
         d["Scan"] = c =>
         {
@@ -44,7 +42,7 @@ internal static partial class OpTable
             var scanIn = Enumerable.Range(n, m).Select(c.In).ToArray();
             var inAxes = c.Ints("scan_input_axes") ?? new long[m];
             var inDirs = c.Ints("scan_input_directions") ?? new long[m];
-            var k = body.Outputs.Count - n;
+            var k = body.OutputCount - n;
             var outAxes = c.Ints("scan_output_axes") ?? new long[k];
             var outDirs = c.Ints("scan_output_directions") ?? new long[k];
             var axes = scanIn.Select((t, j) => Movement.NormalizeAxis(inAxes[j], t.Rank, "Scan")).ToArray();
@@ -69,7 +67,7 @@ internal static partial class OpTable
             {
                 var items = collected[j];
                 if (outDirs[j] == 1) items.Reverse();
-                var stacked = Stack(items, body.Outputs[n + j].Value.Type);
+                var stacked = Stack(items, body, n + j);
                 var axis = Movement.NormalizeAxis(outAxes[j], stacked.Rank, "Scan");
                 if (axis != 0)
                 {
@@ -160,7 +158,7 @@ internal static partial class OpTable
                 for (var k = 0; k < outs.Length; k++) outs[k].Add((Tensor)r[k]!);
             }
             for (var k = 0; k < outs.Length; k++)
-                c.Set(k, new TensorSequence(outs[k], body.Outputs[k].Value.Type is TensorType tt ? tt.Elem.ToRuntime() : null));
+                c.Set(k, new TensorSequence(outs[k], body.OutputTypes[k]));
         };
         d["Optional"] = c => c.Set(0, new OptionalValue(c.Value(0)));
         d["OptionalHasElement"] = c => c.Set(0, Tensor.Scalar(c.Value(0) switch { OptionalValue o => o.Value is not null, null => false, _ => true }));
@@ -173,7 +171,7 @@ internal static partial class OpTable
     }
 
     private static TensorSequence Seq(OpContext c, int i) =>
-        c.Value(i) as TensorSequence ?? throw new KernelException($"input {i} is a {RuntimeTypes.Describe(c.Value(i))}, not a sequence");
+        c.Value(i) as TensorSequence ?? throw new KernelException($"input {i} is a {Values.Describe(c.Value(i))}, not a sequence");
 
     private static int SeqPos(long pos, int count, bool insert)
     {
@@ -183,15 +181,12 @@ internal static partial class OpTable
     }
 
     /// <summary>Stacks tensors along a new leading axis (Loop/Scan outputs); an empty list gives a [0, …] tensor of the declared type.</summary>
-    private static Tensor Stack(List<Tensor> items, IrType declared)
+    private static Tensor Stack(List<Tensor> items, Subgraph body, int output)
     {
         if (items.Count == 0)
         {
-            var tt = declared as TensorType;
-            var rank = tt?.Shape?.Rank ?? 0;
-            var dims = new int[rank + 1];
-            for (var i = 0; i < rank; i++) dims[i + 1] = (int)(tt!.Shape![i].Value ?? 0);
-            return Tensor.Zeros(tt?.Elem.ToRuntime() ?? DType.F32, dims);
+            var shape = body.OutputShapes[output] ?? [];
+            return Tensor.Zeros(body.OutputTypes[output] ?? DType.F32, [0, .. shape]);
         }
         return Movement.Concat(items.Select(t => t.Reshape([1, .. t.Shape])).ToList(), 0);
     }

@@ -1,9 +1,8 @@
-using Kiln.Runtime;
 using Kiln.Runtime.Kernels;
 
-namespace Kiln.Evaluator;
+namespace Kiln.Runtime.Operators;
 
-internal static partial class OpTable
+public static partial class OperatorTable
 {
     private static void RegisterMisc(Dictionary<string, Action<OpContext>> d)
     {

@@ -1,10 +1,9 @@
-using Kiln.Runtime;
 using Kiln.Runtime.Kernels;
 using E = Kiln.Runtime.Kernels.Elementwise;
 
-namespace Kiln.Evaluator;
+namespace Kiln.Runtime.Operators;
 
-internal static partial class OpTable
+public static partial class OperatorTable
 {
     private static void RegisterNeural(Dictionary<string, Action<OpContext>> d)
     {

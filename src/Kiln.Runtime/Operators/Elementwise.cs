@@ -1,11 +1,10 @@
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
-using Kiln.Runtime;
 using Kiln.Runtime.Kernels;
 using E = Kiln.Runtime.Kernels.Elementwise;
 
-namespace Kiln.Evaluator;
+namespace Kiln.Runtime.Operators;
 
-internal static partial class OpTable
+public static partial class OperatorTable
 {
     private static void RegisterElementwise(Dictionary<string, Action<OpContext>> d)
     {

@@ -1,9 +1,8 @@
-using Kiln.Runtime;
 using Kiln.Runtime.Kernels;
 
-namespace Kiln.Evaluator;
+namespace Kiln.Runtime.Operators;
 
-internal static partial class OpTable
+public static partial class OperatorTable
 {
     private static int[] Ints32(Tensor t) => t.ToLongs().Select(v => checked((int)v)).ToArray();
 
@@ -137,10 +136,10 @@ internal static partial class OpTable
         d["ConstantOfShape"] = c =>
         {
             var shape = Ints32(c.In(0));
-            var r = Tensor.Zeros(c.TensorAttr("value") is { } v ? v.Elem.ToRuntime() : DType.F32, shape);
+            var r = Tensor.Zeros(c.TensorAttr("value") is { } v ? v.Type : DType.F32, shape);
             if (c.TensorAttr("value") is { } value && r.Length > 0)
             {
-                var fill = value.ToTensor();
+                var fill = value;
                 var idx = new long[r.Length];
                 Movement.Take(fill, r, idx);
             }
@@ -148,7 +147,7 @@ internal static partial class OpTable
         };
         d["Constant"] = c =>
         {
-            if (c.TensorAttr("value") is { } t) { c.Set(0, t.ToTensor()); return; }
+            if (c.TensorAttr("value") is { } t) { c.Set(0, t); return; }
             if (c.Has("value_float")) c.Set(0, Tensor.Scalar(c.Float("value_float")));
             else if (c.Has("value_int")) c.Set(0, Tensor.Scalar(c.Int("value_int")));
             else if (c.Floats("value_floats") is { } fs) c.Set(0, Tensor.FromArray(DType.F32, [fs.Length], fs));

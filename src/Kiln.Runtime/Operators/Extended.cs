@@ -1,10 +1,9 @@
-using Kiln.Runtime;
 using Kiln.Runtime.Kernels;
 
-namespace Kiln.Evaluator;
+namespace Kiln.Runtime.Operators;
 
 /// <summary>Evaluator entries for resampling, recurrent layers, losses, quantization and the less common ops.</summary>
-internal static partial class OpTable
+public static partial class OperatorTable
 {
     private static void RegisterExtended(Dictionary<string, Action<OpContext>> d)
     {
