@@ -34,7 +34,11 @@ public static class Conformance
             .OrderBy(c => c.Item1, StringComparer.Ordinal).ToList();
     }
 
-    public static CaseResult RunCase(string name, string dir, EvaluatorOptions options)
+    public static CaseResult RunCase(string name, string dir, EvaluatorOptions options) =>
+        RunCase(name, dir, (model, path) => new InterpreterRunner(new Interpreter(model.Graph, options, path)));
+
+    /// <summary>Runs one case on the runner <paramref name="create"/> makes for its model (a KilnException from it is a load error).</summary>
+    public static CaseResult RunCase(string name, string dir, Func<Model, string, IModelRunner> create)
     {
         var sw = Stopwatch.StartNew();
         var modelPath = Path.Combine(dir, "model.onnx");
@@ -53,15 +57,16 @@ public static class Conformance
         {
             var ops = string.Join(",", model.Graph.AllGraphs().SelectMany(g => g.Nodes).Select(n => n.QualifiedOp).Distinct().Order(StringComparer.Ordinal));
             var tags = Tags(name, model);
-            Interpreter interpreter;
+            IModelRunner runner;
             try
             {
-                interpreter = new Interpreter(model.Graph, options, modelPath);
+                runner = create(model, modelPath);
             }
             catch (KilnException e)
             {
                 return new(name, "load-error", ops, tags, sw.Elapsed.TotalSeconds, OneLine(e));
             }
+            using var owned = runner;
             var sets = Directory.EnumerateDirectories(dir, "test_data_set_*").Order(StringComparer.Ordinal).ToList();
             if (sets.Count == 0) return new(name, "unsupported-data", ops, tags, sw.Elapsed.TotalSeconds, "no test_data_set_* folder");
             foreach (var set in sets)
@@ -69,7 +74,7 @@ public static class Conformance
                 List<OutputCheck> checks;
                 try
                 {
-                    checks = DataSets.Check(interpreter, model.Graph, set, DataSets.DefaultAtol, DataSets.DefaultRtol);
+                    checks = DataSets.Check(runner, model.Graph, set, DataSets.DefaultAtol, DataSets.DefaultRtol);
                 }
                 catch (KilnException e)
                 {
@@ -113,25 +118,106 @@ public static class Conformance
     };
 
     /// <summary>Runs the cases, prints failures and totals; returns the results.</summary>
-    public static List<CaseResult> Run(IReadOnlyList<string> dirs, string? filter, string? tsv, EvaluatorOptions options, TextWriter output)
+    public static List<CaseResult> Run(IReadOnlyList<string> dirs, string? filter, string? tsv, EvaluatorOptions options, TextWriter output,
+        string engine = Engines.Interpreter)
     {
+        Engines.Check(engine);
         var cases = dirs.SelectMany(FindCases).Where(c => filter is null || c.Name.Contains(filter, StringComparison.Ordinal)).ToList();
         var results = new List<CaseResult>();
-        foreach (var (name, dir) in cases)
+        var workDir = engine == Engines.Compiled ? Engines.TempDir() : null;
+        var compiled = workDir is null ? null : CompileCases(cases, workDir);
+        try
         {
-            CaseResult r;
+            foreach (var (name, dir) in cases)
+            {
+                CaseResult r;
+                try
+                {
+                    r = compiled is null ? RunCase(name, dir, options)
+                        : RunCase(name, dir, (_, path) => compiled[name].Runner(path));
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    // An internal error in one case is reported as that case's failure, not the end of the run.
+                    r = new CaseResult(name, "run-error", "", "", 0, $"internal error KILN0099: {e.GetType().Name}: {e.Message.Replace('\n', ' ')}");
+                }
+                results.Add(r);
+                if (r.Status != "pass") output.WriteLine($"{r.Status,-16} {r.Case}: {r.Reason}");
+            }
+        }
+        finally
+        {
+            if (workDir is not null) Directory.Delete(workDir, recursive: true);
+        }
+        return Summarize(results, tsv, output);
+    }
+
+    /// <summary>A case compiled ahead of its run: the loaded class and blob, or why it could not be compiled.</summary>
+    private sealed record CompiledCase(System.Reflection.Assembly? Assembly, string FullName, string BlobPath, KilnException? Error)
+    {
+        public IModelRunner Runner(string modelPath) => Error is not null ? throw Error : CompiledRunner.Create(Assembly!, FullName, BlobPath, modelPath);
+    }
+
+    /// <summary>
+    /// Compiles every case's model to C#, in batches of one Roslyn compilation each (one per case costs far more); a
+    /// batch that fails to build is retried case by case, so one bad case cannot fail its neighbours.
+    /// </summary>
+    private static Dictionary<string, CompiledCase> CompileCases(IReadOnlyList<(string Name, string Dir)> cases, string workDir)
+    {
+        const int BatchSize = 150;
+        var result = new Dictionary<string, CompiledCase>(StringComparer.Ordinal);
+        for (var start = 0; start < cases.Count; start += BatchSize)
+        {
+            var batch = new List<(string Name, CodeGen.CompileResult Result, string Blob)>();
+            foreach (var (name, dir) in cases.Skip(start).Take(BatchSize))
+            {
+                var modelPath = Path.Combine(dir, "model.onnx");
+                if (!File.Exists(modelPath)) continue;
+                var index = result.Count + batch.Count;
+                try
+                {
+                    using var model = OnnxImporter.Import(modelPath);
+                    var r = CodeGen.ModelCompiler.Compile(model, modelPath, new CodeGen.CompileOptions
+                    {
+                        Namespace = $"Kiln.Conformance.Case{index}",
+                        ClassName = CodeGen.CSharp.TypeName(Path.GetFileName(dir)),
+                        Verify = false,
+                    });
+                    var caseDir = Path.Combine(workDir, "case" + index);
+                    CodeGen.ModelCompiler.WriteFiles(r, caseDir);
+                    batch.Add((name, r, Path.Combine(caseDir, r.ClassName + ".kiln")));
+                }
+                catch (KilnException e)
+                {
+                    result[name] = new CompiledCase(null, "", "", e);
+                }
+            }
             try
             {
-                r = RunCase(name, dir, options);
+                var (assembly, _) = CodeGen.RoslynBuild.Load($"KilnConformance{start}", batch.Select(b => (b.Result.FullName + ".cs", b.Result.Source)));
+                foreach (var b in batch) result[b.Name] = new CompiledCase(assembly, b.Result.FullName, b.Blob, null);
             }
-            catch (Exception e) when (e is not OutOfMemoryException)
+            catch (KilnException)
             {
-                // An internal error in one case is reported as that case's failure, not the end of the run.
-                r = new CaseResult(name, "run-error", "", "", 0, $"internal error KILN0099: {e.GetType().Name}: {e.Message.Replace('\n', ' ')}");
+                foreach (var b in batch)
+                {
+                    try
+                    {
+                        var (assembly, _) = CodeGen.RoslynBuild.Load(b.Result.ClassName, [(b.Result.FullName + ".cs", b.Result.Source)]);
+                        result[b.Name] = new CompiledCase(assembly, b.Result.FullName, b.Blob, null);
+                    }
+                    catch (KilnException e)
+                    {
+                        result[b.Name] = new CompiledCase(null, "", "", e);
+                    }
+                }
             }
-            results.Add(r);
-            if (r.Status != "pass") output.WriteLine($"{r.Status,-16} {r.Case}: {r.Reason}");
         }
+        return result;
+    }
+
+    private static List<CaseResult> Summarize(List<CaseResult> results, string? tsv, TextWriter output)
+    {
         var inv = CultureInfo.InvariantCulture;
         output.WriteLine();
         foreach (var g in results.GroupBy(r => r.Case.Split('/')[0]).OrderBy(g => g.Key, StringComparer.Ordinal))

@@ -72,11 +72,15 @@ public static class DataSets
     };
 
     /// <summary>Runs one data set; returns a check per expected output.</summary>
-    public static List<OutputCheck> Check(Interpreter interpreter, Graph graph, string dir, double atol, double rtol)
+    public static List<OutputCheck> Check(Interpreter interpreter, Graph graph, string dir, double atol, double rtol) =>
+        Check(new InterpreterRunner(interpreter), graph, dir, atol, rtol);
+
+    /// <summary>Runs one data set on any engine; returns a check per expected output.</summary>
+    public static List<OutputCheck> Check(IModelRunner runner, Graph graph, string dir, double atol, double rtol)
     {
         var inputs = ReadInputs(graph, dir);
         var expected = ReadOutputs(graph, dir);
-        var outputs = interpreter.Run(inputs);
+        var outputs = runner.Run(inputs);
         var checks = new List<OutputCheck>();
         for (var i = 0; i < expected.Count; i++)
         {

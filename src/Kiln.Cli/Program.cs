@@ -25,7 +25,7 @@ var export = new Command("export", "Write Kiln IR text back out as an ONNX model
 export.SetAction(r => Cli.Run(() => Commands.Export(r.GetValue(kirArg)!, r.GetValue(onnxOut)!)));
 
 var confDirs = new Argument<string[]>("DIR") { Description = "folders of ONNX backend test cases (model.onnx + test_data_set_*)", Arity = ArgumentArity.OneOrMore };
-var engineOpt = new Option<string>("--engine") { Description = "the engine that runs the cases (interpreter: Kiln's reference evaluator)", DefaultValueFactory = _ => "interpreter" };
+var engineOpt = new Option<string>("--engine") { Description = "the engine that runs the cases: interpreter (Kiln's reference evaluator) or compiled (each case compiled to C#, in batches per Roslyn compilation)", DefaultValueFactory = _ => "interpreter" };
 var filterOpt = new Option<string?>("--filter") { Description = "run only cases whose name contains this text" };
 var tsvOpt = new Option<string?>("--tsv") { Description = "write one row per case (the columns of the ONNX Runtime reference file) to this file" };
 var conformance = new Command("conformance", "Run ONNX backend test cases through the evaluator and compare with their expected outputs") { confDirs, engineOpt, filterOpt, tsvOpt };
@@ -36,14 +36,25 @@ var dataOpt = new Option<string>("--data") { Description = "a data-set folder (i
 var atolOpt = new Option<double>("--atol") { Description = "absolute tolerance", DefaultValueFactory = _ => DataSets.DefaultAtol };
 var rtolOpt = new Option<double>("--rtol") { Description = "relative tolerance (times |expected|)", DefaultValueFactory = _ => DataSets.DefaultRtol };
 var budgetOpt = new Option<double?>("--memory-budget-gb") { Description = "refuse runs whose tensors would exceed this many GiB (default: half the memory available)" };
-var run = new Command("run", "Run data sets through the evaluator; print max abs/rel error per output; exit 1 when out of tolerance") { runModel, dataOpt, atolOpt, rtolOpt, budgetOpt };
-run.SetAction(r => Cli.Run(() => Commands.RunData(r.GetValue(runModel)!, r.GetValue(dataOpt)!, r.GetValue(atolOpt), r.GetValue(rtolOpt), r.GetValue(budgetOpt))));
+var runEngine = new Option<string>("--engine") { Description = "interpreter (the reference evaluator) or compiled (compile to C# in memory with Roslyn, then run)", DefaultValueFactory = _ => "interpreter" };
+var passesOpt = new Option<string?>("--passes") { Description = $"the pass pipeline (docs/pipelines.md); default '{Kiln.Passes.PassPipeline.Default}'" };
+var run = new Command("run", "Run data sets through an engine; print max abs/rel error per output; exit 1 when out of tolerance") { runModel, dataOpt, atolOpt, rtolOpt, budgetOpt, runEngine, passesOpt };
+run.SetAction(r => Cli.Run(() => Commands.RunData(r.GetValue(runModel)!, r.GetValue(dataOpt)!, r.GetValue(atolOpt), r.GetValue(rtolOpt), r.GetValue(budgetOpt), r.GetValue(runEngine)!, r.GetValue(passesOpt))));
+
+var compileModel = new Argument<string>("MODEL") { Description = "an .onnx model or a .kir dump" };
+var compileOut = new Option<string>("--output", "-o") { Description = "folder for CLASS.cs, CLASS.kiln and CLASS.report.md", Required = true };
+var nsOpt = new Option<string>("--namespace") { Description = "namespace of the generated class", DefaultValueFactory = _ => "Kiln.Models" };
+var classOpt = new Option<string?>("--class") { Description = "name of the generated class (default: from the model's file or folder name)" };
+var noVerifyOpt = new Option<bool>("--no-verify") { Description = "skip building the generated code with Roslyn to check it" };
+var compile = new Command("compile", "Compile a model to C# (one class), a .kiln weight blob and a compile report") { compileModel, passesOpt, compileOut, nsOpt, classOpt, noVerifyOpt };
+compile.SetAction(r => Cli.Run(() => Commands.Compile(r.GetValue(compileModel)!, r.GetValue(passesOpt), r.GetValue(compileOut)!, r.GetValue(nsOpt)!, r.GetValue(classOpt), !r.GetValue(noVerifyOpt))));
 
 root.Subcommands.Add(inspect);
 root.Subcommands.Add(dump);
 root.Subcommands.Add(export);
 root.Subcommands.Add(conformance);
 root.Subcommands.Add(run);
+root.Subcommands.Add(compile);
 return root.Parse(args).Invoke();
 
 namespace Kiln.Cli
@@ -181,33 +192,69 @@ namespace Kiln.Cli
 
         public static int Conformance(string[] dirs, string engine, string? filter, string? tsv)
         {
-            if (engine != "interpreter")
-                throw new KilnException(DiagnosticCode.BadAttribute, $"unknown engine '{engine}' (available: interpreter)");
-            var results = Kiln.Cli.Conformance.Run(dirs, filter, tsv, new Evaluator.EvaluatorOptions(), Console.Out);
+            var results = Kiln.Cli.Conformance.Run(dirs, filter, tsv, new Evaluator.EvaluatorOptions(), Console.Out, engine);
             return results.All(r => r.Status == "pass") ? 0 : 1;
         }
 
-        public static int RunData(string modelPath, string data, double atol, double rtol, double? budgetGb)
+        public static int RunData(string modelPath, string data, double atol, double rtol, double? budgetGb, string engine, string? passes)
         {
+            Engines.Check(engine);
             using var model = Load(modelPath);
             var options = new Evaluator.EvaluatorOptions();
             if (budgetGb is { } gb) options = options with { MemoryBudget = (long)(gb * (1L << 30)) };
-            var interpreter = new Evaluator.Interpreter(model.Graph, options, modelPath);
+            string? workDir = null;
+            IModelRunner runner;
+            if (engine == Engines.Compiled)
+            {
+                // The data sets bind inputs by the model's own graph, so compile a second copy (passes rewrite in place).
+                using var toCompile = Load(modelPath);
+                workDir = Engines.TempDir();
+                runner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CodeGen.CompileOptions { Passes = passes }, workDir);
+            }
+            else runner = new InterpreterRunner(new Evaluator.Interpreter(model.Graph, options, modelPath));
+            var owned = runner;
             var inv = CultureInfo.InvariantCulture;
             var ok = true;
-            foreach (var set in DataSets.Find(data))
+            try
             {
-                var sw = System.Diagnostics.Stopwatch.StartNew();
-                var checks = DataSets.Check(interpreter, model.Graph, set, atol, rtol);
-                Console.WriteLine($"{set}: {sw.Elapsed.TotalMilliseconds.ToString("0.0", inv)} ms, peak {Runtime.MemoryBudget.Format(interpreter.PeakBytes)} in tensors");
-                foreach (var c in checks)
+                foreach (var set in DataSets.Find(data))
                 {
-                    Console.WriteLine($"  {c.Name}: max abs {c.MaxAbs.ToString("G4", inv)}, max rel {c.MaxRel.ToString("G4", inv)}  {(c.Ok ? "ok" : "FAIL: " + c.Problem)}");
-                    ok &= c.Ok;
+                    var sw = System.Diagnostics.Stopwatch.StartNew();
+                    var checks = DataSets.Check(runner, model.Graph, set, atol, rtol);
+                    var peak = runner is InterpreterRunner ir ? $", peak {Runtime.MemoryBudget.Format(ir.Interpreter.PeakBytes)} in tensors" : "";
+                    Console.WriteLine($"{set} ({engine}): {sw.Elapsed.TotalMilliseconds.ToString("0.0", inv)} ms{peak}");
+                    foreach (var c in checks)
+                    {
+                        Console.WriteLine($"  {c.Name}: max abs {c.MaxAbs.ToString("G4", inv)}, max rel {c.MaxRel.ToString("G4", inv)}  {(c.Ok ? "ok" : "FAIL: " + c.Problem)}");
+                        ok &= c.Ok;
+                    }
                 }
+            }
+            finally
+            {
+                owned.Dispose();
+                if (workDir is not null) Directory.Delete(workDir, recursive: true);
             }
             Console.WriteLine(ok ? $"all outputs within atol {atol.ToString(inv)} + rtol {rtol.ToString(inv)}·|expected|" : "some outputs are out of tolerance");
             return ok ? 0 : 1;
+        }
+
+        public static void Compile(string modelPath, string? passes, string output, string ns, string? className, bool verify)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            using var model = Load(modelPath);
+            var result = CodeGen.ModelCompiler.Compile(model, modelPath, new CodeGen.CompileOptions
+            {
+                Passes = passes,
+                Namespace = ns,
+                ClassName = className,
+                Verify = verify,
+            });
+            var files = CodeGen.ModelCompiler.WriteFiles(result, output);
+            var inv = CultureInfo.InvariantCulture;
+            foreach (var f in files) Console.WriteLine($"wrote {f} ({new FileInfo(f).Length.ToString("N0", inv)} bytes)");
+            Console.WriteLine($"{result.FullName}: {result.NodesBefore} → {result.NodesAfter} nodes, {result.Weights.Count} weights ({result.WeightBytes.ToString("N0", inv)} bytes), " +
+                $"{clock.Elapsed.TotalSeconds.ToString("0.0", inv)} s, peak working set {Runtime.MemoryBudget.Format(System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64)}");
         }
 
         public static void Export(string path, string output)

@@ -1,3 +1,4 @@
+using Kiln.Runtime;
 using System.Runtime.InteropServices;
 using Google.Protobuf;
 using Kiln.Ir;

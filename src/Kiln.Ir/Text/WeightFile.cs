@@ -1,3 +1,4 @@
+using Kiln.Runtime;
 using System.Text;
 using Kiln.Ir.Diagnostics;
 

@@ -1,0 +1,96 @@
+using System.Reflection;
+using Kiln.CodeGen;
+using Kiln.Evaluator;
+using Kiln.Ir;
+using Kiln.Ir.Diagnostics;
+using Kiln.Runtime.Compiled;
+using Kiln.Runtime.Weights;
+
+namespace Kiln.Cli;
+
+/// <summary>Something that runs a model on named inputs: the reference evaluator, or the model compiled to C#.</summary>
+public interface IModelRunner : IDisposable
+{
+    IReadOnlyDictionary<string, object?> Run(IReadOnlyDictionary<string, object?> inputs);
+}
+
+/// <summary>The reference evaluator as a runner.</summary>
+public sealed class InterpreterRunner(Interpreter interpreter) : IModelRunner
+{
+    public Interpreter Interpreter { get; } = interpreter;
+
+    public IReadOnlyDictionary<string, object?> Run(IReadOnlyDictionary<string, object?> inputs) => Interpreter.Run(inputs);
+
+    public void Dispose() { }
+}
+
+/// <summary>A compiled model class as a runner: inputs by name, errors as Kiln diagnostics.</summary>
+public sealed class CompiledRunner(ICompiledModel model, string source) : IModelRunner
+{
+    public ICompiledModel Model { get; } = model;
+
+    public IReadOnlyDictionary<string, object?> Run(IReadOnlyDictionary<string, object?> inputs)
+    {
+        foreach (var name in inputs.Keys)
+            if (!Model.InputNames.Contains(name))
+                throw new KilnException(new Diagnostic(DiagnosticCode.InputMismatch, $"input '{name}' is not an input of the model (inputs: {string.Join(", ", Model.InputNames)})", source));
+        var ordered = Model.InputNames.Select(n => inputs.GetValueOrDefault(n)).ToArray();
+        object?[] outs;
+        try
+        {
+            outs = Model.RunValues(ordered);
+        }
+        catch (ModelRunException e)
+        {
+            var code = e.Code == "KILN0021" ? DiagnosticCode.InputMismatch : DiagnosticCode.RuntimeError;
+            throw new KilnException(new Diagnostic(code, e.Message[(e.Code.Length + 2)..], source, e.Node, null, e.Op));
+        }
+        return Model.OutputNames.Select((n, i) => (n, outs[i])).ToDictionary(x => x.n, x => x.Item2);
+    }
+
+    public void Dispose() => Model.Dispose();
+
+    /// <summary>Instantiates a compiled class from a loaded assembly over its blob. The CLI loads models it did not compile against, so this one step uses reflection.</summary>
+    public static CompiledRunner Create(Assembly assembly, string fullName, string blobPath, string source)
+    {
+        var type = assembly.GetType(fullName) ?? throw new KilnException(new Diagnostic(DiagnosticCode.CodeGenFailed, $"compiled assembly has no class {fullName}", source));
+        try
+        {
+            return new CompiledRunner((ICompiledModel)Activator.CreateInstance(type, blobPath)!, source);
+        }
+        catch (TargetInvocationException e) when (e.InnerException is WeightBlobException w)
+        {
+            throw new KilnException(new Diagnostic(DiagnosticCode.InvalidWeightBlob, w.Message["KILN0025: ".Length..], blobPath));
+        }
+    }
+
+    /// <summary>Compiles a model in memory (Roslyn) with its blob in a temporary folder, and instantiates it.</summary>
+    public static CompiledRunner CompileInMemory(Model model, string modelPath, CompileOptions options, string workDir)
+    {
+        var result = ModelCompiler.Compile(model, modelPath, options with { Verify = false });
+        ModelCompiler.WriteFiles(result, workDir);
+        var (assembly, _) = RoslynBuild.Load(result.ClassName, [(result.ClassName + ".cs", result.Source)]);
+        return Create(assembly, result.FullName, Path.Combine(workDir, result.ClassName + ".kiln"), modelPath);
+    }
+}
+
+/// <summary>The engines <c>kiln run</c> and <c>kiln conformance</c> take.</summary>
+public static class Engines
+{
+    public const string Interpreter = "interpreter";
+    public const string Compiled = "compiled";
+
+    public static void Check(string engine)
+    {
+        if (engine is not (Interpreter or Compiled))
+            throw new KilnException(DiagnosticCode.BadAttribute, $"unknown engine '{engine}' (available: {Interpreter}, {Compiled})");
+    }
+
+    /// <summary>A fresh temporary folder for compiled artifacts.</summary>
+    public static string TempDir()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "kiln-" + Environment.ProcessId + "-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+}

@@ -1,0 +1,104 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using Kiln.CodeGen.Backends;
+using Kiln.Ir;
+using Kiln.Passes;
+
+namespace Kiln.CodeGen;
+
+public sealed record CompileOptions
+{
+    /// <summary>The pass pipeline; null runs <see cref="PassPipeline.Default"/>.</summary>
+    public string? Passes { get; init; }
+
+    public string Namespace { get; init; } = "Kiln.Models";
+
+    /// <summary>The generated class's name; null derives it from the model's file name (or its folder for model.onnx).</summary>
+    public string? ClassName { get; init; }
+
+    /// <summary>Compile the generated code with Roslyn to check it builds without warnings.</summary>
+    public bool Verify { get; init; } = true;
+
+    public ICodeBackend Backend { get; init; } = new CpuBackend();
+}
+
+/// <summary>A compiled model: the C# source, the weights for the blob, and what happened on the way.</summary>
+public sealed record CompileResult(string ClassName, string Namespace, string Source, IReadOnlyList<BlobTensor> Weights, string ModelHash,
+    string Pipeline, IReadOnlyList<PassReport> Passes, int NodesBefore, int NodesAfter, long WeightBytes, double Milliseconds)
+{
+    public string FullName => Namespace + "." + ClassName;
+}
+
+/// <summary>Import → passes → emit: the compiler's driver, shared by <c>kiln compile</c>, <c>kiln run --engine compiled</c> and the build task.</summary>
+public static class ModelCompiler
+{
+    public static string DefaultClassName(string modelPath)
+    {
+        var stem = Path.GetFileNameWithoutExtension(modelPath);
+        var folder = Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(modelPath)) ?? "");
+        return CSharp.TypeName(stem is "model" && folder.Length > 0 ? folder : stem);
+    }
+
+    /// <summary>Runs the pipeline on <paramref name="model"/> (in place) and emits its class.</summary>
+    public static CompileResult Compile(Model model, string sourceName, CompileOptions options)
+    {
+        var clock = Stopwatch.StartNew();
+        var before = model.Graph.AllGraphs().Sum(g => g.Nodes.Count);
+        var pipeline = PassPipeline.Parse(options.Passes ?? PassPipeline.Default);
+        var reports = PassManager.Run(model, pipeline);
+        var after = model.Graph.AllGraphs().Sum(g => g.Nodes.Count);
+        var className = options.ClassName ?? DefaultClassName(sourceName);
+        var hash = ModelHash(model, options.Namespace, className, pipeline.ToString(), options.Backend.Name);
+        var emitted = new ModelEmitter(model.Graph, new EmitOptions(options.Namespace, className, hash, Path.GetFileName(sourceName), pipeline.ToString()), options.Backend).Emit();
+        var source = RoslynBuild.Format(emitted.Source);
+        if (options.Verify) RoslynBuild.Compile(className, [(className + ".cs", source)]);
+        return new CompileResult(className, options.Namespace, source, emitted.Weights, hash, pipeline.ToString(), reports, before, after,
+            emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds);
+    }
+
+    /// <summary>
+    /// SHA-256 over what determines the generated code and blob: the optimized IR as text (weights by content hash),
+    /// the pipeline, the backend and the names. The blob carries it and the code checks it, so a stale blob is refused.
+    /// </summary>
+    private static string ModelHash(Model model, string ns, string cls, string pipeline, string backend)
+    {
+        var text = $"kiln-codegen/1\n{backend}\n{ns}.{cls}\n{pipeline}\n{KirPrinter.Print(model)}";
+        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+    }
+
+    /// <summary>Writes CLASS.cs, CLASS.kiln and CLASS.report.md into <paramref name="dir"/>; returns their paths.</summary>
+    public static IReadOnlyList<string> WriteFiles(CompileResult r, string dir)
+    {
+        Directory.CreateDirectory(dir);
+        var cs = Path.Combine(dir, r.ClassName + ".cs");
+        var blob = Path.Combine(dir, r.ClassName + ".kiln");
+        var report = Path.Combine(dir, r.ClassName + ".report.md");
+        File.WriteAllText(cs, r.Source);
+        var blobBytes = WeightBlobWriter.Write(blob, r.Weights, r.ModelHash);
+        File.WriteAllText(report, Report(r, blobBytes));
+        return [cs, blob, report];
+    }
+
+    public static string Report(CompileResult r, long blobBytes)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var sb = new StringBuilder();
+        sb.Append(inv, $"# Compile report: {r.FullName}\n\n");
+        sb.Append(inv, $"- pipeline: `{r.Pipeline}`\n");
+        sb.Append(inv, $"- nodes: {r.NodesBefore} before passes, {r.NodesAfter} after\n");
+        sb.Append(inv, $"- weights: {r.Weights.Count} tensors, {r.WeightBytes.ToString("N0", inv)} bytes ({blobBytes.ToString("N0", inv)} bytes of blob with header, table and alignment)\n");
+        sb.Append("- activations: allocated per call by the runtime kernels (no arena plan yet)\n");
+        sb.Append(inv, $"- model hash: {r.ModelHash}\n");
+        sb.Append(inv, $"- time: {r.Milliseconds.ToString("0", inv)} ms\n\n");
+        sb.Append("## Passes\n\n| step | nodes before | nodes after | ms | what it did | ops added/removed |\n| --- | --- | --- | --- | --- | --- |\n");
+        foreach (var p in r.Passes)
+        {
+            var did = string.Join(", ", p.Counts.Select(c => $"{c.Key} {c.Value}").Concat(p.Notes));
+            var ops = string.Join(", ", p.OpDelta.Select(d => $"{d.Key} {(d.Value > 0 ? "+" : "")}{d.Value}"));
+            sb.Append(inv, $"| `{p.Step}` | {p.NodesBefore} | {p.NodesAfter} | {p.Milliseconds.ToString("0.0", inv)} | {(did.Length == 0 ? "nothing" : did)} | {ops} |\n");
+        }
+        return sb.ToString();
+    }
+}

@@ -1,0 +1,323 @@
+using Kiln.CodeGen.Backends;
+using Kiln.Ir;
+using Kiln.Ir.Diagnostics;
+using Kiln.Ir.Ops;
+
+namespace Kiln.CodeGen;
+
+/// <summary>What to call the generated class and what it was compiled from.</summary>
+public sealed record EmitOptions(string Namespace, string ClassName, string ModelHash, string SourceName, string Pipeline);
+
+/// <summary>A tensor the blob writer stores, under the name the generated code asks for.</summary>
+public sealed record BlobTensor(string Name, TensorData Data);
+
+/// <summary>The generated C# and the weights it loads.</summary>
+public sealed record EmittedModel(string ClassName, string Source, IReadOnlyList<BlobTensor> Weights, int NodeCount);
+
+/// <summary>
+/// Emits one C# class for a graph: a typed <c>Run</c> over tensors named after the model's inputs and outputs, an
+/// untyped <see cref="Runtime.Compiled.ICompiledModel"/> face for tools, constants loaded from the weight blob,
+/// attribute values baked in as literals, subgraphs as lambdas, and one statement group per node (commented with
+/// the node's name and op) written by the backend. Errors at run time name the node that failed.
+/// </summary>
+public sealed class ModelEmitter
+{
+    private readonly Graph _graph;
+    private readonly EmitOptions _options;
+    private readonly ICodeBackend _backend;
+    private readonly Dictionary<Value, string> _names = [];
+    private readonly HashSet<string> _used = new(StringComparer.Ordinal);
+    private readonly List<(string Type, string Name, string Init)> _statics = [];
+    private readonly Dictionary<string, string> _staticByInit = new(StringComparer.Ordinal);
+    private readonly List<(string Field, string Init, string Comment)> _weightFields = [];
+    private readonly List<BlobTensor> _weights = [];
+    private readonly List<Node> _nodes = [];
+    private int _locals;
+
+    public ModelEmitter(Graph graph, EmitOptions options, ICodeBackend backend)
+    {
+        _graph = graph;
+        _options = options;
+        _backend = backend;
+    }
+
+    public EmittedModel Emit()
+    {
+        var problems = _graph.AllGraphs().SelectMany(g => g.Nodes).Select(n => (n, why: _backend.Unsupported(n))).Where(x => x.why is not null).ToList();
+        if (problems.Count > 0)
+            throw new KilnException(problems.Select(p => new Diagnostic(DiagnosticCode.UnsupportedOp,
+                $"the {_backend.Name} backend cannot compile this node: {p.why}", _options.SourceName, p.n.Name, p.n.Index, p.n.QualifiedOp)).ToList());
+        foreach (var g in _graph.AllGraphs())
+            foreach (var c in g.Constants) DeclareConstant(c);
+
+        var body = new CodeWriter { Indent = 3 };
+        var inputs = EmitInputs(body);
+        body.Line("var at = -1;");
+        body.Open("try");
+        EmitGraphBody(_graph, body);
+        body.Line("return new object?[] { " + string.Join(", ", _graph.Outputs.Select(o => NameOf(o.Value))) + " };");
+        body.Close();
+        body.Open("catch (Exception e) when (e is KernelException or ArgumentException or IndexOutOfRangeException or InvalidOperationException or OverflowException or DivideByZeroException or FormatException or InvalidCastException or NullReferenceException)");
+        body.Line("throw new ModelRunException(\"KILN0023\", ModelName, at >= 0 ? NodeNames[at] : null, at >= 0 ? NodeOps[at] : null, e.Message);");
+        body.Close();
+
+        return new EmittedModel(_options.ClassName, WriteClass(inputs, body), _weights, _nodes.Count);
+    }
+
+    private string Fresh(string stem)
+    {
+        var name = stem;
+        for (var k = 2; !_used.Add(name); k++) name = stem + "_" + k;
+        return name;
+    }
+
+    internal string NameOf(Value v) => _names.TryGetValue(v, out var n) ? n
+        : throw new KilnException(new Diagnostic(DiagnosticCode.CodeGenFailed, $"value {v} is used before the emitter defined it", _options.SourceName));
+
+    internal string Declare(Value v)
+    {
+        var name = Fresh("v" + _locals++);
+        _names[v] = name;
+        return name;
+    }
+
+    internal string Static(string type, string prefix, string initializer)
+    {
+        if (_staticByInit.TryGetValue(type + " " + initializer, out var existing)) return existing;
+        var name = Fresh(prefix);
+        _statics.Add((type, name, initializer));
+        _staticByInit[type + " " + initializer] = name;
+        return name;
+    }
+
+    private void DeclareConstant(Value c) => _names[c] = WeightField(c.Name, c.Data!);
+
+    /// <summary>The field (or static) holding a constant: strings inline, everything else from the blob.</summary>
+    private string WeightField(string name, TensorData data)
+    {
+        var shape = CSharp.Ints(data.Dims.Select(d => checked((int)d)));
+        if (data is StringTensorData s) return Static("Tensor", "Text", $"Tensor.FromStrings({shape}, {CSharp.Strings(s.AsStrings)})");
+        if (data.Elem is ElementType.I4 or ElementType.U4 or ElementType.C64 or ElementType.C128)
+            throw new KilnException(new Diagnostic(DiagnosticCode.CodeGenFailed, $"constant '{name}' is {data.Elem.Name()}, which the runtime cannot hold", _options.SourceName));
+        var blobName = name;
+        for (var k = 2; _weights.Any(w => w.Name == blobName); k++) blobName = name + "#" + k;
+        _weights.Add(new BlobTensor(blobName, data));
+        var field = Fresh("_w" + _weightFields.Count);
+        _weightFields.Add((field, $"blob.Get({CSharp.String(blobName)}, DType.{DTypeName(data.Elem)}, {shape})", $"{name}: {data.Type}"));
+        return field;
+    }
+
+    private static string DTypeName(ElementType e) => ((Runtime.DType)(int)e).ToString();
+
+    /// <summary>Input checks; returns the parameter list of the typed Run (name, C# type, input index).</summary>
+    private List<(string Param, string Type, string OnnxName)> EmitInputs(CodeWriter body)
+    {
+        var read = _graph.AllGraphs().SelectMany(g => g.Nodes).SelectMany(n => n.Inputs).Concat(_graph.Outputs.Select(o => o.Value))
+            .OfType<Value>().Where(v => v.Kind == ValueKind.GraphInput && v.Owner == _graph).ToHashSet();
+        var symbols = _graph.Inputs.Select(v => v.TensorType?.Shape).Where(s => s is not null).SelectMany(s => s!.Dims)
+            .Select(d => d.SymbolName).OfType<string>().Distinct().ToList();
+        body.Line($"if (inputs.Count != {_graph.Inputs.Count}) throw new ModelRunException(\"KILN0021\", ModelName, null, null, $\"expected {_graph.Inputs.Count} inputs, got {{inputs.Count}}\");");
+        if (symbols.Count > 0) body.Line($"var bound = new long[] {{ {string.Join(", ", symbols.Select(_ => "-1L"))} }};");
+        var symbolNames = symbols.Count > 0 ? Static("string[]", "Symbols", CSharp.Strings(symbols)) : "System.Array.Empty<string>()";
+        var parameters = new List<(string, string, string)>();
+        for (var i = 0; i < _graph.Inputs.Count; i++)
+        {
+            var v = _graph.Inputs[i];
+            var local = Fresh("in" + i);
+            _names[v] = local;
+            var given = $"inputs[{i}]";
+            if (v.Data is not null) given = $"({given} ?? {WeightField(v.Name, v.Data)})";
+            string type;
+            switch (v.Type)
+            {
+                case TensorType tt:
+                    type = "Tensor";
+                    var shape = read.Contains(v) ? tt.Shape : null;
+                    var dims = shape is null ? "null" : CSharp.Ints(shape.Dims.Select(d => d.Value is { } x ? checked((int)x) : -1));
+                    var syms = shape is null || shape.Dims.All(d => d.SymbolName is null) ? "null"
+                        : "new string?[] { " + string.Join(", ", shape.Dims.Select(d => d.SymbolName is { } s ? CSharp.String(s) : "null")) + " }";
+                    body.Line($"var {local} = Generated.Input(ModelName, {CSharp.String(v.Name)}, {given}, DType.{DTypeName(tt.Elem)}, {dims}, {syms}, {(symbols.Count > 0 ? "bound" : "System.Array.Empty<long>()")}, {symbolNames});");
+                    break;
+                case SequenceType:
+                    type = "TensorSequence";
+                    body.Line($"var {local} = Generated.Value(ModelName, {CSharp.String(v.Name)}, {given}, \"seq\");");
+                    break;
+                case OptionalType:
+                    type = "OptionalValue?";
+                    body.Line($"var {local} = Generated.Value(ModelName, {CSharp.String(v.Name)}, {given} ?? new OptionalValue(null), \"optional\");");
+                    break;
+                default:
+                    throw new KilnException(new Diagnostic(DiagnosticCode.CodeGenFailed, $"input '{v.Name}' has type {v.Type}, which code generation cannot take", _options.SourceName));
+            }
+            parameters.Add((CSharp.Identifier(v.Name), v.Data is not null && type == "Tensor" ? "Tensor?" : type, v.Name));
+        }
+        return parameters;
+    }
+
+    private void EmitGraphBody(Graph g, CodeWriter body)
+    {
+        foreach (var node in g.Nodes)
+        {
+            var id = _nodes.Count;
+            _nodes.Add(node);
+            var outs = string.Join(", ", node.Outputs.Select(o => o is null ? "_" : "%" + o.Name));
+            body.Line($"// {CSharp.Comment(node.Name ?? "#" + node.Index)}: {node.QualifiedOp} → {CSharp.Comment(outs)}");
+            body.Line($"at = {id};");
+            _backend.EmitNode(new NodeEmitContext(this, node, body));
+        }
+    }
+
+    internal string AttributesOf(Node node, CodeWriter body)
+    {
+        var parts = new List<string>();
+        var hasGraphs = false;
+        foreach (var (name, value) in node.Attributes)
+        {
+            if (value is GraphAttr g)
+            {
+                parts.Add($".Set({CSharp.String(name)}, {EmitSubgraph(name, g.Value, body)})");
+                hasGraphs = true;
+            }
+            else if (AttributeValue(value) is { } text) parts.Add($".Set({CSharp.String(name)}, {text})");
+        }
+        if (OpRegistry.Default.Find(node.Domain, node.Op) is { } def)
+            foreach (var d in def.Attributes)
+                if (d.Default is { } dv && !node.Attributes.ContainsKey(d.Name) && AttributeValue(dv) is { } text)
+                    parts.Add($".Default({CSharp.String(d.Name)}, {text})");
+        var init = "new OpAttributes()" + string.Concat(parts);
+        if (!hasGraphs) return Static("OpAttributes", "Attrs", init);
+        var local = Fresh("attrs" + _locals++);
+        body.Line($"var {local} = {init};");
+        return local;
+    }
+
+    private string? AttributeValue(AttrValue a) => a switch
+    {
+        IntAttr i => CSharp.Long(i.Value),
+        FloatAttr f => CSharp.Float(f.Value),
+        StringAttr s => CSharp.String(s.Value),
+        IntsAttr i => CSharp.Longs(i.Value),
+        FloatsAttr f => CSharp.Floats(f.Value),
+        StringsAttr s => CSharp.Strings(s.Value),
+        TensorAttr t => TensorLiteral(t.Value),
+        _ => null,
+    };
+
+    private string TensorLiteral(TensorData t)
+    {
+        var shape = CSharp.Ints(t.Dims.Select(d => checked((int)d)));
+        if (t is StringTensorData s) return $"Tensor.FromStrings({shape}, {CSharp.Strings(s.AsStrings)})";
+        return Static("Tensor", "Literal", $"Generated.Constant(DType.{DTypeName(t.Elem)}, {shape}, {CSharp.String(Convert.ToBase64String(t.Bytes))})");
+    }
+
+    /// <summary>A subgraph as a local <c>Subgraph</c> whose lambda computes its outputs from its inputs and the enclosing locals.</summary>
+    private string EmitSubgraph(string attr, Graph g, CodeWriter body)
+    {
+        var local = Fresh("graph" + _locals++);
+        var args = Fresh("args" + _locals++);
+        body.Line($"var {local} = new Subgraph({CSharp.String(g.Name)}, {args} =>");
+        body.Line("{");
+        body.Indent++;
+        for (var i = 0; i < g.Inputs.Count; i++)
+        {
+            var v = g.Inputs[i];
+            var name = Fresh("v" + _locals++);
+            _names[v] = name;
+            var fallback = v.Data is not null ? WeightField(v.Name, v.Data) : "null";
+            body.Line($"var {name} = {i} < {args}.Count ? {args}[{i}] : {fallback};");
+        }
+        EmitGraphBody(g, body);
+        body.Line("return new object?[] { " + string.Join(", ", g.Outputs.Select(o => NameOf(o.Value))) + " };");
+        body.Indent--;
+        var types = "new DType?[] { " + string.Join(", ", g.Outputs.Select(o => o.Value.Type is TensorType tt ? "DType." + DTypeName(tt.Elem) : "null")) + " }";
+        var shapes = "new int[]?[] { " + string.Join(", ", g.Outputs.Select(o => o.Value.Type is TensorType { Shape: { } s } ? CSharp.Ints(s.Dims.Select(d => (int)(d.Value ?? 0))) : "null")) + " }";
+        body.Line($"}}, {types}, {shapes});");
+        return local;
+    }
+
+    private string WriteClass(List<(string Param, string Type, string OnnxName)> inputs, CodeWriter body)
+    {
+        var w = new CodeWriter();
+        w.Line("// <auto-generated>");
+        w.Line($"// Generated by Kiln from {CSharp.Comment(_options.SourceName)} with passes '{CSharp.Comment(_options.Pipeline)}'.");
+        w.Line("// Each block below computes one IR node; the comment above it names the node, its op and its outputs.");
+        w.Line("// </auto-generated>");
+        w.Line("#nullable enable");
+        w.Line("using System;");
+        w.Line("using System.Collections.Generic;");
+        w.Line("using System.IO;");
+        w.Line("using Kiln.Runtime;");
+        w.Line("using Kiln.Runtime.Compiled;");
+        w.Line("using Kiln.Runtime.Operators;");
+        w.Line("using Kiln.Runtime.Weights;");
+        w.Line();
+        w.Line($"namespace {_options.Namespace};");
+        w.Line();
+        var cls = _options.ClassName;
+        w.Line($"/// <summary>The model {System.Security.SecurityElement.Escape(_options.SourceName)}, compiled by Kiln. Load its weights from the .kiln blob written with this file.</summary>");
+        w.Open($"public sealed partial class {cls} : ICompiledModel");
+        w.Line($"public const string ModelName = {CSharp.String(_options.SourceName)};");
+        w.Line();
+        w.Line("/// <summary>The hash of the compiled model; the weight blob must carry the same one.</summary>");
+        w.Line($"public const string ModelHash = {CSharp.String(_options.ModelHash)};");
+        w.Line();
+        w.Line($"private static readonly string[] NodeNames = {CSharp.Strings(_nodes.Select(n => n.Name ?? "#" + n.Index))};");
+        w.Line($"private static readonly string[] NodeOps = {CSharp.Strings(_nodes.Select(n => n.QualifiedOp))};");
+        foreach (var (type, name, init) in _statics) w.Line($"private static readonly {type} {name} = {init};");
+        w.Line();
+        w.Line("private readonly WeightBlob _blob;");
+        w.Line("private readonly bool _ownsBlob;");
+        w.Line("private readonly object _gate = new();");
+        foreach (var (field, _, comment) in _weightFields) w.Line($"private readonly Tensor {field}; // {CSharp.Comment(comment)}");
+        w.Line();
+        w.Line("/// <summary>Maps the weight blob at <paramref name=\"blobPath\"/> (zero copy).</summary>");
+        w.Line($"public {cls}(string blobPath) : this(WeightBlob.Open(blobPath, ModelHash), ownsBlob: true) {{ }}");
+        w.Line();
+        w.Line("/// <summary>Reads the weight blob from a stream (an embedded resource).</summary>");
+        w.Line($"public static {cls} FromStream(Stream stream, string source = \"stream\") => new(WeightBlob.Load(stream, source, ModelHash), ownsBlob: true);");
+        w.Line();
+        w.Line("/// <summary>Uses a blob the caller opened and keeps owning.</summary>");
+        w.Line($"public {cls}(WeightBlob blob) : this(blob, ownsBlob: false) {{ }}");
+        w.Line();
+        w.Open($"private {cls}(WeightBlob blob, bool ownsBlob)");
+        w.Line("if (blob.ModelHash != ModelHash) throw new WeightBlobException($\"weight blob {blob.Source} holds model {blob.ModelHash}, not {ModelHash}\");");
+        w.Line("_blob = blob;");
+        w.Line("_ownsBlob = ownsBlob;");
+        foreach (var (field, init, _) in _weightFields) w.Line($"{field} = {init};");
+        w.Close();
+        w.Line();
+        w.Line($"public IReadOnlyList<string> InputNames {{ get; }} = {CSharp.Strings(_graph.Inputs.Select(v => v.Name))};");
+        w.Line();
+        w.Line($"public IReadOnlyList<string> OutputNames {{ get; }} = {CSharp.Strings(_graph.Outputs.Select(o => o.Name))};");
+        w.Line();
+        // Typed API: parameters and result properties named after the model's inputs and outputs.
+        var outNames = new HashSet<string>(StringComparer.Ordinal);
+        var outs = _graph.Outputs.Select(o =>
+        {
+            var n = CSharp.Identifier(o.Name);
+            for (var k = 2; !outNames.Add(n); k++) n = CSharp.Identifier(o.Name) + "_" + k;
+            var t = o.Value.Type switch { TensorType => "Tensor", SequenceType => "TensorSequence", OptionalType => "OptionalValue", _ => "object" };
+            return (Name: n, Type: t);
+        }).ToList();
+        w.Line("/// <summary>The model's outputs, named as in the model.</summary>");
+        w.Line($"public sealed record Outputs({string.Join(", ", outs.Select(o => $"{o.Type} {o.Name}"))});");
+        w.Line();
+        w.Line("/// <summary>Runs the model. Inputs are named as in the model; optional ones may be null.</summary>");
+        w.Open($"public Outputs Run({string.Join(", ", inputs.Select(p => $"{p.Type} {p.Param}"))})");
+        w.Line($"var results__ = RunValues(new object?[] {{ {string.Join(", ", inputs.Select(p => p.Param))} }});");
+        w.Line($"return new Outputs({string.Join(", ", outs.Select((o, i) => $"({o.Type})results__[{i}]!"))});");
+        w.Close();
+        w.Line();
+        w.Open("public object?[] RunValues(IReadOnlyList<object?> inputs)");
+        w.Open("lock (_gate)");
+        w.Line(body.ToString().TrimEnd('\n'));
+        w.Close();
+        w.Close();
+        w.Line();
+        w.Open("public void Dispose()");
+        w.Line("if (_ownsBlob) _blob.Dispose();");
+        w.Close();
+        w.Close();
+        return w.ToString();
+    }
+}

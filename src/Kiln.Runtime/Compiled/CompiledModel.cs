@@ -1,0 +1,76 @@
+using Kiln.Runtime.Operators;
+
+namespace Kiln.Runtime.Compiled;
+
+/// <summary>
+/// What every generated model class offers besides its typed <c>Run</c>: its inputs and outputs by name and an
+/// untyped run over values in input order, for tools (<c>kiln run --engine compiled</c>) that load models they
+/// did not compile against.
+/// </summary>
+public interface ICompiledModel : IDisposable
+{
+    IReadOnlyList<string> InputNames { get; }
+
+    IReadOnlyList<string> OutputNames { get; }
+
+    /// <summary>Runs on values in <see cref="InputNames"/> order (null: an absent optional input, or the input's default); returns outputs in <see cref="OutputNames"/> order.</summary>
+    object?[] RunValues(IReadOnlyList<object?> inputs);
+}
+
+/// <summary>A compiled model failed on the values it was given; names the node that failed (KILN0023) or the input (KILN0021).</summary>
+public sealed class ModelRunException(string code, string model, string? node, string? op, string message)
+    : Exception($"{code}: {model}: {(node is null ? "" : $"node '{node}' ({op}): ")}{message}")
+{
+    public string Code { get; } = code;
+
+    public string? Node { get; } = node;
+
+    public string? Op { get; } = op;
+}
+
+/// <summary>Helpers generated code calls: operator invocation with baked attributes, input checks.</summary>
+public static class Generated
+{
+    /// <summary>Runs an operator entry on its inputs; returns its outputs.</summary>
+    public static object?[] Call(Action<OpContext> op, OpAttributes attributes, bool[] wanted, params object?[] inputs)
+    {
+        var ctx = new OpContext(attributes, inputs, wanted.Length, wanted);
+        op(ctx);
+        return ctx.Outputs;
+    }
+
+    /// <summary>
+    /// Checks a tensor input against its declared element type and dims: a fixed size, or a symbol (symbols shared by
+    /// several inputs must agree; the first binding is kept in <paramref name="symbols"/>), or free (-1 with no symbol).
+    /// <paramref name="dims"/> null: the rank is not checked.
+    /// </summary>
+    public static Tensor Input(string model, string name, object? value, DType type, int[]? dims, string?[]? symbols, long[] bound, string[] boundNames)
+    {
+        ModelRunException Bad(string what) => new("KILN0021", model, null, null, $"input '{name}': {what}");
+        if (value is not Tensor t) throw Bad(value is null ? "is missing" : $"expected a tensor, got a {Values.Describe(value)}");
+        if (t.Type != type) throw Bad($"expected element type {type.Name()}, got {t.Type.Name()}");
+        if (dims is null) return t;
+        string Want() => "[" + string.Join(", ", dims.Select((d, i) => symbols?[i] ?? (d < 0 ? "?" : d.ToString(System.Globalization.CultureInfo.InvariantCulture)))) + "]";
+        if (t.Rank != dims.Length) throw Bad($"expected shape {Want()} (rank {dims.Length}), got [{string.Join(", ", t.Shape)}] (rank {t.Rank})");
+        for (var d = 0; d < dims.Length; d++)
+        {
+            if (dims[d] >= 0 && dims[d] != t.Shape[d]) throw Bad($"expected shape {Want()}, got [{string.Join(", ", t.Shape)}] (dim {d} must be {dims[d]})");
+            if (symbols?[d] is not { } s) continue;
+            var k = Array.IndexOf(boundNames, s);
+            if (bound[k] >= 0 && bound[k] != t.Shape[d]) throw Bad($"dim {d} is '{s}' = {t.Shape[d]}, but another input already set '{s}' = {bound[k]}");
+            bound[k] = t.Shape[d];
+        }
+        return t;
+    }
+
+    /// <summary>A small constant baked into the code (a tensor attribute), from its bytes in base64.</summary>
+    public static Tensor Constant(DType type, int[] shape, string base64) => Tensor.Wrap(type, shape, Convert.FromBase64String(base64), persistent: true);
+
+    /// <summary>Checks a non-tensor input's kind.</summary>
+    public static object Value(string model, string name, object? value, string kind)
+    {
+        var ok = kind switch { "seq" => value is TensorSequence, "optional" => value is OptionalValue, _ => value is not null };
+        return ok && value is not null ? value : throw new ModelRunException("KILN0021", model, null, null,
+            $"input '{name}': expected a {(kind == "seq" ? "sequence" : kind)}, got a {Values.Describe(value)}");
+    }
+}

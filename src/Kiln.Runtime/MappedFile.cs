@@ -1,0 +1,54 @@
+using System.IO.MemoryMappedFiles;
+
+namespace Kiln.Runtime;
+
+/// <summary>A read-only memory-mapped file that tensors point into. Owned by whatever holds tensors over it (an imported model, a weight blob).</summary>
+public sealed unsafe class MappedFile : IDisposable
+{
+    private readonly MemoryMappedFile? _file;
+    private readonly MemoryMappedViewAccessor? _view;
+    private readonly byte* _base;
+    private bool _disposed;
+
+    public MappedFile(string path)
+    {
+        Path = path;
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        Length = stream.Length;
+        if (Length == 0) return; // an empty file cannot be mapped; nothing can point into it either.
+        _file = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+        _view = _file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+        byte* p = null;
+        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+        _base = p + _view.PointerOffset;
+    }
+
+    public string Path { get; }
+
+    public long Length { get; }
+
+    public ReadOnlySpan<byte> Span(long offset, long length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (offset < 0 || length < 0 || offset + length > Length)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"range {offset}+{length} outside {Path} ({Length} bytes)");
+        if (length > int.MaxValue) throw new InvalidOperationException($"tensor of {length} bytes exceeds a single span");
+        return length == 0 ? [] : new ReadOnlySpan<byte>(_base + offset, (int)length);
+    }
+
+    /// <summary>A memory block over part of the mapping (valid while the file is open).</summary>
+    public ReadOnlyMemory<byte> Memory(long offset, long length)
+    {
+        Span(offset, length);
+        return length == 0 ? ReadOnlyMemory<byte>.Empty : new PointerMemory(_base + offset, (int)length).Memory;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _view?.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view?.Dispose();
+        _file?.Dispose();
+    }
+}
