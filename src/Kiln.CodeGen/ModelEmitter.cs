@@ -243,6 +243,9 @@ public sealed class ModelEmitter
         w.Line("// Each block below computes one IR node; the comment above it names the node, its op and its outputs.");
         w.Line("// </auto-generated>");
         w.Line("#nullable enable");
+        w.Line($"namespace {_options.Namespace};");
+        w.Line();
+        // Usings inside the namespace bind before names of enclosing namespaces (a user namespace Foo.Generated cannot hide them).
         w.Line("using System;");
         w.Line("using System.Collections.Generic;");
         w.Line("using System.IO;");
@@ -250,8 +253,6 @@ public sealed class ModelEmitter
         w.Line("using Kiln.Runtime.Compiled;");
         w.Line("using Kiln.Runtime.Operators;");
         w.Line("using Kiln.Runtime.Weights;");
-        w.Line();
-        w.Line($"namespace {_options.Namespace};");
         w.Line();
         var cls = _options.ClassName;
         w.Line($"/// <summary>The model {System.Security.SecurityElement.Escape(_options.SourceName)}, compiled by Kiln. Load its weights from the .kiln blob written with this file.</summary>");

@@ -1,0 +1,112 @@
+using Kiln.Ir;
+using Kiln.Runtime;
+using Kiln.Runtime.Weights;
+
+namespace Kiln.CodeGen.Tests;
+
+/// <summary>The .kiln blob: round trip, alignment, and refusal of damaged or mismatched files.</summary>
+public sealed class WeightBlobTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("kiln-blob-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static readonly string Hash = new('a', 64);
+
+    private string WriteSample(string name = "w.kiln")
+    {
+        var path = Path.Combine(_dir, name);
+        WeightBlobWriter.Write(path,
+        [
+            new BlobTensor("layer.weight", TensorData.FromArray(ElementType.F32, [2, 3], new float[] { 1, 2, 3, 4, 5, 6 })),
+            new BlobTensor("ids", TensorData.FromArray(ElementType.I64, [3], new long[] { 7, 8, 9 })),
+            new BlobTensor("empty", TensorData.FromArray(ElementType.F32, [0], Array.Empty<float>())),
+        ], Hash);
+        return path;
+    }
+
+    [Fact]
+    public void Tensors_round_trip_aligned_from_a_mapped_file_and_from_a_stream()
+    {
+        var path = WriteSample();
+        using (var blob = WeightBlob.Open(path, Hash))
+        {
+            Assert.Equal(WeightBlob.FormatVersion, blob.Version);
+            Assert.Equal(["layer.weight", "ids", "empty"], blob.Entries.Select(e => e.Name));
+            Assert.All(blob.Entries, e => Assert.Equal(0, e.Offset % WeightBlob.Alignment));
+            Assert.Equal(new float[] { 1, 2, 3, 4, 5, 6 }, blob.Get("layer.weight", DType.F32, [2, 3]).Span<float>().ToArray());
+            Assert.Equal(new long[] { 7, 8, 9 }, blob.Get("ids", DType.I64, [3]).Span<long>().ToArray());
+            Assert.Equal(0, blob.Get("empty", DType.F32, [0]).Length);
+        }
+        using var stream = File.OpenRead(path);
+        using var loaded = WeightBlob.Load(stream, "resource w.kiln", Hash);
+        Assert.Equal(new long[] { 7, 8, 9 }, loaded.Get("ids", DType.I64, [3]).Span<long>().ToArray());
+    }
+
+    private static string Refusal(string path, string? hash = null) =>
+        Assert.Throws<WeightBlobException>(() => WeightBlob.Open(path, hash ?? Hash).Dispose()).Message;
+
+    [Fact]
+    public void A_flipped_byte_anywhere_after_the_header_is_refused()
+    {
+        var path = WriteSample();
+        var bytes = File.ReadAllBytes(path);
+        foreach (var at in new[] { WeightBlob.HeaderSize + 3, bytes.Length - 1, bytes.Length / 2 })
+        {
+            var damaged = (byte[])bytes.Clone();
+            damaged[at] ^= 0x10;
+            File.WriteAllBytes(path, damaged);
+            var message = Refusal(path);
+            Assert.StartsWith("KILN0025:", message);
+            Assert.Contains("altered", message);
+            Assert.Contains(path, message);
+        }
+    }
+
+    [Fact]
+    public void A_truncated_blob_is_refused()
+    {
+        var path = WriteSample();
+        var bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(path, bytes[..(bytes.Length - 10)]);
+        Assert.Contains("truncated", Refusal(path));
+        File.WriteAllBytes(path, bytes[..40]);
+        Assert.Contains("shorter than the 128-byte header", Refusal(path));
+        File.WriteAllBytes(path, []);
+        Assert.Contains("truncated", Refusal(path));
+    }
+
+    [Fact]
+    public void An_unknown_format_version_or_magic_is_refused()
+    {
+        var path = WriteSample();
+        var bytes = File.ReadAllBytes(path);
+        bytes[8] = 2;
+        File.WriteAllBytes(path, bytes);
+        Assert.Contains("has format version 2; this runtime reads version 1", Refusal(path));
+        bytes[0] = (byte)'X';
+        File.WriteAllBytes(path, bytes);
+        Assert.Contains("not a Kiln weight blob", Refusal(path));
+    }
+
+    [Fact]
+    public void A_blob_of_another_model_is_refused()
+    {
+        var path = WriteSample();
+        Assert.Contains("but the code was compiled for model", Refusal(path, new string('b', 64)));
+    }
+
+    [Fact]
+    public void Asking_for_a_tensor_with_another_type_or_shape_is_refused()
+    {
+        using var blob = WeightBlob.Open(WriteSample(), Hash);
+        Assert.Contains("holds 'ids' as i64[3]", Assert.Throws<WeightBlobException>(() => blob.Get("ids", DType.F32, [3])).Message);
+        Assert.Contains("has no tensor 'nope'", Assert.Throws<WeightBlobException>(() => blob.Get("nope", DType.F32, [3])).Message);
+    }
+
+    [Fact]
+    public void Writing_the_same_tensors_twice_gives_the_same_bytes()
+    {
+        Assert.Equal(File.ReadAllBytes(WriteSample("a.kiln")), File.ReadAllBytes(WriteSample("b.kiln")));
+    }
+}
