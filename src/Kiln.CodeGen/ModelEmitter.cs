@@ -235,6 +235,29 @@ public sealed class ModelEmitter
         return local;
     }
 
+    /// <summary>
+    /// The KV-cache layout of a decoder whose I/O follows the <c>input_ids</c>, <c>past_key_values.N.key/value</c> →
+    /// <c>logits</c>, <c>present.N.key/value</c> convention (as a C# expression), or null for other models.
+    /// </summary>
+    private static string? DecoderLayoutOf(Graph g)
+    {
+        int In(string name) => g.Inputs.FindIndex(v => v.Name == name);
+        int Out(string name) => g.Outputs.FindIndex(o => o.Name == name);
+        var ids = In("input_ids");
+        var logits = Out("logits");
+        if (ids < 0 || logits < 0) return null;
+        var layers = Enumerable.Range(0, 1024).TakeWhile(i => In($"past_key_values.{i}.key") >= 0).ToList();
+        if (layers.Count == 0) return null;
+        var pastK = layers.Select(i => In($"past_key_values.{i}.key")).ToArray();
+        var pastV = layers.Select(i => In($"past_key_values.{i}.value")).ToArray();
+        var presK = layers.Select(i => Out($"present.{i}.key")).ToArray();
+        var presV = layers.Select(i => Out($"present.{i}.value")).ToArray();
+        if (pastV.Concat(presK).Concat(presV).Any(x => x < 0)) return null;
+        if (g.Inputs[pastK[0]].TensorType is not { Elem: ElementType.F32, Shape: { Rank: 4 } s } || s[1].Value is not { } heads || s[3].Value is not { } dim) return null;
+        var arr = (int[] a) => CSharp.Ints(a);
+        return $"new DecoderLayout({ids}, {In("attention_mask")}, {In("position_ids")}, {arr(pastK)}, {arr(pastV)}, {logits}, {arr(presK)}, {arr(presV)}, {heads}, {dim})";
+    }
+
     private string WriteClass(List<(string Param, string Type, string OnnxName)> inputs, CodeWriter body)
     {
         var w = new CodeWriter();
@@ -251,6 +274,7 @@ public sealed class ModelEmitter
         w.Line("using System.IO;");
         w.Line("using Kiln.Runtime;");
         w.Line("using Kiln.Runtime.Compiled;");
+        w.Line("using Kiln.Runtime.Decoding;");
         w.Line("using Kiln.Runtime.Operators;");
         w.Line("using Kiln.Runtime.Weights;");
         w.Line();
@@ -315,6 +339,21 @@ public sealed class ModelEmitter
         w.Close();
         w.Close();
         w.Line();
+        if (DecoderLayoutOf(_graph) is { } layout)
+        {
+            w.Line("private static readonly DecoderLayout Layout = " + layout + ";");
+            w.Line();
+            w.Line("/// <summary>A decoding session that owns the KV cache: Prefill, Decode, Generate.</summary>");
+            w.Line("public DecoderSession CreateSession(DecoderOptions? options = null) => new(this, Layout, options);");
+            w.Line();
+            w.Line("public DecoderLayout? DecoderLayout => Layout;");
+            w.Line();
+        }
+        else
+        {
+            w.Line("public DecoderLayout? DecoderLayout => null;");
+            w.Line();
+        }
         w.Open("public void Dispose()");
         w.Line("if (_ownsBlob) _blob.Dispose();");
         w.Close();

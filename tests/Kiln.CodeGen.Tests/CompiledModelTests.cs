@@ -62,6 +62,39 @@ public sealed class CompiledModelTests : IDisposable
     }
 
     [Fact]
+    public void The_decoder_session_generates_the_greedy_tokens_and_refuses_to_run_past_its_context()
+    {
+        var expected = File.ReadAllLines(Fixtures.Model("stories260k/greedy_200.txt")).First(l => l.Length > 0 && !l.StartsWith('#'))
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(long.Parse).ToArray();
+        using var runner = Compile(Fixtures.Model("stories260k/model.onnx"));
+        Assert.NotNull(runner.Model.DecoderLayout);
+        using var session = new Runtime.Decoding.DecoderSession(runner.Model, runner.Model.DecoderLayout!, new Runtime.Decoding.DecoderOptions { MaxContext = 512 });
+        Assert.Equal(expected, session.Generate([1L], 200).ToArray());
+        Assert.Equal(200, session.Position); // the prompt and every generated token but the last, which was not fed back
+
+        // Same seed, same text; another seed, another text.
+        string Sample(int seed)
+        {
+            using var s = new Runtime.Decoding.DecoderSession(runner.Model, runner.Model.DecoderLayout!, new Runtime.Decoding.DecoderOptions { Seed = seed });
+            return string.Join(" ", s.Generate([1L], 40, new Runtime.Decoding.TemperatureSampler(1.0f, topK: 40)));
+        }
+        Assert.Equal(Sample(7), Sample(7));
+        Assert.NotEqual(Sample(7), Sample(8));
+
+        using var small = new Runtime.Decoding.DecoderSession(runner.Model, runner.Model.DecoderLayout!, new Runtime.Decoding.DecoderOptions { MaxContext = 8 });
+        small.Prefill([1L, 2, 3, 4, 5, 6]);
+        small.Decode(7);
+        small.Decode(8);
+        var e = Assert.Throws<Runtime.Compiled.ModelRunException>(() => small.Decode(9));
+        Assert.Contains("would exceed its MaxContext of 8", e.Message);
+        Assert.Equal(8, small.Position);
+
+        // Generate stops at a stop token without yielding it.
+        using var stopping = new Runtime.Decoding.DecoderSession(runner.Model, runner.Model.DecoderLayout!, new Runtime.Decoding.DecoderOptions { StopTokens = [expected[5]] });
+        Assert.Equal(expected[..5], stopping.Generate([1L], 200).ToArray());
+    }
+
+    [Fact]
     public void Compiling_the_same_model_twice_gives_byte_identical_code_and_blob()
     {
         string[] CompileTo(string dir)

@@ -13,6 +13,9 @@ public interface ICompiledModel : IDisposable
 
     IReadOnlyList<string> OutputNames { get; }
 
+    /// <summary>The KV-cache layout when the model is a decoder with the past/present convention (then <c>new DecoderSession(model, layout)</c> drives it), else null.</summary>
+    Decoding.DecoderLayout? DecoderLayout { get; }
+
     /// <summary>Runs on values in <see cref="InputNames"/> order (null: an absent optional input, or the input's default); returns outputs in <see cref="OutputNames"/> order.</summary>
     object?[] RunValues(IReadOnlyList<object?> inputs);
 }
