@@ -55,6 +55,15 @@ root.Subcommands.Add(export);
 root.Subcommands.Add(conformance);
 root.Subcommands.Add(run);
 root.Subcommands.Add(compile);
+
+var benchModel = new Argument<string>("MODEL") { Description = "an .onnx model" };
+var ortOpt = new Option<bool>("--ort") { Description = "run ONNX Runtime side by side in the same process and print ratios" };
+var threadsOpt = new Option<int>("--threads") { Description = "threads for both engines (default: every core)" };
+var roundsOpt = new Option<int>("--rounds") { Description = "measured rounds per engine (best and median reported)", DefaultValueFactory = _ => 5 };
+var benchData = new Option<string?>("--data") { Description = "a data set whose inputs to time (models that are not decoders; default: test_data_set_* beside the model)" };
+var bench = new Command("bench", "Time a compiled model (decoders: prefill of 128 tokens, decode tokens/s) against ONNX Runtime") { benchModel, passesOpt, ortOpt, threadsOpt, roundsOpt, benchData, jsonOpt };
+bench.SetAction(r => Cli.Run(() => { Bench.Run(r.GetValue(benchModel)!, r.GetValue(passesOpt), r.GetValue(ortOpt), r.GetValue(threadsOpt), Math.Max(1, r.GetValue(roundsOpt)), r.GetValue(benchData), r.GetValue(jsonOpt), Console.Out); }));
+root.Subcommands.Add(bench);
 return root.Parse(args).Invoke();
 
 namespace Kiln.Cli
