@@ -55,6 +55,7 @@ public static class Bench
             using var ortOptions = new SessionOptions { IntraOpNumThreads = threads, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
             using var ort = withOrt ? new InferenceSession(modelPath, ortOptions) : null;
             Runtime.Kernels.MatMul.MaxThreads = threads;
+            if (Environment.GetEnvironmentVariable("KILN_PROFILE") == "1") Runtime.Compiled.Generated.Profile = [];
             var weightBytes = model.Graph.AllGraphs().SelectMany(g => g.Constants).Sum(c => c.Data?.ByteLength ?? 0);
             var lines = runner.Model.DecoderLayout is { } layout
                 ? Decoder(runner, layout, model.Graph, ort, rounds)
@@ -76,6 +77,12 @@ public static class Bench
                 var k = $"Kiln best {l.Kiln.Best.ToString("0.00", inv)} median {l.Kiln.Median.ToString("0.00", inv)} {l.Unit}";
                 var o = l.Ort is { } t ? $"   ONNX Runtime best {t.Best.ToString("0.00", inv)} median {t.Median.ToString("0.00", inv)} {l.Unit}   ratio {l.Ratio!.Value.ToString("0.00", inv)}× (best {l.BestRatio!.Value.ToString("0.00", inv)}×)" : "";
                 output.WriteLine($"{l.Metric}: {k}{o}");
+            }
+            if (Runtime.Compiled.Generated.Profile is { } profile)
+            {
+                output.WriteLine("Kiln time by operator (all calls of this run):");
+                foreach (var (op, (calls, ms)) in profile.OrderByDescending(p => p.Value.Milliseconds).Take(15))
+                    output.WriteLine($"  {Runtime.Operators.OperatorTable.NameOf(op),-22} {calls,8} calls {ms.ToString("0.0", inv),10} ms");
             }
             if (lines.FirstOrDefault(l => l.Unit == "tokens/s") is { } decode)
             {

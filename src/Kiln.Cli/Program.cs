@@ -16,8 +16,9 @@ inspect.SetAction(r => Cli.Run(() => Commands.Inspect(r.GetValue(modelArg)!, r.G
 
 var dumpArg = new Argument<string>("MODEL") { Description = "an .onnx model or a .kir dump" };
 var outOpt = new Option<string?>("--output", "-o") { Description = "write the IR text here (and its large constants to FILE.weights) instead of stdout" };
-var dump = new Command("dump", "Print the model as Kiln IR text (.kir)") { dumpArg, outOpt };
-dump.SetAction(r => Cli.Run(() => Commands.Dump(r.GetValue(dumpArg)!, r.GetValue(outOpt))));
+var dumpPasses = new Option<string?>("--passes") { Description = "run this pass pipeline first (docs/pipelines.md) and print what each pass changed to stderr" };
+var dump = new Command("dump", "Print the model as Kiln IR text (.kir)") { dumpArg, outOpt, dumpPasses };
+dump.SetAction(r => Cli.Run(() => Commands.Dump(r.GetValue(dumpArg)!, r.GetValue(outOpt), r.GetValue(dumpPasses))));
 
 var kirArg = new Argument<string>("IR") { Description = "a .kir dump (its weights file beside it)" };
 var onnxOut = new Option<string>("--output", "-o") { Description = "the .onnx file to write", Required = true };
@@ -182,9 +183,12 @@ namespace Kiln.Cli
             return OnnxImporter.Import(path);
         }
 
-        public static void Dump(string path, string? output)
+        public static void Dump(string path, string? output, string? passes)
         {
             using var model = Load(path);
+            if (passes is not null)
+                foreach (var r in Kiln.Passes.PassManager.Run(model, passes))
+                    Console.Error.WriteLine($"{r.Step}: {r.NodesBefore} → {r.NodesAfter} nodes {string.Join(", ", r.Counts.Select(c => $"{c.Key} {c.Value}"))}");
             var text = KirPrinter.Print(model);
             if (output is null)
             {

@@ -156,15 +156,45 @@ public sealed class ModelEmitter
 
     private void EmitGraphBody(Graph g, CodeWriter body)
     {
-        foreach (var node in g.Nodes)
+        // In the main graph, intermediates go back to the model's tensor pool after their last use (subgraph bodies
+        // keep theirs: they run a variable number of times).
+        var last = g == _graph ? LastUses(g) : null;
+        var outputs = g.Outputs.Select(o => o.Value).ToHashSet();
+        var live = new List<Value>(g.Inputs);
+        for (var i = 0; i < g.Nodes.Count; i++)
         {
+            var node = g.Nodes[i];
             var id = _nodes.Count;
             _nodes.Add(node);
             var outs = string.Join(", ", node.Outputs.Select(o => o is null ? "_" : "%" + o.Name));
             body.Line($"// {CSharp.Comment(node.Name ?? "#" + node.Index)}: {node.QualifiedOp} → {CSharp.Comment(outs)}");
             body.Line($"at = {id};");
             _backend.EmitNode(new NodeEmitContext(this, node, body));
+            if (last is null) continue;
+            live.AddRange(node.Outputs.OfType<Value>());
+            var dead = live.Where(v => v.Kind == ValueKind.NodeOutput && !outputs.Contains(v) && last.GetValueOrDefault(v, i) <= i).ToList();
+            if (dead.Count == 0) continue;
+            live.RemoveAll(dead.Contains);
+            // A dead value's buffer may still back a live one (Reshape and friends return views): Release checks.
+            body.Line($"Generated.Release(_pool, new object?[] {{ {string.Join(", ", dead.Select(NameOf))} }}, new object?[] {{ {string.Join(", ", live.Select(NameOf))} }});");
         }
+    }
+
+    /// <summary>The index of the last node of <paramref name="g"/> that reads each value (a subgraph's reads count at the node holding it).</summary>
+    private static Dictionary<Value, int> LastUses(Graph g)
+    {
+        var last = new Dictionary<Value, int>();
+        for (var i = 0; i < g.Nodes.Count; i++)
+        {
+            foreach (var v in g.Nodes[i].Inputs) if (v is not null) last[v] = i;
+            foreach (var sub in g.Nodes[i].Subgraphs)
+                foreach (var inner in sub.AllGraphs())
+                {
+                    foreach (var v in inner.Nodes.SelectMany(n => n.Inputs).OfType<Value>()) if (v.Owner == g) last[v] = i;
+                    foreach (var o in inner.Outputs) if (o.Value.Owner == g) last[o.Value] = i;
+                }
+        }
+        return last;
     }
 
     internal string AttributesOf(Node node, CodeWriter body)
@@ -293,6 +323,7 @@ public sealed class ModelEmitter
         w.Line("private readonly WeightBlob _blob;");
         w.Line("private readonly bool _ownsBlob;");
         w.Line("private readonly object _gate = new();");
+        w.Line("private readonly TensorPool _pool = new();");
         foreach (var (field, _, comment) in _weightFields) w.Line($"private readonly Tensor {field}; // {CSharp.Comment(comment)}");
         w.Line();
         w.Line("/// <summary>Maps the weight blob at <paramref name=\"blobPath\"/> (zero copy).</summary>");
@@ -335,7 +366,14 @@ public sealed class ModelEmitter
         w.Line();
         w.Open("public object?[] RunValues(IReadOnlyList<object?> inputs)");
         w.Open("lock (_gate)");
+        w.Line("var savedPool = TensorPool.Current;");
+        w.Line("TensorPool.Current = _pool;");
+        w.Open("try");
         w.Line(body.ToString().TrimEnd('\n'));
+        w.Close();
+        w.Open("finally");
+        w.Line("TensorPool.Current = savedPool;");
+        w.Close();
         w.Close();
         w.Close();
         w.Line();

@@ -17,7 +17,7 @@ internal static class ConvOps
         r.Add("ConvTranspose", "X, W, B?", "Y", ConvAttrs + ", output_padding:ints?, output_shape:ints?", ConvTransposeRule);
     }
 
-    private static Shape? ConvShape(InferenceContext c, Shape? x, Shape? w)
+    internal static Shape? ConvShape(InferenceContext c, Shape? x, Shape? w)
     {
         if (x is null) return null;
         if (x.Rank < 3) throw c.Fail($"input must have rank ≥ 3 (N, C, spatial…), not {x}");

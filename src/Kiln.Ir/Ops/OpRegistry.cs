@@ -31,6 +31,7 @@ public sealed class OpRegistry
         SequenceOps.Register(r);
         QuantizationOps.Register(r);
         MiscOps.Register(r);
+        FusedOps.Register(r);
         return r;
     }
 

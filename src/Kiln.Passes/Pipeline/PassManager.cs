@@ -48,6 +48,7 @@ public static class PassRegistry
         ["fold"] = () => new ConstantFolding(),
         ["dce"] = () => new DeadCodeElimination(),
         ["cse"] = () => new CommonSubexpressionElimination(),
+        ["fuse"] = () => new Fusion(),
     };
 
     public static IEnumerable<IPass> All => Factories.Values.Select(f => f());

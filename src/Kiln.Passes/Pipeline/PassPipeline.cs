@@ -21,7 +21,7 @@ public sealed record PassInvocation(string Name, PassOptions Options)
 public sealed record PassPipeline(IReadOnlyList<PassInvocation> Steps)
 {
     /// <summary>What runs when no pipeline is given.</summary>
-    public const string Default = "fold,dce,cse";
+    public const string Default = "fold,dce,cse,fuse";
 
     public override string ToString() => string.Join(",", Steps);
 

@@ -34,11 +34,22 @@ public sealed class ModelRunException(string code, string model, string? node, s
 /// <summary>Helpers generated code calls: operator invocation with baked attributes, input checks.</summary>
 public static class Generated
 {
+    /// <summary>When set, <see cref="Call"/> adds each call's time to its operator's entry (for <c>KILN_PROFILE=1 kiln bench</c>).</summary>
+    public static Dictionary<Action<OpContext>, (int Calls, double Milliseconds)>? Profile { get; set; }
+
     /// <summary>Runs an operator entry on its inputs; returns its outputs.</summary>
     public static object?[] Call(Action<OpContext> op, OpAttributes attributes, bool[] wanted, params object?[] inputs)
     {
         var ctx = new OpContext(attributes, inputs, wanted.Length, wanted);
+        if (Profile is not { } profile)
+        {
+            op(ctx);
+            return ctx.Outputs;
+        }
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         op(ctx);
+        var (calls, ms) = profile.GetValueOrDefault(op);
+        profile[op] = (calls + 1, ms + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         return ctx.Outputs;
     }
 
@@ -64,6 +75,31 @@ public static class Generated
             bound[k] = t.Shape[d];
         }
         return t;
+    }
+
+    /// <summary>
+    /// Returns the buffers of values that just died to the pool, unless a live value (a view, an input, an output
+    /// computed earlier) still uses the same storage. Each buffer is returned once.
+    /// </summary>
+    public static void Release(TensorPool pool, object?[] dead, object?[] live)
+    {
+        var shared = new HashSet<object>(ReferenceEqualityComparer.Instance);
+        foreach (var v in live) AddStorage(v, shared);
+        foreach (var v in dead)
+        {
+            if (v is not Tensor t || t.Persistent || t.Storage is not byte[] buffer) continue;
+            if (shared.Add(buffer)) pool.Return(buffer);
+        }
+    }
+
+    private static void AddStorage(object? v, HashSet<object> into)
+    {
+        switch (v)
+        {
+            case Tensor t: into.Add(t.Storage); break;
+            case TensorSequence s: foreach (var t in s.Items) into.Add(t.Storage); break;
+            case OptionalValue o: AddStorage(o.Value, into); break;
+        }
     }
 
     /// <summary>A small constant baked into the code (a tensor attribute), from its bytes in base64.</summary>

@@ -294,9 +294,10 @@ public static unsafe class MatMul
             var C = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rm.Span).Slice(t * m * n, m * n);
             Gemm(A, k, false, B, n, false, C, n, m, n, k, false, b, bOff[t]);
         }
-        if (batches > 1 && MaxThreads > 1 && (long)m * n * k < 1L << 22)
+        // Many small products (attention heads): parallel over the batch when there is enough work to pay for the threads.
+        var total = (long)batches * m * n * k;
+        if (batches > 1 && MaxThreads > 1 && !_single && (long)m * n * k < 1L << 22 && total >= 1L << 16)
         {
-            // Many small products (attention heads): parallel over the batch, each product single-threaded.
             var saved = MaxThreads;
             Parallel.For(0, batches, new ParallelOptions { MaxDegreeOfParallelism = saved }, t => SingleThreaded(() => One(t)));
         }

@@ -20,6 +20,7 @@ public static partial class OperatorTable
         RegisterControlFlow(d);
         RegisterMisc(d);
         RegisterExtended(d);
+        RegisterFused(d);
         return d;
     }
 
@@ -28,6 +29,9 @@ public static partial class OperatorTable
     public static bool Has(string key) => Entries.ContainsKey(key);
 
     public static IEnumerable<string> Supported => Entries.Keys;
+
+    /// <summary>The op an entry belongs to (for profiles).</summary>
+    public static string NameOf(Action<OpContext> entry) => Entries.FirstOrDefault(e => e.Value == entry).Key ?? "?";
 
     /// <summary>The entry for an op; generated code looks it up once, at class initialization.</summary>
     public static Action<OpContext> Get(string key) =>

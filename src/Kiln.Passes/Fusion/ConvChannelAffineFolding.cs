@@ -1,0 +1,84 @@
+using Kiln.Ir;
+using Kiln.Evaluator;
+using Kiln.Runtime;
+using static Kiln.Passes.Matching;
+
+namespace Kiln.Passes;
+
+/// <summary>
+/// Conv followed by a per-output-channel affine map — BatchNormalization in inference mode, or the Mul/Add by
+/// [C,1,1] constants paddle2onnx emits for folded blocks — becomes one Conv with scaled weights and shifted bias:
+/// W'[o] = W[o]·s[o], b'[o] = b[o]·s[o] + t[o], with s = γ/√(σ²+ε), t = β − μ·s for BatchNormalization.
+/// </summary>
+public sealed class ConvChannelAffineFolding : IFusionPattern
+{
+    public string Name => "conv-bn";
+
+    public bool TryRewrite(Graph g, Node anchor)
+    {
+        if (Is(anchor, "BatchNormalization")) return FoldBatchNorm(g, anchor);
+        if (Is(anchor, "Add")) return FoldMulAdd(g, anchor);
+        return false;
+    }
+
+    private static bool FoldBatchNorm(Graph g, Node bn)
+    {
+        if (bn.Outputs.Skip(1).Any(o => o is not null) || bn.Attr<IntAttr>("training_mode") is { Value: not 0 }) return false;
+        if (From(bn.Inputs[0], "Conv") is not { } conv || !Private(bn.Inputs[0]!)) return false;
+        var p = bn.Inputs.Skip(1).Select(v => v?.Data).ToArray();
+        if (p.Any(d => d is null || d.Elem != ElementType.F32)) return false;
+        var eps = bn.Attr<FloatAttr>("epsilon")?.Value ?? 1e-5f;
+        float[] gamma = p[0]!.ToArray<float>(), beta = p[1]!.ToArray<float>(), mean = p[2]!.ToArray<float>(), variance = p[3]!.ToArray<float>();
+        var s = gamma.Select((x, i) => x / MathF.Sqrt(variance[i] + eps)).ToArray();
+        var t = beta.Select((x, i) => x - mean[i] * s[i]).ToArray();
+        return Fold(g, conv, bn, s, t);
+    }
+
+    private static bool FoldMulAdd(Graph g, Node add)
+    {
+        if (Operand(add, "Mul") is not { } m || !Private(m.Match.Outputs[0]!) || m.Other.Data is null) return false;
+        var mul = m.Match;
+        var convOut = mul.Inputs.FirstOrDefault(v => From(v, "Conv") is not null);
+        if (convOut is null || !Private(convOut) || Other(mul, convOut) is not { Data: { } scale } || From(convOut, "Conv") is not { } conv) return false;
+        var channels = conv.Inputs[1]?.Data?.Dims[0];
+        if (channels is null || PerChannel(scale, channels.Value, Rank(convOut)) is not { } s || PerChannel(m.Other.Data, channels.Value, Rank(convOut)) is not { } t) return false;
+        return Fold(g, conv, add, s, t);
+    }
+
+    /// <summary>The values of a constant that is one number per output channel of a rank-r NCHW tensor ([C,1,1], [1,C,1,1], a scalar), or null.</summary>
+    private static float[]? PerChannel(TensorData d, long channels, int? rank)
+    {
+        if (d.Elem != ElementType.F32 || rank is null) return null;
+        var v = d.ToArray<float>();
+        if (v.Length == 1) return Enumerable.Repeat(v[0], (int)channels).ToArray();
+        if (v.Length != channels || d.Dims.Length > rank) return null;
+        // The channel axis is 1 of an NCHW result: the constant's dims, right-aligned, must be [C, 1, …].
+        var axis = d.Dims.Length - (rank.Value - 1);
+        return axis >= 0 && d.Dims[axis] == channels ? v : null;
+    }
+
+    private static bool Fold(Graph g, Node conv, Node last, float[] s, float[] t)
+    {
+        if (conv.Inputs[1]?.Data is not { Elem: ElementType.F32 } w || (conv.Inputs.Count > 2 && conv.Inputs[2] is { } b0 && b0.Data is null)) return false;
+        if (w.Dims[0] != s.Length || !Replaceable(last.Outputs[0]!)) return false;
+        var weights = w.ToArray<float>();
+        var per = weights.Length / s.Length;
+        for (var o = 0; o < s.Length; o++)
+            for (var i = 0; i < per; i++) weights[o * per + i] *= s[o];
+        var bias = conv.Inputs.Count > 2 && conv.Inputs[2]?.Data is { } bd ? bd.ToArray<float>() : new float[s.Length];
+        for (var o = 0; o < s.Length; o++) bias[o] = bias[o] * s[o] + t[o];
+        var wName = Unique(g, conv.Inputs[1]!.Name + ".folded");
+        var bName = Unique(g, (conv.Name ?? "conv") + ".bias.folded");
+        var newW = g.AddConstant(wName, TensorData.FromArray(ElementType.F32, w.Dims, weights));
+        var newB = g.AddConstant(bName, TensorData.FromArray(ElementType.F32, [s.Length], bias));
+        Replace(g, last, last.Outputs[0]!, "", "Conv", [conv.Inputs[0], newW, newB], new Dictionary<string, AttrValue>(conv.Attributes));
+        return true;
+    }
+
+    private static string Unique(Graph g, string name)
+    {
+        var n = name;
+        for (var k = 2; g.Lookup(n) is not null; k++) n = name + k;
+        return n;
+    }
+}

@@ -1,0 +1,214 @@
+using System.Numerics.Tensors;
+
+namespace Kiln.Runtime.Kernels;
+
+/// <summary>
+/// Kernels of Kiln's fused ops (domain <c>kiln</c>, see Kiln.Ir/Ops/FusedOps.cs): each replaces a chain of ONNX
+/// nodes with one pass over the data. f32 only: the fuse pass rewrites f32 chains.
+/// </summary>
+public static class Fused
+{
+    private static void RequireF32(string op, params Tensor?[] xs)
+    {
+        foreach (var x in xs)
+            if (x is not null && x.Type != DType.F32) throw new KernelException($"{op} takes f32 tensors, got {x.Type.Name()}");
+    }
+
+    /// <summary>y = x / sqrt(mean(x², last axis) + eps) * scale.</summary>
+    public static Tensor RmsNorm(Tensor x, Tensor scale, float eps)
+    {
+        RequireF32("RMSNorm", x, scale);
+        var n = x.Rank == 0 ? 1 : x.Shape[^1];
+        if (scale.Length != n) throw new KernelException($"RMSNorm scale has {scale.Length} elements for rows of {n}");
+        var r = Tensor.Uninitialized(DType.F32, x.Shape);
+        RmsNorm(x.Span<float>(), scale.Span<float>(), r.Span<float>(), n, eps);
+        return r;
+    }
+
+    public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> scale, Span<float> y, int n, float eps)
+    {
+        for (var i = 0; i < x.Length; i += n)
+        {
+            var row = x.Slice(i, n);
+            var inv = 1f / MathF.Sqrt(TensorPrimitives.SumOfSquares(row) / n + eps);
+            var dst = y.Slice(i, n);
+            TensorPrimitives.Multiply(row, inv, dst);
+            TensorPrimitives.Multiply(dst, scale, dst);
+        }
+    }
+
+    /// <summary>An activation by name, in place: "" (none), Relu, LeakyRelu, Sigmoid, Tanh, SiLU, GELU, HardSigmoid, HardSwish, Clip.</summary>
+    public static void Activate(Span<float> y, string activation, float alpha = 0.01f, float beta = 0.5f, float min = float.MinValue, float max = float.MaxValue)
+    {
+        switch (activation)
+        {
+            case "": break;
+            case "Relu": TensorPrimitives.Max(y, 0f, y); break;
+            case "LeakyRelu": for (var i = 0; i < y.Length; i++) if (y[i] < 0) y[i] *= alpha; break;
+            case "Sigmoid": TensorPrimitives.Sigmoid(y, y); break;
+            case "Tanh": TensorPrimitives.Tanh(y, y); break;
+            case "SiLU": Silu(y, y); break;
+            case "GELU": Gelu(y, y, tanh: false); break;
+            case "HardSigmoid": for (var i = 0; i < y.Length; i++) y[i] = Math.Clamp(alpha * y[i] + beta, 0f, 1f); break;
+            case "HardSwish": for (var i = 0; i < y.Length; i++) y[i] *= Math.Clamp(y[i] / 6f + 0.5f, 0f, 1f); break;
+            case "Clip": TensorPrimitives.Max(y, min, y); TensorPrimitives.Min(y, max, y); break;
+            default: throw new KernelException($"unknown fused activation '{activation}'");
+        }
+    }
+
+    /// <summary>y = x * sigmoid(x).</summary>
+    public static Tensor Silu(Tensor x)
+    {
+        RequireF32("SiLU", x);
+        var r = Tensor.Uninitialized(DType.F32, x.Shape);
+        Silu(x.Span<float>(), r.Span<float>());
+        return r;
+    }
+
+    /// <summary>y = x * sigmoid(x); y may be x itself (in place).</summary>
+    public static void Silu(ReadOnlySpan<float> x, Span<float> y)
+    {
+        Span<float> sig = stackalloc float[256];
+        for (var i = 0; i < x.Length; i += 256)
+        {
+            var n = Math.Min(256, x.Length - i);
+            var xs = x.Slice(i, n);
+            TensorPrimitives.Sigmoid(xs, sig[..n]);
+            TensorPrimitives.Multiply(xs, sig[..n], y.Slice(i, n));
+        }
+    }
+
+    public static Tensor Gelu(Tensor x, bool tanh)
+    {
+        RequireF32("GELU", x);
+        var r = Tensor.Uninitialized(DType.F32, x.Shape);
+        Gelu(x.Span<float>(), r.Span<float>(), tanh);
+        return r;
+    }
+
+    public static void Gelu(ReadOnlySpan<float> x, Span<float> y, bool tanh)
+    {
+        for (var i = 0; i < x.Length; i++)
+        {
+            var v = x[i];
+            y[i] = tanh
+                ? 0.5f * v * (1f + MathF.Tanh(0.7978845608f * (v + 0.044715f * v * v * v)))
+                : (float)(0.5 * v * (1.0 + Erf(v / Math.Sqrt(2.0))));
+        }
+    }
+
+    // Abramowitz–Stegun 7.1.26 is too coarse for 1e-6; use the series/continued fraction via double precision.
+    private static double Erf(double x)
+    {
+        var t = 1.0 / (1.0 + 0.5 * Math.Abs(x));
+        var y = 1 - t * Math.Exp(-x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
+            t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+        return x >= 0 ? y : -y;
+    }
+
+    /// <summary>Rotary embedding over the last axis of x [..., s, d]; cos/sin are [s, d/2] (leading 1s allowed).</summary>
+    public static Tensor Rotary(Tensor x, Tensor cos, Tensor sin, bool interleaved)
+    {
+        RequireF32("RotaryEmbedding", x, cos, sin);
+        if (x.Rank < 2) throw new KernelException($"RotaryEmbedding needs x of rank ≥ 2, got {x}");
+        int s = x.Shape[^2], d = x.Shape[^1], half = d / 2;
+        if (d % 2 != 0 || cos.Length != (long)s * half || sin.Length != cos.Length)
+            throw new KernelException($"RotaryEmbedding: x {x} needs cos/sin of {s}×{half} elements, got {cos} and {sin}");
+        var r = Tensor.Uninitialized(DType.F32, x.Shape);
+        var src = x.Span<float>();
+        var dst = r.Span<float>();
+        var c = cos.Span<float>();
+        var sn = sin.Span<float>();
+        for (long row = 0, rows = x.Length / d; row < rows; row++)
+        {
+            var p = (int)(row % s) * half;
+            var xr = src.Slice((int)(row * d), d);
+            var yr = dst.Slice((int)(row * d), d);
+            for (var i = 0; i < half; i++)
+            {
+                int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+                float x0 = xr[a], x1 = xr[b], ci = c[p + i], si = sn[p + i];
+                yr[a] = x0 * ci - x1 * si;
+                yr[b] = x0 * si + x1 * ci;
+            }
+        }
+        return r;
+    }
+
+    /// <summary>softmax(Q·Kᵀ·scale + mask)·V, query head j reading key/value head j / (heads / kvHeads).</summary>
+    public static Tensor GroupQueryAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale)
+    {
+        RequireF32("GroupQueryAttention", q, k, v, mask);
+        if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4) throw new KernelException($"GroupQueryAttention needs rank-4 Q, K, V, got {q}, {k}, {v}");
+        int b = q.Shape[0], h = q.Shape[1], s = q.Shape[2], d = q.Shape[3], kvh = k.Shape[1], t = k.Shape[2];
+        if (k.Shape[0] != b || v.Shape[0] != b || v.Shape[1] != kvh || v.Shape[2] != t || k.Shape[3] != d || v.Shape[3] != d || kvh == 0 || h % kvh != 0)
+            throw new KernelException($"GroupQueryAttention shapes do not agree: Q {q}, K {k}, V {v}");
+        var group = h / kvh;
+        var r = Tensor.Zeros(DType.F32, [b, h, s, d]);
+        long[] ms = [0, 0, 0, 0];
+        if (mask is not null)
+        {
+            var mshape = Enumerable.Repeat(1, 4 - mask.Rank).Concat(mask.Shape).ToArray();
+            Broadcast.Shape(mshape, [b, h, s, t]);
+            ms = Broadcast.StridesFor(mshape, [b, h, s, t]);
+        }
+        var qm = q.Memory; var km = k.Memory; var vm = v.Memory; var rm = r.Memory;
+        var maskMemory = mask?.Memory ?? default;
+        void Head(int bh)
+        {
+            int bi = bh / h, hi = bh % h, kv = hi / group;
+            var Q = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(qm.Span).Slice(bh * s * d, s * d);
+            var K = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(km.Span).Slice((bi * kvh + kv) * t * d, t * d);
+            var V = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(vm.Span).Slice((bi * kvh + kv) * t * d, t * d);
+            var O = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rm.Span).Slice(bh * s * d, s * d);
+            var M = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(maskMemory.Span);
+            var scores = t <= 4096 ? stackalloc float[t] : new float[t];
+            for (var i = 0; i < s; i++)
+            {
+                var qi = Q.Slice(i * d, d);
+                for (var j = 0; j < t; j++) scores[j] = TensorPrimitives.Dot(qi, K.Slice(j * d, d)) * scale;
+                if (mask is not null)
+                {
+                    var baseIndex = bi * ms[0] + hi * ms[1] + i * ms[2];
+                    for (var j = 0; j < t; j++) scores[j] += M[(int)(baseIndex + j * ms[3])];
+                }
+                var max = TensorPrimitives.Max(scores);
+                var oi = O.Slice(i * d, d);
+                if (float.IsNegativeInfinity(max)) { oi.Fill(float.NaN); continue; } // every position masked: softmax is 0/0
+                TensorPrimitives.Subtract(scores, max, scores);
+                TensorPrimitives.Exp(scores, scores);
+                var inv = 1f / TensorPrimitives.Sum(scores);
+                for (var j = 0; j < t; j++) TensorPrimitives.MultiplyAdd(V.Slice(j * d, d), scores[j] * inv, oi, oi);
+            }
+        }
+        var heads = b * h;
+        if (heads > 1 && (long)heads * s * t * d >= 1L << 16 && MatMul.MaxThreads > 1)
+            Parallel.For(0, heads, new ParallelOptions { MaxDegreeOfParallelism = MatMul.MaxThreads }, Head);
+        else
+            for (var i = 0; i < heads; i++) Head(i);
+        return r;
+    }
+
+    /// <summary>A·B + C (C broadcast to the product), then the activation; B is a 2-D weight (its packed form is cached when persistent).</summary>
+    public static Tensor MatMulAdd(Tensor a, Tensor b, Tensor c, string activation)
+    {
+        RequireF32("MatMulAdd", a, b, c);
+        if (a.Rank < 2 || b.Rank != 2 || a.Shape[^1] != b.Shape[0]) throw new KernelException($"MatMulAdd shapes do not agree: {a} × {b}");
+        int k = a.Shape[^1], n = b.Shape[1];
+        var m = (int)(a.Length / k);
+        int[] product = [.. a.Shape[..^1], n];
+        var outShape = Broadcast.Shape(product, c.Shape);
+        if (!outShape.AsSpan().SequenceEqual(product)) throw new KernelException($"MatMulAdd: C {c} would grow the product {string.Join("×", product)}");
+        var r = Copy(c.Shape.AsSpan().SequenceEqual(product) ? c : Movement.Expand(c, product));
+        MatMul.Gemm(a.Span<float>(), k, false, b.Span<float>(), n, false, r.Span<float>(), n, m, n, k, accumulate: true, b, 0);
+        Activate(r.Span<float>(), activation);
+        return r;
+    }
+
+    private static Tensor Copy(Tensor t)
+    {
+        var r = Tensor.Uninitialized(t.Type, t.Shape);
+        t.Bytes.CopyTo(r.Bytes);
+        return r;
+    }
+}
