@@ -18,6 +18,9 @@ public sealed class MatMulKernelTests
     [InlineData(37, 53, 71)]
     [InlineData(129, 300, 65)]
     [InlineData(64, 777, 96)]
+    [InlineData(1, 288, 288)] // one decode row: the streaming GEMV path, 128-column blocks
+    [InlineData(3, 300, 1100)] // a few rows, column tail, two threads
+    [InlineData(4, 2048, 520)]
     public void Multiply_matches_a_naive_loop(int m, int k, int n)
     {
         var a = Random(m * k, 1);
@@ -48,5 +51,25 @@ public sealed class MatMulKernelTests
         var c = new float[5 * 4];
         MatMul.Gemm(a.AsSpan(2 * 35, 35), 7, false, bT, 7, true, c, 4, 5, 4, 7, false);
         Assert.Equal(r.Span<float>().Slice(2 * 20, 20).ToArray(), c);
+    }
+
+    [Theory]
+    [InlineData(1, 288, 1001, false)]
+    [InlineData(2, 77, 700, true)]
+    [InlineData(1, 1024, 2050, true)]
+    public void Few_rows_against_transposed_B_accumulate_and_overwrite(int m, int k, int n, bool accumulate)
+    {
+        var a = Random(m * k, 5);
+        var bT = Random(n * k, 6); // [n×k]
+        var c0 = Random(m * n, 7);
+        var c = (float[])c0.Clone();
+        MatMul.Gemm(a, k, false, bT, k, true, c, n, m, n, k, accumulate);
+        for (var i = 0; i < m; i++)
+            for (var j = 0; j < n; j++)
+            {
+                double s = accumulate ? c0[i * n + j] : 0;
+                for (var p = 0; p < k; p++) s += (double)a[i * k + p] * bT[j * k + p];
+                Assert.True(Math.Abs(c[i * n + j] - s) <= 1e-4 * Math.Max(1, Math.Abs(s)), $"[{i},{j}] got {c[i * n + j]}, expected {s}");
+            }
     }
 }

@@ -162,23 +162,43 @@ public static class Fused
             var V = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(vm.Span).Slice((bi * kvh + kv) * t * d, t * d);
             var O = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rm.Span).Slice(bh * s * d, s * d);
             var M = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(maskMemory.Span);
-            var scores = t <= 4096 ? stackalloc float[t] : new float[t];
-            for (var i = 0; i < s; i++)
+            // K and V transposed to [d, t]: scores and outputs then run as d vector operations of length t, which
+            // beats t operations of length d when heads are narrow (d = 8 … 128) and the cache is long.
+            var buffer = System.Buffers.ArrayPool<float>.Shared.Rent(2 * t * d + t);
+            try
             {
-                var qi = Q.Slice(i * d, d);
-                for (var j = 0; j < t; j++) scores[j] = TensorPrimitives.Dot(qi, K.Slice(j * d, d)) * scale;
-                if (mask is not null)
+                var kt = buffer.AsSpan(0, t * d);
+                var vt = buffer.AsSpan(t * d, t * d);
+                var scores = buffer.AsSpan(2 * t * d, t);
+                for (var j = 0; j < t; j++)
+                    for (var c = 0; c < d; c++)
+                    {
+                        kt[c * t + j] = K[j * d + c];
+                        vt[c * t + j] = V[j * d + c];
+                    }
+                for (var i = 0; i < s; i++)
                 {
-                    var baseIndex = bi * ms[0] + hi * ms[1] + i * ms[2];
-                    for (var j = 0; j < t; j++) scores[j] += M[(int)(baseIndex + j * ms[3])];
+                    var qi = Q.Slice(i * d, d);
+                    scores.Clear();
+                    for (var c = 0; c < d; c++) TensorPrimitives.MultiplyAdd(kt.Slice(c * t, t), qi[c] * scale, scores, scores);
+                    if (mask is not null)
+                    {
+                        var baseIndex = bi * ms[0] + hi * ms[1] + i * ms[2];
+                        if (ms[3] == 1) TensorPrimitives.Add(scores, M.Slice((int)baseIndex, t), scores);
+                        else for (var j = 0; j < t; j++) scores[j] += M[(int)(baseIndex + j * ms[3])];
+                    }
+                    var max = TensorPrimitives.Max(scores);
+                    var oi = O.Slice(i * d, d);
+                    if (float.IsNegativeInfinity(max)) { oi.Fill(float.NaN); continue; } // every position masked: softmax is 0/0
+                    TensorPrimitives.Subtract(scores, max, scores);
+                    TensorPrimitives.Exp(scores, scores);
+                    var inv = 1f / TensorPrimitives.Sum(scores);
+                    for (var c = 0; c < d; c++) oi[c] = TensorPrimitives.Dot(scores, vt.Slice(c * t, t)) * inv;
                 }
-                var max = TensorPrimitives.Max(scores);
-                var oi = O.Slice(i * d, d);
-                if (float.IsNegativeInfinity(max)) { oi.Fill(float.NaN); continue; } // every position masked: softmax is 0/0
-                TensorPrimitives.Subtract(scores, max, scores);
-                TensorPrimitives.Exp(scores, scores);
-                var inv = 1f / TensorPrimitives.Sum(scores);
-                for (var j = 0; j < t; j++) TensorPrimitives.MultiplyAdd(V.Slice(j * d, d), scores[j] * inv, oi, oi);
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<float>.Shared.Return(buffer);
             }
         }
         var heads = b * h;

@@ -38,6 +38,12 @@ public static unsafe class MatMul
             if (!accumulate) for (var i = 0; i < m; i++) c.Slice(i * ldc, n).Clear();
             return;
         }
+        if (m <= GemvMaxRows && !transA && (long)n * k >= 1 << 14)
+        {
+            // A few rows (decoding one token): streaming B once at memory speed beats packing it into panels.
+            Gemv(a, lda, b, ldb, transB, c, ldc, m, n, k, accumulate);
+            return;
+        }
         float[]? aT = null;
         if (transA)
         {
@@ -75,6 +81,116 @@ public static unsafe class MatMul
         finally
         {
             if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>Rows up to which <see cref="Gemm"/> streams B directly instead of packing it.</summary>
+    public const int GemvMaxRows = 4;
+
+    /// <summary>
+    /// C (+)= A·op(B) for a few rows of A: B is read once, in its stored layout, split by columns across threads.
+    /// B as [K×N]: each row of B is added into C scaled by A's element (contiguous, vectorized); B transposed ([N×K],
+    /// a tied embedding as classifier): one dot product per output.
+    /// </summary>
+    private static void Gemv(ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, bool transB, Span<float> c, int ldc, int m, int n, int k, bool accumulate)
+    {
+        fixed (float* pa = a)
+        fixed (float* pb = b)
+        fixed (float* pc = c)
+        {
+            var A = pa; var B = pb; var C = pc;
+            // Column ranges of at least 64 floats, on every core once B is large enough to be worth it.
+            // Waking a second thread costs more than it saves below a few MB of B (one core reads ~35 GB/s).
+            var threads = _single || (long)n * k < 1 << 19 ? 1 : MaxThreads;
+            threads = Math.Max(1, Math.Min(threads, n / 64));
+            var chunk = (n + threads - 1) / threads;
+            chunk = (chunk + 15) / 16 * 16;
+            void Columns(int t)
+            {
+                var j0 = t * chunk;
+                var j1 = Math.Min(n, j0 + chunk);
+                if (j0 >= j1) return;
+                for (var i = 0; i < m; i++)
+                {
+                    var x = A + (long)i * lda;
+                    var y = C + (long)i * ldc;
+                    if (transB) GemvTransposedRows(x, B, ldb, y, j0, j1, k, accumulate);
+                    else GemvRows(x, B, ldb, y, j0, j1, k, accumulate);
+                }
+            }
+            if (threads == 1) Columns(0);
+            else Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, Columns);
+        }
+    }
+
+    /// <summary>y[j0..j1) (+)= x·B[:, j0..j1) for row-major B [k×n]: 128 columns at a time held in 8 AVX-512 accumulators while k streams.</summary>
+    private static void GemvRows(float* x, float* b, int ldb, float* y, int j0, int j1, int k, bool accumulate)
+    {
+        var j = j0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; j + 128 <= j1; j += 128)
+            {
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                for (var p = 0; p < k; p++)
+                {
+                    var xp = Vector512.Create(x[p]);
+                    var row = b + (long)p * ldb + j;
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.Load(row), xp, a0);
+                    a1 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 16), xp, a1);
+                    a2 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 32), xp, a2);
+                    a3 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 48), xp, a3);
+                    a4 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 64), xp, a4);
+                    a5 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 80), xp, a5);
+                    a6 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 96), xp, a6);
+                    a7 = Vector512.FusedMultiplyAdd(Vector512.Load(row + 112), xp, a7);
+                }
+                Store(y + j, a0, accumulate); Store(y + j + 16, a1, accumulate); Store(y + j + 32, a2, accumulate); Store(y + j + 48, a3, accumulate);
+                Store(y + j + 64, a4, accumulate); Store(y + j + 80, a5, accumulate); Store(y + j + 96, a6, accumulate); Store(y + j + 112, a7, accumulate);
+            }
+            for (; j + 16 <= j1; j += 16)
+            {
+                Vector512<float> acc = default;
+                for (var p = 0; p < k; p++) acc = Vector512.FusedMultiplyAdd(Vector512.Load(b + (long)p * ldb + j), Vector512.Create(x[p]), acc);
+                Store(y + j, acc, accumulate);
+            }
+        }
+        for (; j < j1; j++)
+        {
+            var sum = 0f;
+            for (var p = 0; p < k; p++) sum += x[p] * b[(long)p * ldb + j];
+            y[j] = accumulate ? y[j] + sum : sum;
+        }
+    }
+
+    private static void Store(float* y, Vector512<float> v, bool accumulate) => (accumulate ? Vector512.Load(y) + v : v).Store(y);
+
+    /// <summary>y[j] (+)= x·B[j, :] for j in [j0, j1) with B stored [n×k] (a transposed weight): four rows of B per pass over x.</summary>
+    private static void GemvTransposedRows(float* x, float* b, int ldb, float* y, int j0, int j1, int k, bool accumulate)
+    {
+        var j = j0;
+        var kv = Vector512.IsHardwareAccelerated ? k / 16 * 16 : 0;
+        for (; j + 4 <= j1 && kv > 0; j += 4)
+        {
+            float* r0 = b + (long)j * ldb, r1 = r0 + ldb, r2 = r1 + ldb, r3 = r2 + ldb;
+            Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
+            for (var p = 0; p < kv; p += 16)
+            {
+                var xv = Vector512.Load(x + p);
+                s0 = Vector512.FusedMultiplyAdd(Vector512.Load(r0 + p), xv, s0);
+                s1 = Vector512.FusedMultiplyAdd(Vector512.Load(r1 + p), xv, s1);
+                s2 = Vector512.FusedMultiplyAdd(Vector512.Load(r2 + p), xv, s2);
+                s3 = Vector512.FusedMultiplyAdd(Vector512.Load(r3 + p), xv, s3);
+            }
+            float d0 = Vector512.Sum(s0), d1 = Vector512.Sum(s1), d2 = Vector512.Sum(s2), d3 = Vector512.Sum(s3);
+            for (var p = kv; p < k; p++) { d0 += r0[p] * x[p]; d1 += r1[p] * x[p]; d2 += r2[p] * x[p]; d3 += r3[p] * x[p]; }
+            if (accumulate) { y[j] += d0; y[j + 1] += d1; y[j + 2] += d2; y[j + 3] += d3; }
+            else { y[j] = d0; y[j + 1] = d1; y[j + 2] = d2; y[j + 3] = d3; }
+        }
+        for (; j < j1; j++)
+        {
+            var dot = System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>(x, k), new ReadOnlySpan<float>(b + (long)j * ldb, k));
+            y[j] = accumulate ? y[j] + dot : dot;
         }
     }
 
