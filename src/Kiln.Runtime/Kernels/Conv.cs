@@ -69,6 +69,7 @@ public static class Convolution
         if (c % group != 0 || m % group != 0) throw new KernelException($"Conv group {group} does not divide channels {c} / filters {m}");
         if (w.Shape[1] != c / group) throw new KernelException($"Conv weight has {w.Shape[1]} input channels per group; input has {c / group}");
         var outSpatial = win.OutputShape(spatial);
+        if (group == c && m == c && spatial.Length == 2 && x.Type == DType.F32) return Cast.To(Depthwise(x, w, bias, win, outSpatial), orig);
         var p = (int)Tensor.Count(outSpatial);
         var kSize = (int)Tensor.Count(win.Kernel);
         var cg = c / group;
@@ -106,6 +107,59 @@ public static class Convolution
             }
         if (bias is not null) AddChannelBias(rs, bias, n, m, p);
         return Cast.To(r, orig);
+    }
+
+    /// <summary>
+    /// Depthwise 2-D convolution (one filter per channel, as in MobileNet blocks) computed directly, channels in
+    /// parallel: im2col + a one-row GEMM per channel would copy the input kernel-size times for a few FLOPs each.
+    /// Stride-1 rows are vectorized as spans; other strides step through the row.
+    /// </summary>
+    private static Tensor Depthwise(Tensor x, Tensor w, Tensor? bias, Window win, int[] outSpatial)
+    {
+        int n = x.Shape[0], c = x.Shape[1], h = x.Shape[2], wd = x.Shape[3], oh = outSpatial[0], ow = outSpatial[1];
+        int kh = win.Kernel[0], kw = win.Kernel[1], sh = win.Strides[0], sw = win.Strides[1], dh = win.Dilations[0], dw = win.Dilations[1];
+        int ph = win.PadsBegin[0], pw = win.PadsBegin[1];
+        var r = Tensor.Uninitialized(DType.F32, [n, c, oh, ow]);
+        var xm = x.Memory; var wm = w.Memory; var rm = r.Memory;
+        var bs = bias?.Span<float>().ToArray();
+        void Plane(int bc)
+        {
+            var ch = bc % c;
+            var X = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(xm.Span).Slice(bc * h * wd, h * wd);
+            var W = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(wm.Span).Slice(ch * kh * kw, kh * kw);
+            var Y = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rm.Span).Slice(bc * oh * ow, oh * ow);
+            Y.Fill(bs is null ? 0f : bs[ch]);
+            for (var oy = 0; oy < oh; oy++)
+            {
+                var yRow = Y.Slice(oy * ow, ow);
+                for (var ky = 0; ky < kh; ky++)
+                {
+                    var iy = oy * sh - ph + ky * dh;
+                    if (iy < 0 || iy >= h) continue;
+                    var xRow = X.Slice(iy * wd, wd);
+                    for (var kx = 0; kx < kw; kx++)
+                    {
+                        var wv = W[ky * kw + kx];
+                        // Output columns whose input column ox·sw − pw + kx·dw lies inside the row.
+                        var off = kx * dw - pw;
+                        var lo = Math.Max(0, (-off + sw - 1) / sw);
+                        if (wd - 1 - off < 0) continue;
+                        var hi = Math.Min(ow, (wd - 1 - off) / sw + 1);
+                        if (lo >= hi) continue;
+                        if (sw == 1)
+                            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(xRow.Slice(lo + off, hi - lo), wv, yRow.Slice(lo, hi - lo), yRow.Slice(lo, hi - lo));
+                        else
+                            for (var ox = lo; ox < hi; ox++) yRow[ox] += wv * xRow[ox * sw + off];
+                    }
+                }
+            }
+        }
+        var planes = n * c;
+        if (MatMul.MaxThreads > 1 && (long)planes * oh * ow * kh * kw >= 1 << 16)
+            Parallel.For(0, planes, new ParallelOptions { MaxDegreeOfParallelism = MatMul.MaxThreads }, Plane);
+        else
+            for (var i = 0; i < planes; i++) Plane(i);
+        return r;
     }
 
     /// <summary>Adds bias[channel] to every element of each [n, m, spatial] channel plane.</summary>

@@ -13,6 +13,7 @@ public static class Resize
     public static Tensor Run(Tensor x, int[] outShape, double[] scales, double[] roi, ResizeOptions o)
     {
         var rank = x.Rank;
+        if (NearestPlanes(x, outShape, scales, roi, o) is { } fast) return fast;
         var data = x.ToDoubles();
         var shape = (int[])x.Shape.Clone();
         var outside = new bool[Tensor.Count(outShape)];
@@ -47,6 +48,38 @@ public static class Resize
         if (x.Type.IsInteger())
             for (var k = 0; k < data.Length; k++) data[k] = Math.Round(data[k]);
         return Movement.FromDoubles(x.Type, outShape, data);
+    }
+
+    /// <summary>
+    /// f32 nearest resizing of the last two axes (FPN upsampling): each output row copies source elements by the
+    /// same index plan as the general path, without the double round trip. Null when the case is not that.
+    /// </summary>
+    private static Tensor? NearestPlanes(Tensor x, int[] outShape, double[] scales, double[] roi, ResizeOptions o)
+    {
+        var rank = x.Rank;
+        if (x.Type != DType.F32 || rank < 2 || o.Mode != "nearest" || o.Antialias || o.CoordinateMode == "tf_crop_and_resize") return null;
+        for (var a = 0; a < rank - 2; a++)
+            if (outShape[a] != x.Shape[a] || scales[a] != 1) return null;
+        int h = x.Shape[^2], w = x.Shape[^1], oh = outShape[^2], ow = outShape[^1];
+        var rows = Plan(h, oh, scales[rank - 2], roi[rank - 2], roi[2 * rank - 2], o).Taps;
+        var cols = Plan(w, ow, scales[rank - 1], roi[rank - 1], roi[2 * rank - 1], o).Taps;
+        var r = Tensor.Uninitialized(DType.F32, outShape);
+        var src = x.Span<float>();
+        var dst = r.Span<float>();
+        var planes = x.Length / ((long)h * w);
+        for (long pl = 0; pl < planes; pl++)
+        {
+            var inPlane = src.Slice((int)(pl * h * w), h * w);
+            var outPlane = dst.Slice((int)(pl * oh * ow), oh * ow);
+            for (var j = 0; j < oh; j++)
+            {
+                var outRow = outPlane.Slice(j * ow, ow);
+                if (j > 0 && rows[j][0] == rows[j - 1][0]) { outPlane.Slice((j - 1) * ow, ow).CopyTo(outRow); continue; }
+                var inRow = inPlane.Slice(rows[j][0] * w, w);
+                for (var i = 0; i < ow; i++) outRow[i] = inRow[cols[i][0]];
+            }
+        }
+        return r;
     }
 
     private static double Original(double xr, int inLen, int outLen, double scale, double roiStart, double roiEnd, string mode) => mode switch
