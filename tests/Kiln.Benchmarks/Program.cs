@@ -10,6 +10,7 @@ using Microsoft.ML.OnnxRuntime;
 
 // Usage:
 //   dotnet run -c Release --project tests/Kiln.Benchmarks -- matmul        BenchmarkDotNet: f32 MatMul 1024³
+//   dotnet run -c Release --project tests/Kiln.Benchmarks -- kernels       BenchmarkDotNet: decoding kernels (GEMV, attention, RMSNorm, RoPE, depthwise Conv)
 //   dotnet run -c Release --project tests/Kiln.Benchmarks -- fma-peak      measured FP32 FMA peak (1 thread, all threads)
 //   dotnet run -c Release --project tests/Kiln.Benchmarks -- prefill MODEL [TOKENS] [REPS]
 //                                                                          evaluator vs ONNX Runtime, interleaved
@@ -18,6 +19,9 @@ switch (args.FirstOrDefault())
     case "matmul":
         BenchmarkRunner.Run<MatMulBenchmark>(args: args[1..]);
         break;
+    case "kernels":
+        BenchmarkRunner.Run<DecodingKernelBenchmarks>(args: args[1..]);
+        break;
     case "fma-peak":
         FmaPeak.Report();
         break;
@@ -25,7 +29,7 @@ switch (args.FirstOrDefault())
         Prefill.Run(args[1], args.Length > 2 ? int.Parse(args[2]) : 128, args.Length > 3 ? int.Parse(args[3]) : 5);
         break;
     default:
-        Console.Error.WriteLine("usage: matmul | fma-peak | prefill MODEL [TOKENS] [REPS]");
+        Console.Error.WriteLine("usage: matmul | kernels | fma-peak | prefill MODEL [TOKENS] [REPS]");
         return 1;
 }
 return 0;
@@ -48,6 +52,69 @@ public class MatMulBenchmark
 
     [Benchmark]
     public Tensor MatMul1024() => Kiln.Runtime.Kernels.MatMul.Multiply(_a, _b);
+}
+
+/// <summary>
+/// The kernels one decoded token runs, at the 110m preset's sizes (dim 768, 12 heads of 64, FFN 2048, a 512-token
+/// cache, vocab 32000): GEMV against a row-major weight and against a transposed (tied-embedding) one, grouped-query
+/// attention for one query, RMSNorm, rotary embedding; and a MobileNet depthwise 3×3 Conv (PaddleOCR).
+/// </summary>
+[MemoryDiagnoser]
+public class DecodingKernelBenchmarks
+{
+    private Tensor _x = null!, _w = null!, _embedding = null!, _q = null!, _k = null!, _v = null!, _scale = null!, _cos = null!, _sin = null!, _row = null!;
+    private Tensor _image = null!, _depthwise = null!;
+    private Kiln.Runtime.Kernels.Window _window = null!;
+    private float[] _logits = null!;
+
+    private static Tensor Random(int[] shape, int seed, bool persistent = false)
+    {
+        var rng = new Random(seed);
+        var data = new float[Tensor.Count(shape)];
+        for (var i = 0; i < data.Length; i++) data[i] = (float)(rng.NextDouble() * 2 - 1);
+        return Tensor.Wrap(DType.F32, shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()).ToArray(), persistent);
+    }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _x = Random([1, 1, 768], 1);
+        _w = Random([768, 2048], 2, persistent: true);
+        _embedding = Random([32000, 768], 3, persistent: true);
+        _logits = new float[32000];
+        _q = Random([1, 12, 1, 64], 4);
+        _k = Random([1, 12, 512, 64], 5);
+        _v = Random([1, 12, 512, 64], 6);
+        _scale = Random([768], 7);
+        _row = Random([1, 12, 1, 64], 8);
+        _cos = Random([1, 32], 9);
+        _sin = Random([1, 32], 10);
+        _image = Random([1, 64, 80, 80], 11);
+        _depthwise = Random([64, 1, 3, 3], 12, persistent: true);
+        _window = Kiln.Runtime.Kernels.Window.Resolve([80, 80], [3, 3], [1, 1], null, [1, 1, 1, 1], "NOTSET");
+    }
+
+    [Benchmark(Description = "GEMV 768×2048 (6 MB)")]
+    public Tensor Gemv() => Kiln.Runtime.Kernels.MatMul.Multiply(_x, _w);
+
+    [Benchmark(Description = "GEMV transposed 32000×768 (98 MB, classifier)")]
+    public float[] GemvTransposed()
+    {
+        Kiln.Runtime.Kernels.MatMul.Gemm(_x.Span<float>(), 768, false, _embedding.Span<float>(), 768, true, _logits, 32000, 1, 32000, 768, false);
+        return _logits;
+    }
+
+    [Benchmark(Description = "GQA 12 heads × 512 cached")]
+    public Tensor Attention() => Kiln.Runtime.Kernels.Fused.GroupQueryAttention(_q, _k, _v, null, 0.125f);
+
+    [Benchmark(Description = "RMSNorm 768")]
+    public Tensor RmsNorm() => Kiln.Runtime.Kernels.Fused.RmsNorm(_x, _scale, 1e-5f);
+
+    [Benchmark(Description = "RoPE 12×64")]
+    public Tensor Rope() => Kiln.Runtime.Kernels.Fused.Rotary(_row, _cos, _sin, interleaved: true);
+
+    [Benchmark(Description = "depthwise Conv 3×3 64×80×80")]
+    public Tensor Depthwise() => Kiln.Runtime.Kernels.Convolution.Conv(_image, _depthwise, null, _window, 64);
 }
 
 /// <summary>

@@ -83,7 +83,8 @@ public static class Generated
     /// </summary>
     public static void Release(TensorPool pool, object?[] dead, object?[] live)
     {
-        var shared = new HashSet<object>(ReferenceEqualityComparer.Instance);
+        var shared = ReleaseScratch ??= new HashSet<object>(ReferenceEqualityComparer.Instance);
+        shared.Clear();
         foreach (var v in live) AddStorage(v, shared);
         foreach (var v in dead)
         {
@@ -91,6 +92,8 @@ public static class Generated
             if (shared.Add(buffer)) pool.Return(buffer);
         }
     }
+
+    [ThreadStatic] private static HashSet<object>? ReleaseScratch;
 
     private static void AddStorage(object? v, HashSet<object> into)
     {

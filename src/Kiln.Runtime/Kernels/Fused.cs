@@ -162,25 +162,34 @@ public static class Fused
             var V = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(vm.Span).Slice((bi * kvh + kv) * t * d, t * d);
             var O = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rm.Span).Slice(bh * s * d, s * d);
             var M = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(maskMemory.Span);
-            // K and V transposed to [d, t]: scores and outputs then run as d vector operations of length t, which
-            // beats t operations of length d when heads are narrow (d = 8 … 128) and the cache is long.
-            var buffer = System.Buffers.ArrayPool<float>.Shared.Rent(2 * t * d + t);
+            var scoresBuffer = System.Buffers.ArrayPool<float>.Shared.Rent(t);
+            var scores = scoresBuffer.AsSpan(0, t);
+            // Narrow heads or many queries: K and V transposed to [d, t], so scores and outputs run as d vector
+            // operations of length t (d = 8 makes t dot products of length 8 mostly overhead). One query over wide
+            // heads (decoding): t dot products of length d straight from the cache, no copy.
+            var transpose = d < 16 || s >= 4;
+            var buffer = transpose ? System.Buffers.ArrayPool<float>.Shared.Rent(2 * t * d) : null;
             try
             {
-                var kt = buffer.AsSpan(0, t * d);
-                var vt = buffer.AsSpan(t * d, t * d);
-                var scores = buffer.AsSpan(2 * t * d, t);
-                for (var j = 0; j < t; j++)
+                var kt = transpose ? buffer.AsSpan(0, t * d) : default;
+                var vt = transpose ? buffer.AsSpan(t * d, t * d) : default;
+                if (transpose)
                     for (var c = 0; c < d; c++)
-                    {
-                        kt[c * t + j] = K[j * d + c];
-                        vt[c * t + j] = V[j * d + c];
-                    }
+                        for (var j = 0; j < t; j++)
+                        {
+                            kt[c * t + j] = K[j * d + c];
+                            vt[c * t + j] = V[j * d + c];
+                        }
                 for (var i = 0; i < s; i++)
                 {
                     var qi = Q.Slice(i * d, d);
-                    scores.Clear();
-                    for (var c = 0; c < d; c++) TensorPrimitives.MultiplyAdd(kt.Slice(c * t, t), qi[c] * scale, scores, scores);
+                    if (transpose)
+                    {
+                        scores.Clear();
+                        for (var c = 0; c < d; c++) TensorPrimitives.MultiplyAdd(kt.Slice(c * t, t), qi[c] * scale, scores, scores);
+                    }
+                    else
+                        for (var j = 0; j < t; j++) scores[j] = TensorPrimitives.Dot(qi, K.Slice(j * d, d)) * scale;
                     if (mask is not null)
                     {
                         var baseIndex = bi * ms[0] + hi * ms[1] + i * ms[2];
@@ -193,12 +202,19 @@ public static class Fused
                     TensorPrimitives.Subtract(scores, max, scores);
                     TensorPrimitives.Exp(scores, scores);
                     var inv = 1f / TensorPrimitives.Sum(scores);
-                    for (var c = 0; c < d; c++) oi[c] = TensorPrimitives.Dot(scores, vt.Slice(c * t, t)) * inv;
+                    if (transpose)
+                        for (var c = 0; c < d; c++) oi[c] = TensorPrimitives.Dot(scores, vt.Slice(c * t, t)) * inv;
+                    else
+                    {
+                        oi.Clear();
+                        for (var j = 0; j < t; j++) TensorPrimitives.MultiplyAdd(V.Slice(j * d, d), scores[j] * inv, oi, oi);
+                    }
                 }
             }
             finally
             {
-                System.Buffers.ArrayPool<float>.Shared.Return(buffer);
+                if (buffer is not null) System.Buffers.ArrayPool<float>.Shared.Return(buffer);
+                System.Buffers.ArrayPool<float>.Shared.Return(scoresBuffer);
             }
         }
         var heads = b * h;

@@ -389,6 +389,14 @@ public static unsafe class MatMul
         var outShape = batch.Concat(new[] { m, n }).ToArray();
         var finalShape = batch.Concat(a.Rank == 1 ? [] : new[] { m }).Concat(b.Rank == 1 ? [] : new[] { n }).ToArray();
         if (a.Type != b.Type) throw new KernelException($"MatMul operand types differ: {a.Type.Name()} and {b.Type.Name()}");
+        if (a.Type == DType.F32 && b.Rank == 2 && a.Rank >= 2 && a.Length / Math.Max(1, k) <= GemvMaxRows)
+        {
+            // A few rows against a 2-D weight (decoding): one call, no batch bookkeeping.
+            var rows = (int)(a.Length / Math.Max(1, k));
+            var y = Tensor.Uninitialized(DType.F32, finalShape);
+            Gemm(a.Span<float>(), k, false, b.Span<float>(), n, false, y.Span<float>(), n, rows, n, k, false, b, 0);
+            return y;
+        }
         if (a.Type != DType.F32)
         {
             // Other element types: exact generic loops (double accumulation for floats, wrapping for integers).
