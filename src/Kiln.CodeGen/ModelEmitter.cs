@@ -392,6 +392,8 @@ public sealed class ModelEmitter
             w.Line("public DecoderLayout? DecoderLayout => null;");
             w.Line();
         }
+        w.Line("public void Recycle(object? value) => Generated.Release(_pool, new object?[] { value }, System.Array.Empty<object?>());");
+        w.Line();
         w.Open("public void Dispose()");
         w.Line("if (_ownsBlob) _blob.Dispose();");
         w.Close();

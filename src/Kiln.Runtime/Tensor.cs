@@ -71,8 +71,10 @@ public sealed class Tensor
         var bytes = n * type.Size();
         MemoryBudget.Current?.Reserve(bytes, shape, type);
         if (bytes > Array.MaxLength) throw new KernelException($"a {type.Name()}[{string.Join(", ", shape)}] tensor ({bytes:N0} bytes) exceeds the largest array .NET can hold");
-        var buffer = TensorPool.Current?.Rent((int)bytes) ?? GC.AllocateUninitializedArray<byte>((int)bytes);
-        return new Tensor(type, shape, buffer, null, n);
+        // Under a pool, buffers come in its size classes (so they can be reused by slightly larger tensors later).
+        var pool = TensorPool.Current;
+        var buffer = pool?.Rent((int)bytes) ?? GC.AllocateUninitializedArray<byte>(pool is null ? (int)bytes : TensorPool.ClassSize((int)bytes));
+        return new Tensor(type, shape, buffer.AsMemory(0, (int)bytes), null, n);
     }
 
     /// <summary>Wraps existing bytes without copying (constants, mapped weights). The bytes must not change while in use.</summary>

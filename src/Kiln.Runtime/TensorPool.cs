@@ -21,19 +21,35 @@ public sealed class TensorPool
         set => CurrentPool.Value = value;
     }
 
+    /// <summary>
+    /// The length of the buffer the pool hands out for <paramref name="length"/> bytes: exact up to 1 KiB, then rounded
+    /// up to an eighth of the power of two below it (at most 12.5% slack). A tensor that grows a little each call (a KV
+    /// cache, one more token per step) then reuses the buffer the previous call freed instead of allocating.
+    /// </summary>
+    public static int ClassSize(int length)
+    {
+        if (length <= 1024) return length;
+        var step = (int)(System.Numerics.BitOperations.RoundUpToPowerOf2((uint)length + 1) >> 4);
+        var rounded = ((long)length + step - 1) / step * step;
+        return rounded > Array.MaxLength ? length : (int)rounded;
+    }
+
+    /// <summary>A free buffer of <see cref="ClassSize"/>(<paramref name="length"/>) bytes, or null when there is none.</summary>
     public byte[]? Rent(int length)
     {
+        var size = ClassSize(length);
         lock (_free)
         {
-            if (!_free.TryGetValue(length, out var s) || s.Count == 0) return null;
-            _held -= length;
+            if (!_free.TryGetValue(size, out var s) || s.Count == 0) return null;
+            _held -= size;
             return s.Pop();
         }
     }
 
-    /// <summary>Takes back a buffer nothing references any more.</summary>
+    /// <summary>Takes back a buffer nothing references any more (buffers of other lengths than the pool hands out are left to the GC).</summary>
     public void Return(byte[] buffer)
     {
+        if (buffer.Length != ClassSize(buffer.Length)) return;
         lock (_free)
         {
             if (_held + buffer.Length > Capacity) return;

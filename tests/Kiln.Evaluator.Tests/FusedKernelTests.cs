@@ -109,3 +109,34 @@ public sealed class FusedKernelTests
         Close(Fused.MatMulAdd(x, w, bias, "Relu").Span<float>(), mm);
     }
 }
+
+/// <summary>The tensor pool's size classes: bounded slack, and a slightly larger tensor reuses a freed buffer.</summary>
+public sealed class TensorPoolTests
+{
+    [Fact]
+    public void Size_classes_waste_at_most_an_eighth_and_let_growing_tensors_reuse_buffers()
+    {
+        foreach (var n in new[] { 0, 1, 1000, 1024, 1025, 4096, 65536, 65537, 92160, 1 << 20, 123_456_789 })
+        {
+            var c = TensorPool.ClassSize(n);
+            Assert.True(c >= n && c <= n + n / 8 + 1, $"{n} → {c}");
+            Assert.Equal(c, TensorPool.ClassSize(c));
+        }
+        var pool = new TensorPool();
+        var saved = TensorPool.Current;
+        TensorPool.Current = pool;
+        try
+        {
+            var kv = Tensor.Uninitialized(DType.F32, [1, 6, 80, 48]); // 92,160 bytes: a KV cache after 80 tokens
+            var storage = kv.Storage;
+            pool.Return((byte[])storage);
+            var longer = Tensor.Uninitialized(DType.F32, [1, 6, 81, 48]); // one token later
+            Assert.Same(storage, longer.Storage);
+            Assert.Equal(6 * 81 * 48 * 4, longer.ByteLength);
+        }
+        finally
+        {
+            TensorPool.Current = saved;
+        }
+    }
+}

@@ -16,6 +16,12 @@ public interface ICompiledModel : IDisposable
     /// <summary>The KV-cache layout when the model is a decoder with the past/present convention (then <c>new DecoderSession(model, layout)</c> drives it), else null.</summary>
     Decoding.DecoderLayout? DecoderLayout { get; }
 
+    /// <summary>
+    /// Hands the buffers of a value this model returned back to its pool, for the next run to reuse. The caller
+    /// promises nothing reads the value any more (a decoder session recycles the past it just replaced).
+    /// </summary>
+    void Recycle(object? value);
+
     /// <summary>Runs on values in <see cref="InputNames"/> order (null: an absent optional input, or the input's default); returns outputs in <see cref="OutputNames"/> order.</summary>
     object?[] RunValues(IReadOnlyList<object?> inputs);
 }

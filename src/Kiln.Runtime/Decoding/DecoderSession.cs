@@ -38,6 +38,7 @@ public sealed class DecoderSession : IDisposable
     private readonly DecoderLayout _layout;
     private readonly object?[] _inputs;
     private readonly Random _random;
+    private Tensor? _lastLogits;
 
     public DecoderSession(ICompiledModel model, DecoderLayout layout, DecoderOptions? options = null)
     {
@@ -60,11 +61,12 @@ public sealed class DecoderSession : IDisposable
     public void Reset()
     {
         Position = 0;
+        _lastLogits = null;
         foreach (var k in _layout.PastKeys.Concat(_layout.PastValues))
             _inputs[k] = Tensor.Zeros(DType.F32, [Options.BatchSize, _layout.KvHeads, 0, _layout.HeadDim]);
     }
 
-    /// <summary>Runs one step on <paramref name="tokens"/> ([batch, seq] ids, row-major); returns the logits [batch, seq, vocab].</summary>
+    /// <summary>Runs one step on <paramref name="tokens"/> ([batch, seq] ids, row-major); returns the logits [batch, seq, vocab], valid until the session's next call.</summary>
     public Tensor Step(ReadOnlySpan<long> tokens, int seq)
     {
         var batch = Options.BatchSize;
@@ -96,16 +98,21 @@ public sealed class DecoderSession : IDisposable
         {
             Kernels.MatMul.MaxThreads = saved;
         }
+        // The pasts just consumed and the previous step's logits go back to the model's pool: the next step's
+        // presents (one token longer) and logits reuse those buffers instead of allocating.
         for (var i = 0; i < _layout.PastKeys.Length; i++)
         {
+            _model.Recycle(_inputs[_layout.PastKeys[i]]);
+            _model.Recycle(_inputs[_layout.PastValues[i]]);
             _inputs[_layout.PastKeys[i]] = outs[_layout.PresentKeys[i]];
             _inputs[_layout.PastValues[i]] = outs[_layout.PresentValues[i]];
         }
+        _model.Recycle(_lastLogits);
         Position += seq;
-        return (Tensor)outs[_layout.Logits]!;
+        return _lastLogits = (Tensor)outs[_layout.Logits]!;
     }
 
-    /// <summary>Feeds a prompt (batch 1); returns the logits of its last position.</summary>
+    /// <summary>Feeds a prompt (batch 1); returns the logits of its last position (valid until the session's next call).</summary>
     public ReadOnlySpan<float> Prefill(ReadOnlySpan<long> tokens)
     {
         RequireBatch1();
@@ -113,7 +120,7 @@ public sealed class DecoderSession : IDisposable
         return logits.Span<float>()[^logits.Shape[^1]..];
     }
 
-    /// <summary>Feeds one token (batch 1); returns the next position's logits.</summary>
+    /// <summary>Feeds one token (batch 1); returns the next position's logits (valid until the session's next call).</summary>
     public ReadOnlySpan<float> Decode(long token)
     {
         RequireBatch1();
