@@ -40,6 +40,9 @@ public static class Bench
     public const int PrefillTokens = 128;
     public const int DecodeTokens = 64;
 
+    /// <summary>Managed bytes allocated per decode step in the last decoder bench (all threads).</summary>
+    public static long AllocatedPerDecodeStep { get; private set; }
+
     public static IReadOnlyList<BenchLine> Run(string modelPath, string? passes, bool withOrt, int threads, int rounds, string? data, bool json, TextWriter output)
     {
         threads = threads > 0 ? threads : Environment.ProcessorCount;
@@ -87,6 +90,7 @@ public static class Bench
             }
             if (lines.FirstOrDefault(l => l.Unit == "tokens/s") is { } decode)
             {
+                output.WriteLine($"managed allocation per decode step (Kiln, all threads): {(AllocatedPerDecodeStep / 1024.0).ToString("0.0", inv)} KiB");
                 var bandwidth = MeasureReadBandwidth(threads);
                 var bytesPerSecond = weightBytes * decode.Kiln.Median;
                 output.WriteLine($"decode weight traffic: {(weightBytes / 1e6).ToString("0.0", inv)} MB × {decode.Kiln.Median.ToString("0.0", inv)} tokens/s = {(bytesPerSecond / 1e9).ToString("0.00", inv)} GB/s, " +
@@ -183,6 +187,12 @@ public static class Bench
             kd.Add(KilnDecode());
             if (ort is not null) od.Add(OrtDecode());
         }
+        // Managed allocation per decode step, all threads (the goal is none once warm).
+        session.Reset();
+        var token = GreedySampler.Instance.Sample(session.Prefill(prompt.AsSpan(0, 16)), Random.Shared);
+        var before = GC.GetTotalAllocatedBytes(precise: true);
+        for (var i = 0; i < DecodeTokens; i++) token = GreedySampler.Instance.Sample(session.Decode(token), Random.Shared);
+        AllocatedPerDecodeStep = (GC.GetTotalAllocatedBytes(precise: true) - before) / DecodeTokens;
         return
         [
             new BenchLine($"prefill {PrefillTokens} tokens", "ms", Timing.Of(kp), ort is null ? null : Timing.Of(op)),
