@@ -14,13 +14,6 @@ public sealed class CompiledModelTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    public static TheoryData<string, string, double, double> DataSetCases()
-    {
-        var data = new TheoryData<string, string, double, double>();
-        foreach (var (model, set, atol, rtol) in Fixtures.SharedDataSets) data.Add(model, set, atol, rtol);
-        return data;
-    }
-
     private CompiledRunner Compile(string modelPath, string? passes = null)
     {
         using var m = OnnxImporter.Import(modelPath);
@@ -28,7 +21,7 @@ public sealed class CompiledModelTests : IDisposable
     }
 
     [Theory]
-    [MemberData(nameof(DataSetCases))]
+    [MemberData(nameof(Fixtures.SharedDataSetRows), MemberType = typeof(Fixtures))]
     public void Compiled_model_reproduces_the_reference_outputs(string model, string dataSet, double atol, double rtol)
     {
         using var graph = OnnxImporter.Import(Fixtures.Model(model));

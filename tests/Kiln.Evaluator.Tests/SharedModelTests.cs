@@ -8,15 +8,8 @@ namespace Kiln.Evaluator.Tests;
 /// <summary>The evaluator on the real models in ../shared/models, against their reference outputs.</summary>
 public sealed class SharedModelTests
 {
-    public static TheoryData<string, string, double, double> DataSetCases()
-    {
-        var data = new TheoryData<string, string, double, double>();
-        foreach (var (model, set, atol, rtol) in Fixtures.SharedDataSets) data.Add(model, set, atol, rtol);
-        return data;
-    }
-
     [Theory]
-    [MemberData(nameof(DataSetCases))]
+    [MemberData(nameof(Fixtures.SharedDataSetRows), MemberType = typeof(Fixtures))]
     public void Evaluator_reproduces_the_reference_outputs(string model, string dataSet, double atol, double rtol)
     {
         using var m = OnnxImporter.Import(Fixtures.Model(model));

@@ -10,15 +10,8 @@ namespace Kiln.Onnx.Tests;
 public sealed class ExportTests(ITestOutputHelper output)
 {
     /// <summary>(model, data set, atol, rtol) pairs as shared/models/README.md pairs them.</summary>
-    public static TheoryData<string, string, double, double> SharedDataSets()
-    {
-        var data = new TheoryData<string, string, double, double>();
-        foreach (var (model, set, atol, rtol) in Fixtures.SharedDataSets) data.Add(model, set, atol, rtol);
-        return data;
-    }
-
     [Theory]
-    [MemberData(nameof(SharedDataSets))]
+    [MemberData(nameof(Fixtures.SharedDataSetRows), MemberType = typeof(Fixtures))]
     public void ExportedSharedModelReproducesDataSet(string model, string dataSet, double atol, double rtol)
     {
         using var m = OnnxImporter.Import(Fixtures.Model(model));

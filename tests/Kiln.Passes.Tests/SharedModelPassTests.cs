@@ -9,15 +9,8 @@ namespace Kiln.Passes.Tests;
 /// <summary>The default pipeline on the real models: fewer nodes, same answers (the evaluator against the reference outputs).</summary>
 public sealed class SharedModelPassTests(ITestOutputHelper output)
 {
-    public static TheoryData<string, string, double, double> DataSetCases()
-    {
-        var data = new TheoryData<string, string, double, double>();
-        foreach (var (model, set, atol, rtol) in Fixtures.SharedDataSets) data.Add(model, set, atol, rtol);
-        return data;
-    }
-
     [Theory]
-    [MemberData(nameof(DataSetCases))]
+    [MemberData(nameof(Fixtures.SharedDataSetRows), MemberType = typeof(Fixtures))]
     public void Default_pipeline_keeps_the_reference_outputs(string model, string dataSet, double atol, double rtol)
     {
         using var m = OnnxImporter.Import(Fixtures.Model(model));

@@ -25,6 +25,9 @@ public static class Fixtures
         ("paddleocr/cls/model.onnx", "paddleocr/cls/test_data_set_0", 1e-4, 1e-3),
     ];
 
+    /// <summary><see cref="SharedDataSets"/> as theory rows (model, data set, atol, rtol) for <c>[MemberData]</c>.</summary>
+    public static IEnumerable<object[]> SharedDataSetRows => SharedDataSets.Select(d => new object[] { d.Model, d.DataSet, d.Atol, d.Rtol });
+
     /// <summary>Every model.onnx of the shared fixtures (model-nocache.onnx included).</summary>
     public static IEnumerable<string> SharedModelFiles() =>
         Directory.EnumerateFiles(SharedModels, "*.onnx", SearchOption.AllDirectories).Order(StringComparer.Ordinal);
