@@ -7,6 +7,7 @@ using Kiln.Ir.Diagnostics;
 using Kiln.Onnx;
 using Kiln.Runtime;
 using Kiln.Runtime.Decoding;
+using Kiln.Runtime.Weights;
 using Microsoft.ML.OnnxRuntime;
 
 namespace Kiln.Cli;
@@ -43,7 +44,8 @@ public static class Bench
     /// <summary>Managed bytes allocated per decode step in the last decoder bench (all threads).</summary>
     public static long AllocatedPerDecodeStep { get; private set; }
 
-    public static IReadOnlyList<BenchLine> Run(string modelPath, string? passes, bool withOrt, int threads, int rounds, string? data, bool json, TextWriter output)
+    public static IReadOnlyList<BenchLine> Run(string modelPath, string? passes, bool withOrt, int threads, int rounds, string? data, bool json, TextWriter output,
+        WeightLoading loading = WeightLoading.Copy)
     {
         threads = threads > 0 ? threads : Environment.ProcessorCount;
         var inv = CultureInfo.InvariantCulture;
@@ -53,8 +55,8 @@ public static class Bench
         try
         {
             var clock = Stopwatch.StartNew();
-            using var runner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CompileOptions { Passes = passes }, workDir);
-            if (!json) output.WriteLine($"compiled {Path.GetFileName(modelPath)} in {clock.Elapsed.TotalSeconds.ToString("0.0", inv)} s; {threads} threads, {rounds} rounds{(withOrt ? ", ONNX Runtime alongside" : "")}");
+            using var runner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CompileOptions { Passes = passes }, workDir, loading);
+            if (!json) output.WriteLine($"compiled {Path.GetFileName(modelPath)} in {clock.Elapsed.TotalSeconds.ToString("0.0", inv)} s; weights {loading.ToString().ToLowerInvariant()}; {threads} threads, {rounds} rounds{(withOrt ? ", ONNX Runtime alongside" : "")}");
             using var ortOptions = new SessionOptions { IntraOpNumThreads = threads, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
             using var ort = withOrt ? new InferenceSession(modelPath, ortOptions) : null;
             Runtime.Kernels.MatMul.MaxThreads = threads;

@@ -51,12 +51,12 @@ public sealed class CompiledRunner(ICompiledModel model, string source) : IModel
     public void Dispose() => Model.Dispose();
 
     /// <summary>Instantiates a compiled class from a loaded assembly over its blob. The CLI loads models it did not compile against, so this one step uses reflection.</summary>
-    public static CompiledRunner Create(Assembly assembly, string fullName, string blobPath, string source)
+    public static CompiledRunner Create(Assembly assembly, string fullName, string blobPath, string source, WeightLoading loading = WeightLoading.Map)
     {
         var type = assembly.GetType(fullName) ?? throw new KilnException(new Diagnostic(DiagnosticCode.CodeGenFailed, $"compiled assembly has no class {fullName}", source));
         try
         {
-            return new CompiledRunner((ICompiledModel)Activator.CreateInstance(type, blobPath)!, source);
+            return new CompiledRunner((ICompiledModel)Activator.CreateInstance(type, blobPath, loading)!, source);
         }
         catch (TargetInvocationException e) when (e.InnerException is WeightBlobException w)
         {
@@ -65,12 +65,12 @@ public sealed class CompiledRunner(ICompiledModel model, string source) : IModel
     }
 
     /// <summary>Compiles a model in memory (Roslyn) with its blob in a temporary folder, and instantiates it.</summary>
-    public static CompiledRunner CompileInMemory(Model model, string modelPath, CompileOptions options, string workDir)
+    public static CompiledRunner CompileInMemory(Model model, string modelPath, CompileOptions options, string workDir, WeightLoading loading = WeightLoading.Map)
     {
         var result = ModelCompiler.Compile(model, modelPath, options with { Verify = false });
         ModelCompiler.WriteFiles(result, workDir);
         var (assembly, _) = RoslynBuild.Load(result.ClassName, [(result.ClassName + ".cs", result.Source)]);
-        return Create(assembly, result.FullName, Path.Combine(workDir, result.ClassName + ".kiln"), modelPath);
+        return Create(assembly, result.FullName, Path.Combine(workDir, result.ClassName + ".kiln"), modelPath, loading);
     }
 }
 

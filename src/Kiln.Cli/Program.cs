@@ -62,8 +62,11 @@ var ortOpt = new Option<bool>("--ort") { Description = "run ONNX Runtime side by
 var threadsOpt = new Option<int>("--threads") { Description = "threads for both engines (default: every core)" };
 var roundsOpt = new Option<int>("--rounds") { Description = "measured rounds per engine (best and median reported)", DefaultValueFactory = _ => 5 };
 var benchData = new Option<string?>("--data") { Description = "a data set whose inputs to time (models that are not decoders; default: test_data_set_* beside the model)" };
-var bench = new Command("bench", "Time a compiled model (decoders: prefill of 128 tokens, decode tokens/s) against ONNX Runtime") { benchModel, passesOpt, ortOpt, threadsOpt, roundsOpt, benchData, jsonOpt };
-bench.SetAction(r => Cli.Run(() => { Bench.Run(r.GetValue(benchModel)!, r.GetValue(passesOpt), r.GetValue(ortOpt), r.GetValue(threadsOpt), Math.Max(1, r.GetValue(roundsOpt)), r.GetValue(benchData), r.GetValue(jsonOpt), Console.Out); }));
+var weightsOpt = new Option<string>("--weights") { Description = "how the blob reaches memory: copy (huge-page memory, faster decoding) or map (zero copy)", DefaultValueFactory = _ => "copy" };
+weightsOpt.AcceptOnlyFromAmong("copy", "map");
+var bench = new Command("bench", "Time a compiled model (decoders: prefill of 128 tokens, decode tokens/s) against ONNX Runtime") { benchModel, passesOpt, ortOpt, threadsOpt, roundsOpt, benchData, weightsOpt, jsonOpt };
+bench.SetAction(r => Cli.Run(() => { Bench.Run(r.GetValue(benchModel)!, r.GetValue(passesOpt), r.GetValue(ortOpt), r.GetValue(threadsOpt), Math.Max(1, r.GetValue(roundsOpt)), r.GetValue(benchData), r.GetValue(jsonOpt), Console.Out,
+    r.GetValue(weightsOpt) == "map" ? Kiln.Runtime.Weights.WeightLoading.Map : Kiln.Runtime.Weights.WeightLoading.Copy); }));
 root.Subcommands.Add(bench);
 return root.Parse(args).Invoke();
 

@@ -326,8 +326,8 @@ public sealed class ModelEmitter
         w.Line("private readonly TensorPool _pool = new();");
         foreach (var (field, _, comment) in _weightFields) w.Line($"private readonly Tensor {field}; // {CSharp.Comment(comment)}");
         w.Line();
-        w.Line("/// <summary>Maps the weight blob at <paramref name=\"blobPath\"/> (zero copy).</summary>");
-        w.Line($"public {cls}(string blobPath) : this(WeightBlob.Open(blobPath, ModelHash), ownsBlob: true) {{ }}");
+        w.Line("/// <summary>Opens the weight blob at <paramref name=\"blobPath\"/>: mapped (zero copy) or copied into huge-page memory (faster decoding).</summary>");
+        w.Line($"public {cls}(string blobPath, WeightLoading loading = WeightLoading.Map) : this(WeightBlob.Open(blobPath, ModelHash, loading), ownsBlob: true) {{ }}");
         w.Line();
         w.Line("/// <summary>Reads the weight blob from a stream (an embedded resource).</summary>");
         w.Line($"public static {cls} FromStream(Stream stream, string source = \"stream\") => new(WeightBlob.Load(stream, source, ModelHash), ownsBlob: true);");

@@ -41,10 +41,18 @@ public sealed class WeightBlobTests : IDisposable
         using var stream = File.OpenRead(path);
         using var loaded = WeightBlob.Load(stream, "resource w.kiln", Hash);
         Assert.Equal(new long[] { 7, 8, 9 }, loaded.Get("ids", DType.I64, [3]).Span<long>().ToArray());
+        using var copied = WeightBlob.Open(path, Hash, WeightLoading.Copy);
+        Assert.Equal(new float[] { 1, 2, 3, 4, 5, 6 }, copied.Get("layer.weight", DType.F32, [2, 3]).Span<float>().ToArray());
     }
 
-    private static string Refusal(string path, string? hash = null) =>
-        Assert.Throws<WeightBlobException>(() => WeightBlob.Open(path, hash ?? Hash).Dispose()).Message;
+    private static string Refusal(string path, string? hash = null)
+    {
+        // Mapped and copied loading refuse the same way.
+        var copied = Assert.Throws<WeightBlobException>(() => WeightBlob.Open(path, hash ?? Hash, WeightLoading.Copy).Dispose()).Message;
+        var mapped = Assert.Throws<WeightBlobException>(() => WeightBlob.Open(path, hash ?? Hash).Dispose()).Message;
+        Assert.Equal(mapped, copied);
+        return mapped;
+    }
 
     [Fact]
     public void A_flipped_byte_anywhere_after_the_header_is_refused()
