@@ -34,6 +34,11 @@ public sealed class ModelEmitter
     private readonly List<Node> _nodes = [];
     private int _locals;
 
+    // Shape arithmetic inference resolved in terms of the inputs' symbolic dims: computed from those dims once per
+    // call instead of running the Shape → Gather → Concat nodes that produce it.
+    private IReadOnlyDictionary<Value, Kiln.Ir.Inference.SymbolicTensor> _known = new Dictionary<Value, Kiln.Ir.Inference.SymbolicTensor>();
+    private readonly Dictionary<string, string> _symbolLocals = new(StringComparer.Ordinal);
+
     public ModelEmitter(Graph graph, EmitOptions options, ICodeBackend backend)
     {
         _graph = graph;
@@ -49,6 +54,7 @@ public sealed class ModelEmitter
                 $"the {_backend.Name} backend cannot compile this node: {p.why}", _options.SourceName, p.n.Name, p.n.Index, p.n.QualifiedOp)).ToList());
         foreach (var g in _graph.AllGraphs())
             foreach (var c in g.Constants) DeclareConstant(c);
+        _known = Kiln.Ir.Inference.ShapeInference.RunAndCollectKnown(_graph);
 
         var body = new CodeWriter { Indent = 3 };
         var inputs = EmitInputs(body);
@@ -151,6 +157,16 @@ public sealed class ModelEmitter
             }
             parameters.Add((CSharp.Identifier(v.Name), v.Data is not null && type == "Tensor" ? "Tensor?" : type, v.Name));
         }
+        // Symbols every tensor input binds (a dim of a read input, so its value was checked and recorded).
+        var boundByReadInputs = _graph.Inputs.Where(read.Contains).Select(v => v.TensorType?.Shape).Where(sh => sh is not null)
+            .SelectMany(sh => sh!.Dims).Select(d => d.SymbolName).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        for (var i = 0; i < symbols.Count; i++)
+        {
+            if (!boundByReadInputs.Contains(symbols[i])) continue;
+            var local = Fresh("dim_" + CSharp.Identifier(symbols[i]).TrimStart('@'));
+            _symbolLocals[symbols[i]] = local;
+            body.Line($"var {local} = bound[{i}];");
+        }
         return parameters;
     }
 
@@ -158,8 +174,9 @@ public sealed class ModelEmitter
     {
         // In the main graph, intermediates go back to the model's tensor pool after their last use (subgraph bodies
         // keep theirs: they run a variable number of times).
-        var last = g == _graph ? LastUses(g) : null;
         var outputs = g.Outputs.Select(o => o.Value).ToHashSet();
+        var (skipped, needed) = g == _graph ? Plan(g, outputs) : ([], g.Nodes.ToHashSet());
+        var last = g == _graph ? LastUses(g, needed) : null;
         var live = new List<Value>(g.Inputs);
         for (var i = 0; i < g.Nodes.Count; i++)
         {
@@ -167,6 +184,17 @@ public sealed class ModelEmitter
             var id = _nodes.Count;
             _nodes.Add(node);
             var outs = string.Join(", ", node.Outputs.Select(o => o is null ? "_" : "%" + o.Name));
+            if (!needed.Contains(node))
+            {
+                foreach (var o in node.Outputs)
+                    if (o is not null && skipped.Contains(o) && (outputs.Contains(o) || o.Uses.Any(u => needed.Contains(u.Node) || u.Node.Owner != g)))
+                    {
+                        body.Line($"// {CSharp.Comment(node.Name ?? "#" + node.Index)}: {node.QualifiedOp} → %{CSharp.Comment(o.Name)} = {CSharp.Comment(FormatKnown(_known[o]))}, from the input dims");
+                        body.Line($"var {Declare(o)} = {KnownExpression(_known[o])};");
+                        live.Add(o);
+                    }
+                continue;
+            }
             body.Line($"// {CSharp.Comment(node.Name ?? "#" + node.Index)}: {node.QualifiedOp} → {CSharp.Comment(outs)}");
             body.Line($"at = {id};");
             _backend.EmitNode(new NodeEmitContext(this, node, body));
@@ -180,12 +208,50 @@ public sealed class ModelEmitter
         }
     }
 
+    /// <summary>
+    /// Which values of the main graph are computed from the input dims (small i64 tensors whose elements inference
+    /// expressed in bound symbols) and which nodes still have to run: those some graph output needs, not counting
+    /// reads of a computed value.
+    /// </summary>
+    private (HashSet<Value> Computed, HashSet<Node> Needed) Plan(Graph g, HashSet<Value> outputs)
+    {
+        var computed = new HashSet<Value>();
+        foreach (var n in g.Nodes)
+            foreach (var o in n.Outputs)
+                if (o is not null && _known.TryGetValue(o, out var k) && k.Elem == ElementType.I64 && k.Shape.Length <= 1
+                    && o.TensorType?.Elem == ElementType.I64 && k.Values.All(d => !d.IsUnknown && d.Symbols.All(_symbolLocals.ContainsKey)))
+                    computed.Add(o);
+        var needed = new HashSet<Node>();
+        var wanted = new HashSet<Value>(outputs.Where(v => !computed.Contains(v)));
+        for (var i = g.Nodes.Count - 1; i >= 0; i--)
+        {
+            var n = g.Nodes[i];
+            if (!n.Outputs.Any(o => o is not null && wanted.Contains(o))) continue;
+            needed.Add(n);
+            foreach (var v in n.Inputs) if (v is not null && !computed.Contains(v)) wanted.Add(v);
+            foreach (var sub in n.Subgraphs)
+                foreach (var inner in sub.AllGraphs())
+                    foreach (var v in inner.Nodes.SelectMany(x => x.Inputs).OfType<Value>().Concat(inner.Outputs.Select(o => o.Value)))
+                        if (v.Owner == g && !computed.Contains(v)) wanted.Add(v);
+        }
+        return (computed, needed);
+    }
+
+    private string KnownExpression(Kiln.Ir.Inference.SymbolicTensor k)
+    {
+        var values = k.Values.Select(d => d.ToExpression(s => _symbolLocals[s])!);
+        return $"Tensor.FromArray(DType.I64, {CSharp.Ints(k.Shape.Select(d => (int)d))}, new long[] {{ {string.Join(", ", values)} }})";
+    }
+
+    private static string FormatKnown(Kiln.Ir.Inference.SymbolicTensor k) => "[" + string.Join(", ", k.Values.Select(d => d.ToString())) + "]";
+
     /// <summary>The index of the last node of <paramref name="g"/> that reads each value (a subgraph's reads count at the node holding it).</summary>
-    private static Dictionary<Value, int> LastUses(Graph g)
+    private static Dictionary<Value, int> LastUses(Graph g, HashSet<Node> needed)
     {
         var last = new Dictionary<Value, int>();
         for (var i = 0; i < g.Nodes.Count; i++)
         {
+            if (!needed.Contains(g.Nodes[i])) continue;
             foreach (var v in g.Nodes[i].Inputs) if (v is not null) last[v] = i;
             foreach (var sub in g.Nodes[i].Subgraphs)
                 foreach (var inner in sub.AllGraphs())

@@ -195,6 +195,18 @@ public sealed class Dim : IEquatable<Dim>
         return sb.ToString();
     }
 
+    /// <summary>
+    /// The dim as an integer expression for generated code: a sum of coefficient·symbol products, each symbol written
+    /// by <paramref name="symbol"/>. Null for an unknown dim.
+    /// </summary>
+    public string? ToExpression(Func<string, string> symbol)
+    {
+        if (_unknown) return null;
+        if (_terms.Length == 0) return "0L";
+        return string.Join(" + ", _terms.Select(t =>
+            "(" + string.Join(" * ", t.Symbols.Select(symbol).Prepend(t.Coeff.ToString(CultureInfo.InvariantCulture) + "L")) + ")"));
+    }
+
     /// <summary>Symbols print bare when they look like identifiers, quoted otherwise.</summary>
     public static string QuoteSymbol(string s) => IsPlainSymbol(s) ? s : KirEscaping.Quote(s);
 
