@@ -167,7 +167,7 @@ public static class Fused
             // Narrow heads or many queries: K and V transposed to [d, t], so scores and outputs run as d vector
             // operations of length t (d = 8 makes t dot products of length 8 mostly overhead). One query over wide
             // heads (decoding): t dot products of length d straight from the cache, no copy.
-            var transpose = d < 16 || s >= 4;
+            var transpose = s >= 4;
             var buffer = transpose ? System.Buffers.ArrayPool<float>.Shared.Rent(2 * t * d) : null;
             try
             {
@@ -189,7 +189,7 @@ public static class Fused
                         for (var c = 0; c < d; c++) TensorPrimitives.MultiplyAdd(kt.Slice(c * t, t), qi[c] * scale, scores, scores);
                     }
                     else
-                        for (var j = 0; j < t; j++) scores[j] = TensorPrimitives.Dot(qi, K.Slice(j * d, d)) * scale;
+                        for (var j = 0; j < t; j++) scores[j] = SmallDot(qi, K.Slice(j * d, d)) * scale;
                     if (mask is not null)
                     {
                         var baseIndex = bi * ms[0] + hi * ms[1] + i * ms[2];
@@ -207,7 +207,7 @@ public static class Fused
                     else
                     {
                         oi.Clear();
-                        for (var j = 0; j < t; j++) TensorPrimitives.MultiplyAdd(V.Slice(j * d, d), scores[j] * inv, oi, oi);
+                        for (var j = 0; j < t; j++) SmallAxpy(V.Slice(j * d, d), scores[j] * inv, oi);
                     }
                 }
             }
@@ -223,6 +223,25 @@ public static class Fused
         else
             for (var i = 0; i < heads; i++) Head(i);
         return r;
+    }
+
+    // Head-sized vectors (d = 8 … 128): inline 256-bit loops beat a library call per row at these lengths.
+    private static float SmallDot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        if (!System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated || a.Length % 8 != 0) return TensorPrimitives.Dot(a, b);
+        var acc = System.Runtime.Intrinsics.Vector256<float>.Zero;
+        for (var i = 0; i < a.Length; i += 8)
+            acc = System.Runtime.Intrinsics.Vector256.FusedMultiplyAdd(System.Runtime.Intrinsics.Vector256.Create(a.Slice(i, 8)), System.Runtime.Intrinsics.Vector256.Create(b.Slice(i, 8)), acc);
+        return System.Runtime.Intrinsics.Vector256.Sum(acc);
+    }
+
+    private static void SmallAxpy(ReadOnlySpan<float> x, float alpha, Span<float> y)
+    {
+        if (!System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated || x.Length % 8 != 0) { TensorPrimitives.MultiplyAdd(x, alpha, y, y); return; }
+        var a = System.Runtime.Intrinsics.Vector256.Create(alpha);
+        for (var i = 0; i < x.Length; i += 8)
+            System.Runtime.Intrinsics.Vector256.CopyTo(System.Runtime.Intrinsics.Vector256.FusedMultiplyAdd(
+                System.Runtime.Intrinsics.Vector256.Create(x.Slice(i, 8)), a, System.Runtime.Intrinsics.Vector256.Create((ReadOnlySpan<float>)y.Slice(i, 8))), y.Slice(i, 8));
     }
 
     /// <summary>A·B + C (C broadcast to the product), then the activation; B is a 2-D weight (its packed form is cached when persistent).</summary>

@@ -112,6 +112,16 @@ public static class Movement
             shape[i] = x.Shape[perm[i]];
             strides[i] = inStrides[perm[i]];
         }
+        // Moving only size-1 axes (heads ↔ a one-token sequence) keeps the element order: a view, no copy.
+        var previous = -1;
+        var order = true;
+        for (var i = 0; i < rank && order; i++)
+        {
+            if (shape[i] == 1) continue;
+            order = perm[i] > previous;
+            previous = perm[i];
+        }
+        if (order && x.Type != DType.String) return x.Reshape(shape);
         if (x.Type != DType.String && x.Type.Size() == 4) return StridedCopy32(x, shape, strides, 0);
         return Take(x, shape, StridedIndices(shape, strides));
     }
