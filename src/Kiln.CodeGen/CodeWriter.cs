@@ -15,6 +15,14 @@ public sealed class CodeWriter
         return this;
     }
 
+    /// <summary>Appends lines written by another writer as they are (already indented).</summary>
+    public CodeWriter Raw(string text)
+    {
+        _sb.Append(text);
+        if (text.Length > 0 && text[^1] != '\n') _sb.Append('\n');
+        return this;
+    }
+
     public CodeWriter Open(string text)
     {
         Line(text);

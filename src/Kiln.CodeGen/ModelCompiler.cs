@@ -26,7 +26,7 @@ public sealed record CompileOptions
 
 /// <summary>A compiled model: the C# source, the weights for the blob, and what happened on the way.</summary>
 public sealed record CompileResult(string ClassName, string Namespace, string Source, IReadOnlyList<BlobTensor> Weights, string ModelHash,
-    string Pipeline, IReadOnlyList<PassReport> Passes, int NodesBefore, int NodesAfter, long WeightBytes, double Milliseconds)
+    string Pipeline, IReadOnlyList<PassReport> Passes, int NodesBefore, int NodesAfter, long WeightBytes, double Milliseconds, string Activations)
 {
     public string FullName => Namespace + "." + ClassName;
 }
@@ -55,7 +55,7 @@ public static class ModelCompiler
         var source = RoslynBuild.Format(emitted.Source);
         if (options.Verify) RoslynBuild.Compile(className, [(className + ".cs", source)]);
         return new CompileResult(className, options.Namespace, source, emitted.Weights, hash, pipeline.ToString(), reports, before, after,
-            emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds);
+            emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds, emitted.Activations);
     }
 
     /// <summary>
@@ -89,7 +89,7 @@ public static class ModelCompiler
         sb.Append(inv, $"- pipeline: `{r.Pipeline}`\n");
         sb.Append(inv, $"- nodes: {r.NodesBefore} before passes, {r.NodesAfter} after\n");
         sb.Append(inv, $"- weights: {r.Weights.Count} tensors, {r.WeightBytes.ToString("N0", inv)} bytes ({blobBytes.ToString("N0", inv)} bytes of blob with header, table and alignment)\n");
-        sb.Append("- activations: allocated per call by the runtime kernels (no arena plan yet)\n");
+        sb.Append(inv, $"- activations: {r.Activations}\n");
         sb.Append(inv, $"- model hash: {r.ModelHash}\n");
         sb.Append(inv, $"- time: {r.Milliseconds.ToString("0", inv)} ms\n\n");
         sb.Append("## Passes\n\n| step | nodes before | nodes after | ms | what it did | ops added/removed |\n| --- | --- | --- | --- | --- | --- |\n");

@@ -12,7 +12,7 @@ public sealed record EmitOptions(string Namespace, string ClassName, string Mode
 public sealed record BlobTensor(string Name, TensorData Data);
 
 /// <summary>The generated C# and the weights it loads.</summary>
-public sealed record EmittedModel(string ClassName, string Source, IReadOnlyList<BlobTensor> Weights, int NodeCount);
+public sealed record EmittedModel(string ClassName, string Source, IReadOnlyList<BlobTensor> Weights, int NodeCount, string Activations);
 
 /// <summary>
 /// Emits one C# class for a graph: a typed <c>Run</c> over tensors named after the model's inputs and outputs, an
@@ -20,7 +20,7 @@ public sealed record EmittedModel(string ClassName, string Source, IReadOnlyList
 /// attribute values baked in as literals, subgraphs as lambdas, and one statement group per node (commented with
 /// the node's name and op) written by the backend. Errors at run time name the node that failed.
 /// </summary>
-public sealed class ModelEmitter
+public sealed partial class ModelEmitter
 {
     private readonly Graph _graph;
     private readonly EmitOptions _options;
@@ -60,15 +60,52 @@ public sealed class ModelEmitter
         var inputs = EmitInputs(body);
         body.Line("var at = -1;");
         body.Open("try");
-        EmitGraphBody(_graph, body);
-        body.Line("return new object?[] { " + string.Join(", ", _graph.Outputs.Select(o => NameOf(o.Value))) + " };");
+        var planner = _backend as IPlannedCodeBackend;
+        PlannedCode? run = null, step = null;
+        var whyNotPlanned = planner is null ? $"the {_backend.Name} backend plans no code" : TryPlan(PlanMode.Run, planner, null, body.Indent, out run);
+        if (run is not null)
+        {
+            body.Raw(run.Code);
+            body.Line("return new object?[] { " + string.Join(", ", run.Returns) + " };");
+        }
+        else
+        {
+            EmitGraphBody(_graph, body);
+            body.Line("return new object?[] { " + string.Join(", ", _graph.Outputs.Select(o => NameOf(o.Value))) + " };");
+        }
         body.Close();
-        body.Open("catch (Exception e) when (e is KernelException or ArgumentException or IndexOutOfRangeException or InvalidOperationException or OverflowException or DivideByZeroException or FormatException or InvalidCastException or NullReferenceException)");
+        body.Open("catch (Exception e) when (" + CaughtExceptions + ")");
         body.Line("throw new ModelRunException(\"KILN0023\", ModelName, at >= 0 ? NodeNames[at] : null, at >= 0 ? NodeOps[at] : null, e.Message);");
         body.Close();
 
-        return new EmittedModel(_options.ClassName, WriteClass(inputs, body), _weights, _nodes.Count);
+        string? whyNoStep = null;
+        CodeWriter? stepBody = null;
+        var io = DecoderIoOf(_graph);
+        if (run is not null && io is not null)
+        {
+            stepBody = new CodeWriter { Indent = 3 };
+            whyNoStep = StepPrologue(io, stepBody);
+            if (whyNoStep is null)
+            {
+                stepBody.Line("var at = -1;");
+                stepBody.Open("try");
+                whyNoStep = TryPlan(PlanMode.Step, planner!, io, stepBody.Indent, out step);
+                if (step is not null) stepBody.Raw(step.Code);
+                stepBody.Close();
+                stepBody.Open("catch (Exception e) when (" + CaughtExceptions + ")");
+                stepBody.Line("throw new ModelRunException(\"KILN0023\", ModelName, at >= 0 ? NodeNames[at] : null, at >= 0 ? NodeOps[at] : null, e.Message);");
+                stepBody.Close();
+            }
+        }
+        var activations = run is null
+            ? $"allocated per call from the model's tensor pool (not planned: {whyNotPlanned})"
+            : $"one arena: {run.Values} values in {run.Slots} slots, sizes computed from the input dims once per call" +
+              (step is not null ? "; decoding step planned (KV cache written in place, no allocation per token)" : io is not null ? $"; no planned decoding step ({whyNoStep})" : "");
+
+        return new EmittedModel(_options.ClassName, WriteClass(inputs, body, run is not null, step is not null ? (io!, stepBody!) : null), _weights, _nodes.Count, activations);
     }
+
+    private const string CaughtExceptions = "e is KernelException or ArgumentException or IndexOutOfRangeException or InvalidOperationException or OverflowException or DivideByZeroException or FormatException or InvalidCastException or NullReferenceException";
 
     private string Fresh(string stem)
     {
@@ -354,7 +391,7 @@ public sealed class ModelEmitter
         return $"new DecoderLayout({ids}, {In("attention_mask")}, {In("position_ids")}, {arr(pastK)}, {arr(pastV)}, {logits}, {arr(presK)}, {arr(presV)}, {heads}, {dim})";
     }
 
-    private string WriteClass(List<(string Param, string Type, string OnnxName)> inputs, CodeWriter body)
+    private string WriteClass(List<(string Param, string Type, string OnnxName)> inputs, CodeWriter body, bool planned, (DecoderIo Io, CodeWriter Body)? step)
     {
         var w = new CodeWriter();
         w.Line("// <auto-generated>");
@@ -376,7 +413,7 @@ public sealed class ModelEmitter
         w.Line();
         var cls = _options.ClassName;
         w.Line($"/// <summary>The model {System.Security.SecurityElement.Escape(_options.SourceName)}, compiled by Kiln. Load its weights from the .kiln blob written with this file.</summary>");
-        w.Open($"public sealed partial class {cls} : ICompiledModel");
+        w.Open($"public sealed partial class {cls} : ICompiledModel{(step is not null ? ", IPlannedDecoder" : "")}");
         w.Line($"public const string ModelName = {CSharp.String(_options.SourceName)};");
         w.Line();
         w.Line("/// <summary>The hash of the compiled model; the weight blob must carry the same one.</summary>");
@@ -390,6 +427,7 @@ public sealed class ModelEmitter
         w.Line("private readonly bool _ownsBlob;");
         w.Line("private readonly object _gate = new();");
         w.Line("private readonly TensorPool _pool = new();");
+        if (planned) w.Line("private readonly ActivationArena _arena = new();");
         foreach (var (field, _, comment) in _weightFields) w.Line($"private readonly Tensor {field}; // {CSharp.Comment(comment)}");
         w.Line();
         w.Line("/// <summary>Opens the weight blob at <paramref name=\"blobPath\"/>: mapped (zero copy) or copied into huge-page memory (faster decoding).</summary>");
@@ -452,6 +490,18 @@ public sealed class ModelEmitter
             w.Line();
             w.Line("public DecoderLayout? DecoderLayout => Layout;");
             w.Line();
+            if (step is { } st)
+            {
+                w.Line($"public int VocabularySize => {st.Io.Vocabulary};");
+                w.Line();
+                w.Line("/// <summary>One planned decoding step: the new keys and values go into the cache after cache.Length, the logits into <paramref name=\"logits\"/>; allocates nothing.</summary>");
+                w.Open("public void Step(ReadOnlySpan<long> tokens, int batch, int seq, KvCache cache, Span<float> logits)");
+                w.Open("lock (_gate)");
+                w.Raw(st.Body.ToString());
+                w.Close();
+                w.Close();
+                w.Line();
+            }
         }
         else
         {

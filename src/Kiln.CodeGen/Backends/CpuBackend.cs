@@ -7,7 +7,7 @@ namespace Kiln.CodeGen.Backends;
 /// The CPU backend: each node calls its Kiln.Runtime operator entry with the node's attributes baked into a
 /// static attribute set (the same entries the evaluator runs, so compiled and interpreted results agree).
 /// </summary>
-public sealed class CpuBackend : ICodeBackend
+public sealed partial class CpuBackend : ICodeBackend
 {
     public string Name => "cpu";
 

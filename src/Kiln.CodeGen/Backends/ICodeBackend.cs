@@ -38,3 +38,64 @@ public sealed class NodeEmitContext(ModelEmitter emitter, Node node, CodeWriter 
     /// <summary>The attribute-set expression for this node (a static field, or a per-call expression when it holds subgraphs).</summary>
     public string Attributes() => emitter.AttributesOf(Node, Body);
 }
+
+/// <summary>
+/// A backend that can also emit planned code: every value in a slot of one activation arena (or an output tensor,
+/// or the KV cache) with its dims computed from the call's symbols, each node a kernel call that writes into its
+/// output's span and allocates nothing. The emitter plans storage; the backend writes the calls.
+/// </summary>
+public interface IPlannedCodeBackend
+{
+    /// <summary>Why this node cannot run planned (the whole model then runs through <see cref="ICodeBackend.EmitNode"/>), or null.</summary>
+    string? UnsupportedPlanned(PlannedNodeContext context);
+
+    /// <summary>Writes the kernel call(s) computing the node's outputs into their spans.</summary>
+    void EmitPlanned(PlannedNodeContext context);
+}
+
+/// <summary>Where a planned value lives.</summary>
+public enum PlannedStorage { Input, Constant, Known, Arena, Output, Alias, Logits, KvCache, KvPast }
+
+/// <summary>
+/// One value as planned code sees it: element type, dims as C# int expressions, the span expression holding it,
+/// the weight tensor field when it is a constant (kernels cache packed forms of weights), and for KV-cache values
+/// the distance in elements between heads.
+/// </summary>
+public sealed record PlannedOperand(Value Value, ElementType Elem, string[] Dims, string Span, PlannedStorage Storage, string? WeightField, string? HeadStride)
+{
+    public int Rank => Dims.Length;
+
+    /// <summary>The element count as a C# int expression.</summary>
+    public string Count => Dims.Length == 0 ? "1" : "(" + string.Join(" * ", Dims) + ")";
+
+    /// <summary>The dims as a span expression (stack-allocated: no garbage).</summary>
+    public string Shape => Dims.Length == 0 ? "ReadOnlySpan<int>.Empty" : "stackalloc int[] { " + string.Join(", ", Dims) + " }";
+
+    /// <summary>The C# element type of the span.</summary>
+    public string ClrType => ClrTypeOf(Elem);
+
+    public static string ClrTypeOf(ElementType e) => e switch
+    {
+        ElementType.F32 => "float",
+        ElementType.F64 => "double",
+        ElementType.I64 => "long",
+        ElementType.I32 => "int",
+        ElementType.Bool or ElementType.U8 => "byte",
+        ElementType.I8 => "sbyte",
+        _ => "",
+    };
+}
+
+/// <summary>What a planned backend sees while emitting one node.</summary>
+public sealed class PlannedNodeContext(Node node, CodeWriter body, IReadOnlyList<PlannedOperand?> inputs, IReadOnlyList<PlannedOperand?> outputs)
+{
+    public Node Node { get; } = node;
+
+    public CodeWriter Body { get; } = body;
+
+    public PlannedOperand? In(int i) => i < inputs.Count ? inputs[i] : null;
+
+    public PlannedOperand? Out(int i) => i < outputs.Count ? outputs[i] : null;
+
+    public int InputCount => inputs.Count;
+}

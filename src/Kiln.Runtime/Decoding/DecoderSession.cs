@@ -39,6 +39,10 @@ public sealed class DecoderSession : IDisposable
     private readonly object?[] _inputs;
     private readonly Random _random;
     private Tensor? _lastLogits;
+    // The planned path (when the model offers one): the cache written in place, logits into one reused buffer.
+    private readonly IPlannedDecoder? _planned;
+    private readonly KvCache? _cache;
+    private float[] _logits = [];
 
     public DecoderSession(ICompiledModel model, DecoderLayout layout, DecoderOptions? options = null)
     {
@@ -49,6 +53,11 @@ public sealed class DecoderSession : IDisposable
         if (Options.MaxContext < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxContext must be at least 1");
         _inputs = new object?[model.InputNames.Count];
         _random = new Random(Options.Seed);
+        if (model is IPlannedDecoder planned)
+        {
+            _planned = planned;
+            _cache = new KvCache(layout.PastKeys.Length, Options.BatchSize, layout.KvHeads, layout.HeadDim, Options.MaxContext);
+        }
         Reset();
     }
 
@@ -62,18 +71,24 @@ public sealed class DecoderSession : IDisposable
     {
         Position = 0;
         _lastLogits = null;
+        if (_cache is not null)
+        {
+            _cache.Length = 0;
+            return;
+        }
         foreach (var k in _layout.PastKeys.Concat(_layout.PastValues))
             _inputs[k] = Tensor.Zeros(DType.F32, [Options.BatchSize, _layout.KvHeads, 0, _layout.HeadDim]);
     }
 
     /// <summary>Runs one step on <paramref name="tokens"/> ([batch, seq] ids, row-major); returns the logits [batch, seq, vocab], valid until the session's next call.</summary>
-    public Tensor Step(ReadOnlySpan<long> tokens, int seq)
+    public ReadOnlySpan<float> Step(ReadOnlySpan<long> tokens, int seq)
     {
         var batch = Options.BatchSize;
         if (seq < 1 || tokens.Length != batch * seq) throw new ArgumentException($"expected {batch} row(s) of {seq} tokens, got {tokens.Length} tokens");
         if (Position + seq > Options.MaxContext)
             throw new ModelRunException("KILN0023", _model.GetType().Name, null, null,
                 $"the session holds {Position} tokens; {seq} more would exceed its MaxContext of {Options.MaxContext}");
+        if (_planned is not null) return PlannedStep(tokens, batch, seq);
         _inputs[_layout.InputIds] = Tensor.FromArray(DType.I64, [batch, seq], tokens.ToArray());
         if (_layout.AttentionMask >= 0)
         {
@@ -109,7 +124,28 @@ public sealed class DecoderSession : IDisposable
         }
         _model.Recycle(_lastLogits);
         Position += seq;
-        return _lastLogits = (Tensor)outs[_layout.Logits]!;
+        _lastLogits = (Tensor)outs[_layout.Logits]!;
+        return _lastLogits.Span<float>();
+    }
+
+    private ReadOnlySpan<float> PlannedStep(ReadOnlySpan<long> tokens, int batch, int seq)
+    {
+        var need = checked(batch * seq * _planned!.VocabularySize);
+        if (_logits.Length < need) _logits = GC.AllocateUninitializedArray<float>(need);
+        var logits = _logits.AsSpan(0, need);
+        var saved = Kernels.MatMul.MaxThreads;
+        if (Options.Threads > 0) Kernels.MatMul.MaxThreads = Options.Threads;
+        try
+        {
+            _planned.Step(tokens, batch, seq, _cache!, logits);
+        }
+        finally
+        {
+            Kernels.MatMul.MaxThreads = saved;
+        }
+        _cache!.Length += seq;
+        Position += seq;
+        return logits;
     }
 
     /// <summary>Feeds a prompt (batch 1); returns the logits of its last position (valid until the session's next call).</summary>
@@ -117,15 +153,14 @@ public sealed class DecoderSession : IDisposable
     {
         RequireBatch1();
         var logits = Step(tokens, tokens.Length);
-        return logits.Span<float>()[^logits.Shape[^1]..];
+        return logits[(logits.Length / tokens.Length * (tokens.Length - 1))..];
     }
 
     /// <summary>Feeds one token (batch 1); returns the next position's logits (valid until the session's next call).</summary>
     public ReadOnlySpan<float> Decode(long token)
     {
         RequireBatch1();
-        var logits = Step([token], 1);
-        return logits.Span<float>()[^logits.Shape[^1]..];
+        return Step(System.Runtime.InteropServices.MemoryMarshal.CreateReadOnlySpan(ref token, 1), 1);
     }
 
     /// <summary>Streams up to <paramref name="maxTokens"/> tokens after <paramref name="prompt"/> (batch 1), stopping at a stop token or the context limit.</summary>

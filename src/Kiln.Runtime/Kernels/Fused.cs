@@ -143,7 +143,6 @@ public static class Fused
         int b = q.Shape[0], h = q.Shape[1], s = q.Shape[2], d = q.Shape[3], kvh = k.Shape[1], t = k.Shape[2];
         if (k.Shape[0] != b || v.Shape[0] != b || v.Shape[1] != kvh || v.Shape[2] != t || k.Shape[3] != d || v.Shape[3] != d || kvh == 0 || h % kvh != 0)
             throw new KernelException($"GroupQueryAttention shapes do not agree: Q {q}, K {k}, V {v}");
-        var group = h / kvh;
         var r = Tensor.Zeros(DType.F32, [b, h, s, d]);
         long[] ms = [0, 0, 0, 0];
         if (mask is not null)
@@ -152,96 +151,9 @@ public static class Fused
             Broadcast.Shape(mshape, [b, h, s, t]);
             ms = Broadcast.StridesFor(mshape, [b, h, s, t]);
         }
-        var qm = q.Memory; var km = k.Memory; var vm = v.Memory; var rm = r.Memory;
-        var maskMemory = mask?.Memory ?? default;
-        void Head(int bh)
-        {
-            int bi = bh / h, hi = bh % h, kv = hi / group;
-            var Q = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(qm.Span).Slice(bh * s * d, s * d);
-            var K = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(km.Span).Slice((bi * kvh + kv) * t * d, t * d);
-            var V = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(vm.Span).Slice((bi * kvh + kv) * t * d, t * d);
-            var O = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rm.Span).Slice(bh * s * d, s * d);
-            var M = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(maskMemory.Span);
-            var scoresBuffer = System.Buffers.ArrayPool<float>.Shared.Rent(t);
-            var scores = scoresBuffer.AsSpan(0, t);
-            // Narrow heads or many queries: K and V transposed to [d, t], so scores and outputs run as d vector
-            // operations of length t (d = 8 makes t dot products of length 8 mostly overhead). One query over wide
-            // heads (decoding): t dot products of length d straight from the cache, no copy.
-            var transpose = s >= 4;
-            var buffer = transpose ? System.Buffers.ArrayPool<float>.Shared.Rent(2 * t * d) : null;
-            try
-            {
-                var kt = transpose ? buffer.AsSpan(0, t * d) : default;
-                var vt = transpose ? buffer.AsSpan(t * d, t * d) : default;
-                if (transpose)
-                    for (var c = 0; c < d; c++)
-                        for (var j = 0; j < t; j++)
-                        {
-                            kt[c * t + j] = K[j * d + c];
-                            vt[c * t + j] = V[j * d + c];
-                        }
-                for (var i = 0; i < s; i++)
-                {
-                    var qi = Q.Slice(i * d, d);
-                    if (transpose)
-                    {
-                        scores.Clear();
-                        for (var c = 0; c < d; c++) TensorPrimitives.MultiplyAdd(kt.Slice(c * t, t), qi[c] * scale, scores, scores);
-                    }
-                    else
-                        for (var j = 0; j < t; j++) scores[j] = SmallDot(qi, K.Slice(j * d, d)) * scale;
-                    if (mask is not null)
-                    {
-                        var baseIndex = bi * ms[0] + hi * ms[1] + i * ms[2];
-                        if (ms[3] == 1) TensorPrimitives.Add(scores, M.Slice((int)baseIndex, t), scores);
-                        else for (var j = 0; j < t; j++) scores[j] += M[(int)(baseIndex + j * ms[3])];
-                    }
-                    var max = TensorPrimitives.Max(scores);
-                    var oi = O.Slice(i * d, d);
-                    if (float.IsNegativeInfinity(max)) { oi.Fill(float.NaN); continue; } // every position masked: softmax is 0/0
-                    TensorPrimitives.Subtract(scores, max, scores);
-                    TensorPrimitives.Exp(scores, scores);
-                    var inv = 1f / TensorPrimitives.Sum(scores);
-                    if (transpose)
-                        for (var c = 0; c < d; c++) oi[c] = TensorPrimitives.Dot(scores, vt.Slice(c * t, t)) * inv;
-                    else
-                    {
-                        oi.Clear();
-                        for (var j = 0; j < t; j++) SmallAxpy(V.Slice(j * d, d), scores[j] * inv, oi);
-                    }
-                }
-            }
-            finally
-            {
-                if (buffer is not null) System.Buffers.ArrayPool<float>.Shared.Return(buffer);
-                System.Buffers.ArrayPool<float>.Shared.Return(scoresBuffer);
-            }
-        }
-        var heads = b * h;
-        if (heads > 1 && (long)heads * s * t * d >= 1L << 16 && MatMul.MaxThreads > 1)
-            Parallel.For(0, heads, new ParallelOptions { MaxDegreeOfParallelism = MatMul.MaxThreads }, Head);
-        else
-            for (var i = 0; i < heads; i++) Head(i);
+        ArenaKernels.Attention(q.Span<float>(), k.Span<float>(), v.Span<float>(), mask is null ? default : mask.Span<float>(), ms[0], ms[1], ms[2], ms[3],
+            r.Span<float>(), b, h, s, d, kvh, t, t * d, scale);
         return r;
-    }
-
-    // Head-sized vectors (d = 8 … 128): inline 256-bit loops beat a library call per row at these lengths.
-    private static float SmallDot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
-    {
-        if (!System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated || a.Length % 8 != 0) return TensorPrimitives.Dot(a, b);
-        var acc = System.Runtime.Intrinsics.Vector256<float>.Zero;
-        for (var i = 0; i < a.Length; i += 8)
-            acc = System.Runtime.Intrinsics.Vector256.FusedMultiplyAdd(System.Runtime.Intrinsics.Vector256.Create(a.Slice(i, 8)), System.Runtime.Intrinsics.Vector256.Create(b.Slice(i, 8)), acc);
-        return System.Runtime.Intrinsics.Vector256.Sum(acc);
-    }
-
-    private static void SmallAxpy(ReadOnlySpan<float> x, float alpha, Span<float> y)
-    {
-        if (!System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated || x.Length % 8 != 0) { TensorPrimitives.MultiplyAdd(x, alpha, y, y); return; }
-        var a = System.Runtime.Intrinsics.Vector256.Create(alpha);
-        for (var i = 0; i < x.Length; i += 8)
-            System.Runtime.Intrinsics.Vector256.CopyTo(System.Runtime.Intrinsics.Vector256.FusedMultiplyAdd(
-                System.Runtime.Intrinsics.Vector256.Create(x.Slice(i, 8)), a, System.Runtime.Intrinsics.Vector256.Create((ReadOnlySpan<float>)y.Slice(i, 8))), y.Slice(i, 8));
     }
 
     /// <summary>A·B + C (C broadcast to the product), then the activation; B is a 2-D weight (its packed form is cached when persistent).</summary>

@@ -98,28 +98,36 @@ public static unsafe class MatMul
         fixed (float* pb = b)
         fixed (float* pc = c)
         {
-            var A = pa; var B = pb; var C = pc;
             // Column ranges of at least 64 floats, on every core once B is large enough to be worth it.
             // Waking a second thread costs more than it saves below a few MB of B (one core reads ~35 GB/s).
             var threads = _single || (long)n * k < 1 << 19 ? 1 : MaxThreads;
             threads = Math.Max(1, Math.Min(threads, n / 64));
             var chunk = (n + threads - 1) / threads;
             chunk = (chunk + 15) / 16 * 16;
-            void Columns(int t)
-            {
-                var j0 = t * chunk;
-                var j1 = Math.Min(n, j0 + chunk);
-                if (j0 >= j1) return;
-                for (var i = 0; i < m; i++)
-                {
-                    var x = A + (long)i * lda;
-                    var y = C + (long)i * ldc;
-                    if (transB) GemvTransposedRows(x, B, ldb, y, j0, j1, k, accumulate);
-                    else GemvRows(x, B, ldb, y, j0, j1, k, accumulate);
-                }
-            }
-            if (threads == 1) Columns(0);
-            else Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, Columns);
+            var job = new GemvJob { A = pa, B = pb, C = pc, Lda = lda, Ldb = ldb, Ldc = ldc, M = m, N = n, K = k, Chunk = chunk, TransB = transB, Accumulate = accumulate };
+            WorkerTeam.For(threads, threads, &GemvColumns, &job);
+        }
+    }
+
+    private struct GemvJob
+    {
+        public float* A, B, C;
+        public int Lda, Ldb, Ldc, M, N, K, Chunk;
+        public bool TransB, Accumulate;
+    }
+
+    private static void GemvColumns(void* state, int t)
+    {
+        ref var j = ref *(GemvJob*)state;
+        var j0 = t * j.Chunk;
+        var j1 = Math.Min(j.N, j0 + j.Chunk);
+        if (j0 >= j1) return;
+        for (var i = 0; i < j.M; i++)
+        {
+            var x = j.A + (long)i * j.Lda;
+            var y = j.C + (long)i * j.Ldc;
+            if (j.TransB) GemvTransposedRows(x, j.B, j.Ldb, y, j0, j1, j.K, j.Accumulate);
+            else GemvRows(x, j.B, j.Ldb, y, j0, j1, j.K, j.Accumulate);
         }
     }
 
@@ -205,12 +213,22 @@ public static unsafe class MatMul
             var panelGroups = (panels + 3) / 4;
             var tiles = rowBlocks * panelGroups;
             var flops = 2.0 * m * n * k;
-            var threads = _single ? 1 : Math.Min(MaxThreads, tiles);
-            if (threads <= 1 || flops < 2e6)
-                for (var t = 0; t < tiles; t++) job.Tile(t % rowBlocks, t / rowBlocks, panels);
-            else
-                Parallel.For(0, tiles, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => job.Tile(t % rowBlocks, t / rowBlocks, panels));
+            var threads = _single || flops < 2e6 ? 1 : Math.Min(MaxThreads, tiles);
+            var tiling = new Tiling { Job = &job, RowBlocks = rowBlocks, Panels = panels };
+            WorkerTeam.For(tiles, threads, &RunTile, &tiling);
         }
+    }
+
+    private struct Tiling
+    {
+        public Job* Job;
+        public int RowBlocks, Panels;
+    }
+
+    private static void RunTile(void* state, int t)
+    {
+        ref var s = ref *(Tiling*)state;
+        s.Job->Tile(t % s.RowBlocks, t / s.RowBlocks, s.Panels);
     }
 
     private static void PackB(ReadOnlySpan<float> b, int ldb, bool transB, int k, int n, int nr, float[] packed)

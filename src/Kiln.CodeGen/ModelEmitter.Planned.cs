@@ -1,0 +1,317 @@
+using System.Globalization;
+using Kiln.CodeGen.Backends;
+using Kiln.Ir;
+
+namespace Kiln.CodeGen;
+
+/// <summary>
+/// Planned emission: when the backend has a planned kernel for every node the outputs need, the model runs with
+/// every intermediate value in a slot of one activation arena. Slots come from liveness analysis over the node
+/// order (a value's slot is free again after its last reader, views included; a later value of the same size
+/// expression takes it first), their sizes are expressions in the input symbols evaluated once per call, and
+/// reshapes are views. Outputs are written straight into the returned tensors. For decoders, a second entry
+/// (<c>Step</c>) writes new keys and values into a caller-owned KV cache and the logits into a caller-owned span:
+/// nothing is allocated per token.
+/// </summary>
+public sealed partial class ModelEmitter
+{
+    private enum PlanMode { Run, Step }
+
+    /// <summary>The code of a planned body and what it produced.</summary>
+    private sealed record PlannedCode(string Code, IReadOnlyList<string> Returns, int Values, int Slots);
+
+    private static readonly HashSet<string> ViewOps = ["Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"];
+
+    private readonly Dictionary<Node, int> _nodeIds = [];
+
+    private int NodeId(Node n)
+    {
+        if (_nodeIds.TryGetValue(n, out var id)) return id;
+        _nodes.Add(n);
+        return _nodeIds[n] = _nodes.Count - 1;
+    }
+
+    /// <summary>Why the model cannot be planned in this mode, or null with the code.</summary>
+    private string? TryPlan(PlanMode mode, IPlannedCodeBackend backend, DecoderIo? io, int indent, out PlannedCode? result)
+    {
+        result = null;
+        var g = _graph;
+        if (g.Nodes.Any(n => n.Subgraphs.Any())) return "the graph has control flow";
+        var outputs = g.Outputs.Select(o => o.Value).ToHashSet();
+        var (computed, needed) = Plan(g, outputs);
+        var order = g.Nodes.Where(needed.Contains).ToList();
+        var operands = new Dictionary<Value, PlannedOperand>();
+        var root = new Dictionary<Value, Value>();
+        var knownLines = new List<string>();
+        var local = 0;
+
+        string? Dims(Value v, out string[] dims)
+        {
+            dims = [];
+            if (v.TensorType is not { Shape: { } shape } tt || PlannedOperand.ClrTypeOf(tt.Elem) == "") return $"'{v.Name}' is not a numeric tensor of known rank";
+            var list = new List<string>();
+            foreach (var d in shape.Dims)
+            {
+                if (d.Value is { } c) { list.Add(c.ToString(CultureInfo.InvariantCulture)); continue; }
+                if (d.IsUnknown || d.Symbols.Any(s => !_symbolLocals.ContainsKey(s))) return $"'{v.Name}' has a dim the inputs do not determine";
+                list.Add("(int)(" + d.ToExpression(s => _symbolLocals[s]) + ")");
+            }
+            dims = [.. list];
+            return null;
+        }
+
+        PlannedOperand? Operand(Value v, out string? why)
+        {
+            why = null;
+            if (operands.TryGetValue(v, out var known)) return known;
+            string[] dims;
+            switch (v.Kind)
+            {
+                case ValueKind.Constant:
+                    if ((why = Dims(v, out dims)) is not null) return null;
+                    var field = NameOf(v);
+                    return operands[v] = new PlannedOperand(v, v.TensorType!.Elem, dims, $"{field}.Span<{PlannedOperand.ClrTypeOf(v.TensorType.Elem)}>()", PlannedStorage.Constant, field, null);
+                case ValueKind.GraphInput:
+                    if ((why = Dims(v, out dims)) is not null) return null;
+                    if (mode == PlanMode.Step)
+                    {
+                        var index = g.Inputs.IndexOf(v);
+                        if (index == io!.InputIds) return operands[v] = new PlannedOperand(v, ElementType.I64, dims, "tokens", PlannedStorage.Input, null, null);
+                        if (io.PastKeys.Contains(index) || io.PastValues.Contains(index)) return operands[v] = new PlannedOperand(v, ElementType.F32, dims, "", PlannedStorage.KvPast, null, null);
+                        why = $"input '{v.Name}' has no place in a decoding step";
+                        return null;
+                    }
+                    if (v.Data is not null) { why = $"input '{v.Name}' has a default"; return null; }
+                    return operands[v] = new PlannedOperand(v, v.TensorType!.Elem, dims, $"{NameOf(v)}.Span<{PlannedOperand.ClrTypeOf(v.TensorType.Elem)}>()", PlannedStorage.Input, null, null);
+                default:
+                    if (computed.Contains(v) && _known.TryGetValue(v, out var k))
+                    {
+                        var name = $"k{local++}";
+                        var values = k.Values.Select(d => d.ToExpression(s => _symbolLocals[s])!);
+                        knownLines.Add($"// %{CSharp.Comment(v.Name)} = {CSharp.Comment(FormatKnown(k))}, from the input dims");
+                        knownLines.Add($"Span<long> {name} = stackalloc long[] {{ {string.Join(", ", values)} }};");
+                        return operands[v] = new PlannedOperand(v, ElementType.I64, [.. k.Shape.Select(d => d.ToString(CultureInfo.InvariantCulture))], name, PlannedStorage.Known, null, null);
+                    }
+                    why = $"'{v.Name}' is read before it is computed";
+                    return null;
+            }
+        }
+
+        // Outputs of every needed node: views share their input's span; the rest get a storage below.
+        foreach (var n in order)
+        {
+            var ins = new List<PlannedOperand?>();
+            foreach (var v in n.Inputs)
+            {
+                if (v is null) { ins.Add(null); continue; }
+                var op = Operand(v, out var why);
+                if (op is null) return why;
+                ins.Add(op);
+            }
+            if (n.Outputs.Length != 1 || n.Outputs[0] is not { } o) return $"node '{n.Name}' ({n.QualifiedOp}) has several outputs";
+            var whyDims = Dims(o, out var dims);
+            if (whyDims is not null) return whyDims;
+            var elem = o.TensorType!.Elem;
+            if (ViewOps.Contains(n.Op) && n.Domain == "" && ins[0] is { } src && src.Elem == elem && src.Storage is not (PlannedStorage.KvPast or PlannedStorage.KvCache))
+            {
+                operands[o] = new PlannedOperand(o, elem, dims, src.Span, PlannedStorage.Alias, src.WeightField, null);
+                root[o] = root.GetValueOrDefault(src.Value, src.Value);
+                continue;
+            }
+            var placeholder = new PlannedOperand(o, elem, dims, $"v{local++}", PlannedStorage.Arena, null, null);
+            operands[o] = placeholder;
+            if (ins.Any(x => x?.Storage == PlannedStorage.KvPast) && !(mode == PlanMode.Step && n.Op == "Concat" && n.Inputs.Count == 2 && ins[0]?.Storage == PlannedStorage.KvPast))
+                return $"node '{n.Name}' reads the past keys or values";
+            var unsupported = backend.UnsupportedPlanned(new PlannedNodeContext(n, new CodeWriter(), ins, [placeholder]));
+            if (unsupported is not null) return $"node '{n.Name}' ({n.QualifiedOp}): {unsupported}";
+        }
+        Value Root(Value v) => root.GetValueOrDefault(v, v);
+
+        // Where outputs live.
+        var outputTensors = new Dictionary<Value, string>();   // arena-candidate value → output tensor local
+        var outputValueOf = new Dictionary<Value, Value>();    // that value → the graph output it becomes
+        var copies = new List<(int Index, Value Value)>();
+        var pinnedToEnd = new HashSet<Value>();
+        if (mode == PlanMode.Run)
+        {
+            for (var i = 0; i < g.Outputs.Count; i++)
+            {
+                var v = g.Outputs[i].Value;
+                var r = Root(v);
+                if (operands.TryGetValue(r, out var ro) && ro.Storage == PlannedStorage.Arena && !outputTensors.ContainsKey(r) && ro.Elem == operands[v].Elem)
+                {
+                    outputTensors[r] = $"o{i}";
+                    outputValueOf[r] = v;
+                    operands[r] = ro with { Storage = PlannedStorage.Output };
+                }
+                else
+                {
+                    if (!operands.ContainsKey(v) && Operand(v, out var why) is null) return why;
+                    copies.Add((i, v));
+                    pinnedToEnd.Add(r);
+                }
+            }
+        }
+        else
+        {
+            var io2 = io!;
+            var logits = Root(g.Outputs[io2.Logits].Value);
+            if (!operands.TryGetValue(logits, out var lo) || lo.Storage != PlannedStorage.Arena || lo.Elem != ElementType.F32) return "the logits are not computed by a planned node";
+            operands[logits] = lo with { Span = "logits", Storage = PlannedStorage.Logits };
+            var covered = new HashSet<int> { io2.Logits };
+            for (var layer = 0; layer < io2.PresentKeys.Length; layer++)
+                foreach (var (outIndex, pastIndex, which) in new[] { (io2.PresentKeys[layer], io2.PastKeys[layer], "Keys"), (io2.PresentValues[layer], io2.PastValues[layer], "Values") })
+                {
+                    covered.Add(outIndex);
+                    var v = g.Outputs[outIndex].Value;
+                    if (v.Producer is not { Op: "Concat" } cat || cat.Inputs[0] != g.Inputs[pastIndex] || !operands.TryGetValue(v, out var pv) || pv.Storage != PlannedStorage.Arena)
+                        return $"present output '{g.Outputs[outIndex].Name}' is not its past with the new positions appended";
+                    var axis = cat.Attr<IntAttr>("axis")?.Value ?? 0;
+                    if (axis != 2 && axis != -2) return $"'{cat.Name}' appends along axis {axis}, not the sequence axis";
+                    if (v.Uses.Any(u => needed.Contains(u.Node) && !(u.Node.QualifiedOp == "kiln:GroupQueryAttention" && u.Index is 1 or 2)))
+                        return $"present '{v.Name}' is read by something other than attention";
+                    operands[v] = pv with { Span = $"cache.{which}({layer})", Storage = PlannedStorage.KvCache, HeadStride = $"cache.Capacity * {pv.Dims[3]}" };
+                }
+            if (covered.Count != g.Outputs.Count) return "the decoder has outputs besides logits and presents";
+        }
+
+        // Liveness: a slot is busy from its value's node to the last reader of the value or of any view of it.
+        var index = order.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
+        var lastUse = new Dictionary<Value, int>();
+        foreach (var n in order)
+            foreach (var v in n.Inputs)
+                if (v is not null) lastUse[Root(v)] = Math.Max(lastUse.GetValueOrDefault(Root(v), -1), index[n]);
+        foreach (var v in pinnedToEnd) lastUse[v] = int.MaxValue;
+        var slots = new List<(List<string> Sizes, int FreeAfter)>();
+        var slotOf = new Dictionary<Value, int>();
+        foreach (var n in order)
+        {
+            var o = n.Outputs[0]!;
+            if (operands[o].Storage != PlannedStorage.Arena) continue;
+            var i = index[n];
+            var op = operands[o];
+            var bytes = $"(long){op.Count} * {ElementBytes(op.Elem)}";
+            // A slot is free for this node's output once every reader of its last value ran before this node.
+            var free = Enumerable.Range(0, slots.Count).Where(s => slots[s].FreeAfter < i).ToList();
+            var pick = free.FirstOrDefault(s => slots[s].Sizes.Contains(bytes), free.Count > 0 ? free[0] : -1);
+            if (pick < 0) { slots.Add(([], -1)); pick = slots.Count - 1; }
+            if (!slots[pick].Sizes.Contains(bytes)) slots[pick].Sizes.Add(bytes);
+            slots[pick] = (slots[pick].Sizes, lastUse.GetValueOrDefault(o, i));
+            slotOf[o] = pick;
+        }
+
+        var w = new CodeWriter { Indent = indent };
+        w.Line($"// Activation arena: {slotOf.Count} values in {slots.Count} slots (liveness over {order.Count} nodes); sizes from this call's dims.");
+        for (var s = 0; s < slots.Count; s++)
+        {
+            var sizes = slots[s].Sizes;
+            var max = sizes[0];
+            for (var k = 1; k < sizes.Count; k++) max = $"Math.Max({max}, {sizes[k]})";
+            w.Line($"long size{s} = ActivationArena.Align({max});");
+        }
+        if (slots.Count > 0)
+        {
+            w.Line($"_arena.Reserve({string.Join(" + ", Enumerable.Range(0, slots.Count).Select(s => $"size{s}"))});");
+            for (var s = 0; s < slots.Count; s++) w.Line($"long slot{s} = {(s == 0 ? "0" : $"slot{s - 1} + size{s - 1}")};");
+        }
+        if (mode == PlanMode.Step)
+        {
+            var lo = operands[Root(g.Outputs[io!.Logits].Value)];
+            w.Line($"if (logits.Length != {lo.Count}) throw new ArgumentException($\"logits need {{{lo.Count}}} floats, got {{logits.Length}}\");");
+        }
+        foreach (var line in knownLines) w.Line(line);
+        foreach (var n in order)
+        {
+            var o = n.Outputs[0]!;
+            var op = operands[o];
+            w.Line($"// {CSharp.Comment(n.Name ?? "#" + n.Index)}: {n.QualifiedOp} → %{CSharp.Comment(o.Name)}{(op.Storage == PlannedStorage.Alias ? " (a view of its input)" : "")}");
+            if (op.Storage == PlannedStorage.Alias) continue;
+            w.Line($"at = {NodeId(n)};");
+            switch (op.Storage)
+            {
+                case PlannedStorage.Arena:
+                    w.Line($"var {op.Span} = _arena.Slot<{op.ClrType}>(slot{slotOf[o]}, {op.Count});");
+                    break;
+                case PlannedStorage.Output:
+                    var t = outputTensors[o];
+                    var od = operands[outputValueOf[o]];
+                    w.Line($"var {t} = Tensor.Uninitialized(DType.{DTypeName(od.Elem)}, new int[] {{ {string.Join(", ", od.Dims)} }});");
+                    w.Line($"var {op.Span} = {t}.Span<{op.ClrType}>();");
+                    break;
+            }
+            var ctx = new PlannedNodeContext(n, w, n.Inputs.Select(v => v is null ? null : Resolve(v)).ToList(), [Resolve(o)]);
+            backend.EmitPlanned(ctx);
+        }
+        foreach (var (i, v) in copies)
+        {
+            var op = Resolve(v);
+            w.Line($"var o{i} = Tensor.Uninitialized(DType.{DTypeName(op.Elem)}, new int[] {{ {string.Join(", ", op.Dims)} }});");
+            w.Line($"{op.Span}.CopyTo(o{i}.Span<{op.ClrType}>());");
+        }
+        result = new PlannedCode(w.ToString(), [.. Enumerable.Range(0, g.Outputs.Count).Select(i => $"o{i}")], slotOf.Count, slots.Count);
+        return null;
+
+        // A view's span is its root's (declared under the root's local name).
+        PlannedOperand Resolve(Value v)
+        {
+            var op = operands[v];
+            if (op.Storage != PlannedStorage.Alias) return op;
+            var r = operands[Root(v)];
+            return op with { Span = r.Span, WeightField = r.WeightField };
+        }
+    }
+
+    private static int ElementBytes(ElementType e) => e.Bits() / 8;
+
+    /// <summary>Input and output positions of a decoder's step (from its past/present naming convention).</summary>
+    private sealed record DecoderIo(int InputIds, int[] PastKeys, int[] PastValues, int Logits, int[] PresentKeys, int[] PresentValues, int KvHeads, int HeadDim, long Vocabulary);
+
+    private static DecoderIo? DecoderIoOf(Graph g)
+    {
+        int In(string name) => g.Inputs.FindIndex(v => v.Name == name);
+        int Out(string name) => g.Outputs.FindIndex(o => o.Name == name);
+        var ids = In("input_ids");
+        var logits = Out("logits");
+        if (ids < 0 || logits < 0) return null;
+        var layers = Enumerable.Range(0, 1024).TakeWhile(i => In($"past_key_values.{i}.key") >= 0).ToList();
+        if (layers.Count == 0) return null;
+        int[] pastK = [.. layers.Select(i => In($"past_key_values.{i}.key"))], pastV = [.. layers.Select(i => In($"past_key_values.{i}.value"))];
+        int[] presK = [.. layers.Select(i => Out($"present.{i}.key"))], presV = [.. layers.Select(i => Out($"present.{i}.value"))];
+        if (pastV.Concat(presK).Concat(presV).Any(x => x < 0)) return null;
+        if (g.Inputs[pastK[0]].TensorType is not { Elem: ElementType.F32, Shape: { Rank: 4 } s } || s[1].Value is not { } heads || s[3].Value is not { } dim) return null;
+        if (g.Outputs[logits].Value.TensorType is not { Shape: { Rank: 3 } ls } || ls[2].Value is not { } vocab) return null;
+        if (g.Inputs[ids].TensorType is not { Elem: ElementType.I64, Shape: { Rank: 2 } }) return null;
+        return new DecoderIo(ids, pastK, pastV, logits, presK, presV, (int)heads, (int)dim, vocab);
+    }
+
+    /// <summary>Argument checks of the step and its symbol locals (from batch, seq and the cache's length), or why the inputs' dims do not allow a step.</summary>
+    private string? StepPrologue(DecoderIo io, CodeWriter w)
+    {
+        var g = _graph;
+        var sources = new Dictionary<string, string>(StringComparer.Ordinal);
+        var checks = new List<string>();
+        string? Bind(Value v, string[] exprs)
+        {
+            var dims = v.TensorType!.Shape!.Dims;
+            for (var i = 0; i < dims.Count; i++)
+            {
+                if (dims[i].Value is { } lit) { checks.Add($"{exprs[i]} != {lit}"); continue; }
+                if (dims[i].SymbolName is not { } sym) return $"input '{v.Name}' has a computed dim";
+                if (sources.TryGetValue(sym, out var e) && e != exprs[i]) return $"symbol '{sym}' stands for two different step dims";
+                sources[sym] = exprs[i];
+            }
+            return null;
+        }
+        if (Bind(g.Inputs[io.InputIds], ["batch", "seq"]) is { } why) return why;
+        foreach (var p in io.PastKeys.Concat(io.PastValues))
+            if (Bind(g.Inputs[p], ["batch", "cache.KvHeads", "cache.Length", "cache.HeadDim"]) is { } why2) return why2;
+        foreach (var sym in _symbolLocals.Keys)
+            if (!sources.ContainsKey(sym)) return $"symbol '{sym}' is not set by a decoding step";
+        w.Line("if (batch < 1 || seq < 1 || tokens.Length != batch * seq) throw new ArgumentException($\"expected {batch} row(s) of {seq} tokens, got {tokens.Length}\");");
+        w.Line($"if (cache.Layers != {io.PastKeys.Length} || cache.KvHeads != {io.KvHeads} || cache.HeadDim != {io.HeadDim} || cache.Batch != batch) throw new ArgumentException($\"this model needs a KV cache of {io.PastKeys.Length} layers × {io.KvHeads} heads × {io.HeadDim} for {{batch}} row(s), got {{cache.Layers}} × {{cache.KvHeads}} × {{cache.HeadDim}} for {{cache.Batch}}\");");
+        w.Line("if (cache.Length + seq > cache.Capacity) throw new ArgumentException($\"the KV cache holds {cache.Capacity} positions; {cache.Length} + {seq} do not fit\");");
+        foreach (var c in checks.Distinct().Where(c => !c.StartsWith("cache.", StringComparison.Ordinal))) w.Line($"if ({c}) throw new ArgumentException(\"this model was compiled for fixed dims: {CSharp.Comment(c.Replace("!=", "must be"))}\");");
+        foreach (var (sym, local) in _symbolLocals) w.Line($"long {local} = {sources[sym]};");
+        return null;
+    }
+}

@@ -1,0 +1,117 @@
+namespace Kiln.Runtime.Kernels;
+
+/// <summary>
+/// A parallel for-loop that allocates nothing: the body is a function pointer over a caller-owned state struct,
+/// work items are claimed from a shared ticket, and the calling thread works too. The worker threads live for the
+/// process, spin briefly after each loop (decoding calls back within microseconds) and then sleep. Decoding runs
+/// hundreds of small parallel kernels per token, where <c>Parallel.For</c>'s delegates and closures would be the
+/// only garbage left on the hot path.
+/// </summary>
+public static unsafe class WorkerTeam
+{
+    private static readonly object Gate = new();
+    private static readonly SemaphoreSlim Wake = new(0);
+    private static Thread[]? _threads;
+    private static delegate*<void*, int, void> _body;
+    private static void* _state;
+    private static int _count;
+    // High 32 bits: the loop's generation; low 32: the next item to claim.
+    private static long _ticket;
+    private static int _remaining;
+    private static int _sleepers;
+    private static Exception? _failure;
+    [ThreadStatic] private static bool _inside;
+
+    private const int SpinIterations = 4000;
+
+    /// <summary>
+    /// Runs <paramref name="body"/>(<paramref name="state"/>, i) for every i in [0, <paramref name="count"/>) on up
+    /// to <paramref name="threads"/> threads, the caller included; returns when all are done. Nested or concurrent
+    /// calls from other threads run their items on the calling thread alone.
+    /// </summary>
+    public static void For(int count, int threads, delegate*<void*, int, void> body, void* state)
+    {
+        if (count <= 0) return;
+        if (count == 1 || threads <= 1 || _inside || !Monitor.TryEnter(Gate))
+        {
+            for (var i = 0; i < count; i++) body(state, i);
+            return;
+        }
+        try
+        {
+            EnsureThreads();
+            _body = body;
+            _state = state;
+            _count = count;
+            _failure = null;
+            Volatile.Write(ref _remaining, count);
+            var generation = (int)(Volatile.Read(ref _ticket) >> 32) + 1;
+            Interlocked.Exchange(ref _ticket, (long)generation << 32);
+            var sleeping = Interlocked.Exchange(ref _sleepers, 0);
+            if (sleeping > 0) Wake.Release(Math.Min(sleeping, threads - 1));
+            _inside = true;
+            try { Work(generation, body, state, count); }
+            finally { _inside = false; }
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _remaining) > 0) spin.SpinOnce(-1);
+            if (_failure is { } e) throw new KernelException($"a parallel kernel failed: {e.Message}");
+        }
+        finally
+        {
+            Monitor.Exit(Gate);
+        }
+    }
+
+    private static void Work(int generation, delegate*<void*, int, void> body, void* state, int count)
+    {
+        while (true)
+        {
+            var t = Volatile.Read(ref _ticket);
+            if ((int)(t >> 32) != generation) return;
+            var i = (int)t;
+            if (i >= count) return;
+            if (Interlocked.CompareExchange(ref _ticket, t + 1, t) != t) continue;
+            try { body(state, i); }
+            catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
+            Interlocked.Decrement(ref _remaining);
+        }
+    }
+
+    private static void EnsureThreads()
+    {
+        if (_threads is not null) return;
+        var n = Math.Max(0, Environment.ProcessorCount - 1);
+        _threads = new Thread[n];
+        for (var i = 0; i < n; i++)
+        {
+            _threads[i] = new Thread(Loop) { IsBackground = true, Name = $"kiln-worker-{i + 1}" };
+            _threads[i].Start();
+        }
+    }
+
+    private static void Loop()
+    {
+        _inside = true;
+        var seen = (int)(Volatile.Read(ref _ticket) >> 32);
+        while (true)
+        {
+            var spins = 0;
+            int generation;
+            while ((generation = (int)(Volatile.Read(ref _ticket) >> 32)) == seen)
+            {
+                if (spins++ < SpinIterations) { Thread.SpinWait(20); continue; }
+                // A permit released for a sleeper that did not sleep only causes one extra look at the ticket later.
+                Interlocked.Increment(ref _sleepers);
+                if ((int)(Volatile.Read(ref _ticket) >> 32) == seen) Wake.Wait();
+                spins = 0;
+            }
+            seen = generation;
+            // Read the loop's body and state before claiming: a claim only succeeds while this generation's items
+            // remain, and the caller keeps both unchanged until they are all done.
+            var body = _body;
+            var state = _state;
+            var count = _count;
+            Work(generation, body, state, count);
+        }
+    }
+}
