@@ -24,6 +24,9 @@ public sealed partial class ModelEmitter
 
     private readonly Dictionary<Node, int> _nodeIds = [];
 
+    // The symbol a decoding step binds to the cache's length (past_seq), when there is one.
+    private string? _stepPastSymbol;
+
     private int NodeId(Node n)
     {
         if (_nodeIds.TryGetValue(n, out var id)) return id;
@@ -202,11 +205,16 @@ public sealed partial class ModelEmitter
 
         var w = new CodeWriter { Indent = indent };
         w.Line($"// Activation arena: {slotOf.Count} values in {slots.Count} slots (liveness over {order.Count} nodes); sizes from this call's dims.");
+        // A step sizes its slots for the longest context the cache allows (sizes only grow with the dims), so the
+        // arena is reserved once per session instead of growing with every few tokens.
+        var pastLocal = mode == PlanMode.Step && _stepPastSymbol is { } ps ? _symbolLocals[ps] : null;
+        if (pastLocal is not null) w.Line($"long longest_{pastLocal} = cache.Capacity - seq;");
         for (var s = 0; s < slots.Count; s++)
         {
             var sizes = slots[s].Sizes;
             var max = sizes[0];
             for (var k = 1; k < sizes.Count; k++) max = $"Math.Max({max}, {sizes[k]})";
+            if (pastLocal is not null) max = System.Text.RegularExpressions.Regex.Replace(max, $@"\b{pastLocal}\b", "longest_" + pastLocal);
             w.Line($"long size{s} = ActivationArena.Align({max});");
         }
         if (slots.Count > 0)
@@ -307,6 +315,7 @@ public sealed partial class ModelEmitter
             if (Bind(g.Inputs[p], ["batch", "cache.KvHeads", "cache.Length", "cache.HeadDim"]) is { } why2) return why2;
         foreach (var sym in _symbolLocals.Keys)
             if (!sources.ContainsKey(sym)) return $"symbol '{sym}' is not set by a decoding step";
+        _stepPastSymbol = sources.FirstOrDefault(x => x.Value == "cache.Length" && _symbolLocals.ContainsKey(x.Key)).Key;
         w.Line("if (batch < 1 || seq < 1 || tokens.Length != batch * seq) throw new ArgumentException($\"expected {batch} row(s) of {seq} tokens, got {tokens.Length}\");");
         w.Line($"if (cache.Layers != {io.PastKeys.Length} || cache.KvHeads != {io.KvHeads} || cache.HeadDim != {io.HeadDim} || cache.Batch != batch) throw new ArgumentException($\"this model needs a KV cache of {io.PastKeys.Length} layers × {io.KvHeads} heads × {io.HeadDim} for {{batch}} row(s), got {{cache.Layers}} × {{cache.KvHeads}} × {{cache.HeadDim}} for {{cache.Batch}}\");");
         w.Line("if (cache.Length + seq > cache.Capacity) throw new ArgumentException($\"the KV cache holds {cache.Capacity} positions; {cache.Length} + {seq} do not fit\");");

@@ -22,6 +22,8 @@ public sealed class ActivationArena
     {
         if (bytes <= _bytes.Length) return;
         if (bytes > Array.MaxLength) throw new KernelException($"the activations of this call need {bytes:N0} bytes, more than one arena can hold");
+        // Growing by half again at least: calls whose shapes creep upward reallocate a few times, not every time.
+        bytes = Math.Min(Array.MaxLength, Math.Max(bytes, _bytes.Length + _bytes.Length / 2L));
         MemoryBudget.Current?.Reserve(bytes, [checked((int)bytes)], DType.U8);
         _bytes = GC.AllocateUninitializedArray<byte>((int)bytes, pinned: true);
     }

@@ -278,12 +278,15 @@ public static unsafe class ArenaKernels
         // operations of length t (d = 8 makes t dot products of length 8 mostly overhead). One query over wide
         // heads (decoding): t dot products of length d straight from the cache, no copy.
         var transpose = s >= 4;
-        var buffer = System.Buffers.ArrayPool<float>.Shared.Rent(t + (transpose ? 2 * t * d : 0));
+        // Scores live on the stack up to 64 KB (decoding: the cache grows every token, and pooled arrays would be
+        // rented in a new size class each time it doubles); the transposed K and V of prefill come from the pool.
+        float[]? rented = transpose || t > 16384 ? System.Buffers.ArrayPool<float>.Shared.Rent(t + (transpose ? 2 * t * d : 0)) : null;
+        Span<float> stack = rented is null ? stackalloc float[t] : default;
         try
         {
-            var scores = buffer.AsSpan(0, t);
-            var kt = transpose ? buffer.AsSpan(t, t * d) : default;
-            var vt = transpose ? buffer.AsSpan(t + t * d, t * d) : default;
+            var scores = rented is null ? stack : rented.AsSpan(0, t);
+            var kt = transpose ? rented.AsSpan(t, t * d) : default;
+            var vt = transpose ? rented.AsSpan(t + t * d, t * d) : default;
             if (transpose)
                 for (var c = 0; c < d; c++)
                     for (var p = 0; p < t; p++)
@@ -324,7 +327,7 @@ public static unsafe class ArenaKernels
         }
         finally
         {
-            System.Buffers.ArrayPool<float>.Shared.Return(buffer);
+            if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
         }
     }
 

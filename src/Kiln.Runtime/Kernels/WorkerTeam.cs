@@ -21,6 +21,19 @@ public static unsafe class WorkerTeam
     private static int _sleepers;
     private static Exception? _failure;
     [ThreadStatic] private static bool _inside;
+    private static long[] _workerAllocated = [];
+
+    /// <summary>Bytes the worker threads have allocated so far (tests check that decoding adds none).</summary>
+    public static long WorkerAllocatedBytes
+    {
+        get
+        {
+            var counters = _workerAllocated;
+            long sum = 0;
+            for (var i = 0; i < counters.Length; i++) sum += Volatile.Read(ref counters[i]);
+            return sum;
+        }
+    }
 
     private const int SpinIterations = 4000;
 
@@ -82,14 +95,16 @@ public static unsafe class WorkerTeam
         if (_threads is not null) return;
         var n = Math.Max(0, Environment.ProcessorCount - 1);
         _threads = new Thread[n];
+        _workerAllocated = new long[n];
         for (var i = 0; i < n; i++)
         {
-            _threads[i] = new Thread(Loop) { IsBackground = true, Name = $"kiln-worker-{i + 1}" };
+            var slot = i;
+            _threads[i] = new Thread(() => Loop(slot)) { IsBackground = true, Name = $"kiln-worker-{i + 1}" };
             _threads[i].Start();
         }
     }
 
-    private static void Loop()
+    private static void Loop(int slot)
     {
         _inside = true;
         var seen = (int)(Volatile.Read(ref _ticket) >> 32);
@@ -112,6 +127,7 @@ public static unsafe class WorkerTeam
             var state = _state;
             var count = _count;
             Work(generation, body, state, count);
+            Volatile.Write(ref _workerAllocated[slot], GC.GetAllocatedBytesForCurrentThread());
         }
     }
 }
