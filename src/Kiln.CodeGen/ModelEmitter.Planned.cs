@@ -47,6 +47,7 @@ public sealed partial class ModelEmitter
         var root = new Dictionary<Value, Value>();
         var knownLines = new List<string>();
         var local = 0;
+        Node? logitsNode = null;
 
         string? Dims(Value v, out string[] dims)
         {
@@ -160,6 +161,10 @@ public sealed partial class ModelEmitter
             var io2 = io!;
             var logits = Root(g.Outputs[io2.Logits].Value);
             if (!operands.TryGetValue(logits, out var lo) || lo.Storage != PlannedStorage.Arena || lo.Elem != ElementType.F32) return "the logits are not computed by a planned node";
+            // Only-the-last-positions needs the rows of the classifier's input: a plain product with a weight.
+            if (logits.Producer is not { } cls || !(cls.Op == "MatMul" || cls.Op == "Gemm" && cls.Inputs.Count < 3) || cls.Domain != "")
+                return "the logits are not one product with the classifier weight";
+            logitsNode = cls;
             operands[logits] = lo with { Span = "logits", Storage = PlannedStorage.Logits };
             var covered = new HashSet<int> { io2.Logits };
             for (var layer = 0; layer < io2.PresentKeys.Length; layer++)
@@ -225,7 +230,8 @@ public sealed partial class ModelEmitter
         if (mode == PlanMode.Step)
         {
             var lo = operands[Root(g.Outputs[io!.Logits].Value)];
-            w.Line($"if (logits.Length != {lo.Count}) throw new ArgumentException($\"logits need {{{lo.Count}}} floats, got {{logits.Length}}\");");
+            var wanted = $"(lastPositionOnly ? batch * {io.Vocabulary} : {lo.Count})";
+            w.Line($"if (logits.Length != {wanted}) throw new ArgumentException($\"logits need {{{wanted}}} floats, got {{logits.Length}}\");");
         }
         foreach (var line in knownLines) w.Line(line);
         foreach (var n in order)
@@ -247,7 +253,10 @@ public sealed partial class ModelEmitter
                     w.Line($"var {op.Span} = {t}.Span<{op.ClrType}>();");
                     break;
             }
-            var ctx = new PlannedNodeContext(n, w, n.Inputs.Select(v => v is null ? null : Resolve(v)).ToList(), [Resolve(o)]);
+            var ctx = new PlannedNodeContext(n, w, n.Inputs.Select(v => v is null ? null : Resolve(v)).ToList(), [Resolve(o)])
+            {
+                LastRowsOnly = n == logitsNode ? "lastPositionOnly" : null,
+            };
             backend.EmitPlanned(ctx);
         }
         foreach (var (i, v) in copies)

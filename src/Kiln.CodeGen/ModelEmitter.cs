@@ -495,7 +495,7 @@ public sealed partial class ModelEmitter
                 w.Line($"public int VocabularySize => {st.Io.Vocabulary};");
                 w.Line();
                 w.Line("/// <summary>One planned decoding step: the new keys and values go into the cache after cache.Length, the logits into <paramref name=\"logits\"/>; allocates nothing.</summary>");
-                w.Open("public void Step(ReadOnlySpan<long> tokens, int batch, int seq, KvCache cache, Span<float> logits)");
+                w.Open("public void Step(ReadOnlySpan<long> tokens, int batch, int seq, KvCache cache, Span<float> logits, bool lastPositionOnly = false)");
                 w.Open("lock (_gate)");
                 w.Raw(st.Body.ToString());
                 w.Close();

@@ -55,6 +55,25 @@ public sealed class CompiledModelTests : IDisposable
     }
 
     [Fact]
+    public void Prefill_computes_only_the_last_logits_and_they_equal_a_full_steps()
+    {
+        long[] prompt = [1, 403, 407, 261, 378, 99, 12, 500, 7, 300];
+        using var runner = Compile(Fixtures.Model("stories260k/model.onnx"));
+        Assert.IsAssignableFrom<Runtime.Decoding.IPlannedDecoder>(runner.Model);
+        using var a = new Runtime.Decoding.DecoderSession(runner.Model, runner.Model.DecoderLayout!, new Runtime.Decoding.DecoderOptions { MaxContext = 64 });
+        using var b = new Runtime.Decoding.DecoderSession(runner.Model, runner.Model.DecoderLayout!, new Runtime.Decoding.DecoderOptions { MaxContext = 64 });
+        var last = a.Prefill(prompt).ToArray();
+        var full = b.Step(prompt, prompt.Length).ToArray();
+        Assert.Equal(512, last.Length);
+        Assert.Equal(prompt.Length * 512, full.Length);
+        for (var i = 0; i < 512; i++) Assert.Equal(full[full.Length - 512 + i], last[i], 1e-5f);
+        // Both caches hold the same keys and values: the next token's logits agree too.
+        var next = a.Decode(5).ToArray();
+        var next2 = b.Decode(5).ToArray();
+        for (var i = 0; i < 512; i++) Assert.Equal(next2[i], next[i], 1e-5f);
+    }
+
+    [Fact]
     public void The_decoder_session_generates_the_greedy_tokens_and_refuses_to_run_past_its_context()
     {
         var expected = File.ReadAllLines(Fixtures.Model("stories260k/greedy_200.txt")).First(l => l.Length > 0 && !l.StartsWith('#'))

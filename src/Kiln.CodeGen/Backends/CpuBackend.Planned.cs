@@ -113,7 +113,9 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
             {
                 var wt = c.In(1)!;
                 var (k, nn) = (wt.Dims[0], wt.Dims[1]);
+                var last = LastRows(c, x, wt, y, k, nn, transB: false);
                 w.Line($"Kiln.Runtime.Kernels.MatMul.Gemm({x.Span}, {k}, false, {wt.Span}, {nn}, false, {y.Span}, {nn}, {x.Count} / {k}, {nn}, {k}, false, {wt.WeightField}, 0);");
+                if (last) w.Close();
                 break;
             }
             case "kiln:MatMulAdd":
@@ -130,6 +132,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 var transB = (n.Attr<IntAttr>("transB")?.Value ?? 0) != 0;
                 var (k, nn) = transB ? (wt.Dims[1], wt.Dims[0]) : (wt.Dims[0], wt.Dims[1]);
                 var accumulate = "false";
+                var lastRows = LastRows(c, x, wt, y, k, nn, transB);
                 if (c.In(2) is { } bias)
                 {
                     // C is broadcast into Y first (zeros + C), then the product accumulates onto it.
@@ -138,6 +141,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                     accumulate = "true";
                 }
                 w.Line($"Kiln.Runtime.Kernels.MatMul.Gemm({x.Span}, {k}, false, {wt.Span}, {wt.Dims[1]}, {(transB ? "true" : "false")}, {y.Span}, {nn}, {x.Dims[0]}, {nn}, {k}, {accumulate}, {wt.WeightField}, 0);");
+                if (lastRows) w.Close();
                 break;
             }
             case "Transpose":
@@ -167,6 +171,17 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
             default:
                 throw new InvalidOperationException($"EmitPlanned called for unsupported op {n.QualifiedOp}");
         }
+    }
+
+    /// <summary>For a step's logits: when only last positions are wanted, one row product per batch row; else (returns true: the caller closes the block) the full product.</summary>
+    private static bool LastRows(PlannedNodeContext c, PlannedOperand x, PlannedOperand wt, PlannedOperand y, string k, string n, bool transB)
+    {
+        if (c.LastRowsOnly is not { } condition) return false;
+        c.Body.Open($"if ({condition})");
+        c.Body.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.MatMul.Gemm({x.Span}.Slice((row * seq + seq - 1) * {k}, {k}), {k}, false, {wt.Span}, {wt.Dims[1]}, {(transB ? "true" : "false")}, {y.Span}.Slice(row * {n}, {n}), {n}, 1, {n}, {k}, false, {wt.WeightField}, 0);");
+        c.Body.Close();
+        c.Body.Open("else");
+        return true;
     }
 
     private static void EmitConcat(PlannedNodeContext c, PlannedOperand y)

@@ -98,4 +98,10 @@ public sealed class PlannedNodeContext(Node node, CodeWriter body, IReadOnlyList
     public PlannedOperand? Out(int i) => i < outputs.Count ? outputs[i] : null;
 
     public int InputCount => inputs.Count;
+
+    /// <summary>
+    /// Set on the node computing a decoding step's logits: the C# condition under which only each row's last
+    /// position is wanted (rows r·seq + seq − 1 of the input, written to row r of the output).
+    /// </summary>
+    public string? LastRowsOnly { get; init; }
 }

@@ -85,10 +85,8 @@ public sealed class DecoderSession : IDisposable
     {
         var batch = Options.BatchSize;
         if (seq < 1 || tokens.Length != batch * seq) throw new ArgumentException($"expected {batch} row(s) of {seq} tokens, got {tokens.Length} tokens");
-        if (Position + seq > Options.MaxContext)
-            throw new ModelRunException("KILN0023", _model.GetType().Name, null, null,
-                $"the session holds {Position} tokens; {seq} more would exceed its MaxContext of {Options.MaxContext}");
-        if (_planned is not null) return PlannedStep(tokens, batch, seq);
+        CheckRoom(seq);
+        if (_planned is not null) return PlannedStep(tokens, batch, seq, lastOnly: false);
         _inputs[_layout.InputIds] = Tensor.FromArray(DType.I64, [batch, seq], tokens.ToArray());
         if (_layout.AttentionMask >= 0)
         {
@@ -128,16 +126,16 @@ public sealed class DecoderSession : IDisposable
         return _lastLogits.Span<float>();
     }
 
-    private ReadOnlySpan<float> PlannedStep(ReadOnlySpan<long> tokens, int batch, int seq)
+    private ReadOnlySpan<float> PlannedStep(ReadOnlySpan<long> tokens, int batch, int seq, bool lastOnly)
     {
-        var need = checked(batch * seq * _planned!.VocabularySize);
+        var need = checked(batch * (lastOnly ? 1 : seq) * _planned!.VocabularySize);
         if (_logits.Length < need) _logits = GC.AllocateUninitializedArray<float>(need);
         var logits = _logits.AsSpan(0, need);
         var saved = Kernels.MatMul.MaxThreads;
         if (Options.Threads > 0) Kernels.MatMul.MaxThreads = Options.Threads;
         try
         {
-            _planned.Step(tokens, batch, seq, _cache!, logits);
+            _planned.Step(tokens, batch, seq, _cache!, logits, lastOnly);
         }
         finally
         {
@@ -152,6 +150,11 @@ public sealed class DecoderSession : IDisposable
     public ReadOnlySpan<float> Prefill(ReadOnlySpan<long> tokens)
     {
         RequireBatch1();
+        if (_planned is not null)
+        {
+            CheckRoom(tokens.Length);
+            return PlannedStep(tokens, 1, tokens.Length, lastOnly: true);
+        }
         var logits = Step(tokens, tokens.Length);
         return logits[(logits.Length / tokens.Length * (tokens.Length - 1))..];
     }
@@ -177,6 +180,14 @@ public sealed class DecoderSession : IDisposable
             if (produced + 1 == maxTokens || Position >= Options.MaxContext) yield break;
             next = sampler.Sample(Decode(next), _random);
         }
+    }
+
+    private void CheckRoom(int seq)
+    {
+        if (seq < 1) throw new ArgumentException("a step needs at least one token");
+        if (Position + seq > Options.MaxContext)
+            throw new ModelRunException("KILN0023", _model.GetType().Name, null, null,
+                $"the session holds {Position} tokens; {seq} more would exceed its MaxContext of {Options.MaxContext}");
     }
 
     private void RequireBatch1()

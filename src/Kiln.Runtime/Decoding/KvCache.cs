@@ -53,7 +53,9 @@ public interface IPlannedDecoder
     /// <summary>
     /// Runs <paramref name="seq"/> tokens per row ([batch, seq], row-major) at positions cache.Length onward,
     /// writes their keys and values into <paramref name="cache"/> (the caller advances its Length) and the logits
-    /// [batch, seq, vocab] into <paramref name="logits"/>.
+    /// [batch, seq, vocab] into <paramref name="logits"/> — or, with <paramref name="lastPositionOnly"/>, only each
+    /// row's last position [batch, vocab] (a prompt's other logits are never read, and the classifier is the
+    /// largest product of a small model's step).
     /// </summary>
-    void Step(ReadOnlySpan<long> tokens, int batch, int seq, KvCache cache, Span<float> logits);
+    void Step(ReadOnlySpan<long> tokens, int batch, int seq, KvCache cache, Span<float> logits, bool lastPositionOnly = false);
 }
