@@ -121,8 +121,8 @@ public static class Bench
         var ortNames = ortInputs?.Keys.ToList();
         var ortValues = ortInputs?.Values.ToList();
         using var runOptions = new RunOptions();
-        double Kiln() => Time(() => runner.Run(inputs));
-        double Ort() => Time(() => { using var r = ort!.Run(runOptions, ortNames!, ortValues!, ort.OutputNames); });
+        double Kiln() { Settle(); return Time(() => runner.Run(inputs)); }
+        double Ort() { Settle(); return Time(() => { using var r = ort!.Run(runOptions, ortNames!, ortValues!, ort.OutputNames); }); }
         Warm(() => Kiln());
         if (ort is not null) Warm(() => Ort());
         var k = new List<double>();
@@ -151,6 +151,7 @@ public static class Bench
         {
             session.Reset();
             if (decodeOnly) Runtime.Compiled.Generated.Profile = null;
+            Settle();
             var ms = Time(() => session.Prefill(prompt));
             return ms;
         }
@@ -160,17 +161,19 @@ public static class Bench
             if (decodeOnly) Runtime.Compiled.Generated.Profile = null;
             var next = GreedySampler.Instance.Sample(session.Prefill(prompt.AsSpan(0, 16)), Random.Shared);
             if (decodeOnly) Runtime.Compiled.Generated.Profile = profile;
+            Settle();
             return DecodeTokens / (Time(() =>
             {
                 for (var i = 0; i < DecodeTokens; i++) next = GreedySampler.Instance.Sample(session.Decode(next), Random.Shared);
             }) / 1000);
         }
-        double OrtPrefill() { ortDecoder!.Reset(); return Time(() => ortDecoder.Step(prompt)); }
+        double OrtPrefill() { ortDecoder!.Reset(); Settle(); return Time(() => ortDecoder.Step(prompt)); }
         double OrtDecode()
         {
             ortDecoder!.Reset();
             var next = ortDecoder.Step(prompt.AsSpan(0, 16).ToArray());
             var one = new long[1];
+            Settle();
             return DecodeTokens / (Time(() =>
             {
                 for (var i = 0; i < DecodeTokens; i++) { one[0] = next; next = ortDecoder.Step(one); }
@@ -201,6 +204,12 @@ public static class Bench
             new BenchLine($"decode batch 1 ({DecodeTokens} tokens after a 16-token prompt)", "tokens/s", Timing.Of(kd, true), ort is null ? null : Timing.Of(od, true)),
         ];
     }
+
+    /// <summary>
+    /// A pause before each timed block, so the other engine's thread pool has stopped spinning (both engines' idle
+    /// workers spin briefly after each call; on two cores they would otherwise take turns slowing each other down).
+    /// </summary>
+    private static void Settle() => Thread.Sleep(50);
 
     /// <summary>Runs <paramref name="a"/> for about two seconds (at least twice).</summary>
     private static void Warm(Action a)
