@@ -16,7 +16,7 @@ public interface IFusionPattern
 /// <summary>
 /// <c>fuse</c>: recognizes the chains PyTorch's and paddle2onnx's exporters emit for common layers and replaces
 /// each with one node of Kiln's fused ops (domain <c>kiln</c>): Conv+BatchNorm (and per-channel affine) folded
-/// into the Conv's weights, Conv+activation, RMSNorm, LayerNorm (into ONNX LayerNormalization), SiLU, GELU, rotary embeddings, grouped-query attention over a
+/// into the Conv's weights, hard swish, Conv+activation, RMSNorm, LayerNorm (into ONNX LayerNormalization), SiLU, GELU, rotary embeddings, grouped-query attention over a
 /// KV cache, MatMul+Add(+activation). Patterns run in that order (so an activation is fused before a MatMul+Add can
 /// absorb it); the chains they replace are removed. Options: <c>only</c> / <c>skip</c> (pattern-name globs).
 /// </summary>
@@ -25,6 +25,7 @@ public sealed class Fusion : IPass
     public static IReadOnlyList<IFusionPattern> Patterns { get; } =
     [
         new ConvChannelAffineFolding(),
+        new HardSwishFusion(),
         new ConvActivationFusion(),
         new RmsNormFusion(),
         new LayerNormFusion(),

@@ -75,36 +75,47 @@ public static class Convolution
         var cg = c / group;
         var mg = m / group;
         var inner = (int)Tensor.Count(spatial);
-        var r = Tensor.Zeros(DType.F32, [n, m, .. outSpatial]);
+        // GEMM with accumulate = false writes every output element (k = cg·kSize ≥ 1 here).
+        var r = cg * kSize > 0 ? Tensor.Uninitialized(DType.F32, [n, m, .. outSpatial]) : Tensor.Zeros(DType.F32, [n, m, .. outSpatial]);
         var direct = kSize == 1 && win.Strides.All(s => s == 1) && win.PadsBegin.All(v => v == 0) && win.PadsEnd.All(v => v == 0);
-        var map = direct ? null : ColumnMap(spatial, outSpatial, win);
-        var col = direct ? null : new float[(long)cg * kSize * p];
+        var planar = spatial.Length == 2;
+        var map = direct || planar ? null : ColumnMap(spatial, outSpatial, win);
+        var col = direct ? null : System.Buffers.ArrayPool<float>.Shared.Rent(checked(cg * kSize * p));
         var xs = x.Span<float>();
         var ws = w.Span<float>();
         var rs = r.Span<float>();
-        for (var b = 0; b < n; b++)
-            for (var g = 0; g < group; g++)
-            {
-                var xg = xs.Slice((b * c + g * cg) * inner, cg * inner);
-                ReadOnlySpan<float> colSpan;
-                if (direct) colSpan = xg;
-                else
+        try
+        {
+            for (var b = 0; b < n; b++)
+                for (var g = 0; g < group; g++)
                 {
-                    for (var ch = 0; ch < cg; ch++)
+                    var xg = xs.Slice((b * c + g * cg) * inner, cg * inner);
+                    ReadOnlySpan<float> colSpan;
+                    if (direct) colSpan = xg;
+                    else
                     {
-                        var src = xg.Slice(ch * inner, inner);
-                        var dst = col.AsSpan(ch * kSize * p, kSize * p);
-                        for (var i = 0; i < dst.Length; i++)
+                        for (var ch = 0; ch < cg; ch++)
                         {
-                            var at = map![i];
-                            dst[i] = at < 0 ? 0 : src[at];
+                            var src = xg.Slice(ch * inner, inner);
+                            var dst = col.AsSpan(ch * kSize * p, kSize * p);
+                            if (planar) Im2Col2D(src, spatial[0], spatial[1], outSpatial[0], outSpatial[1], win, dst);
+                            else
+                                for (var i = 0; i < dst.Length; i++)
+                                {
+                                    var at = map![i];
+                                    dst[i] = at < 0 ? 0 : src[at];
+                                }
                         }
+                        colSpan = col.AsSpan(0, cg * kSize * p);
                     }
-                    colSpan = col;
+                    MatMul.Gemm(ws.Slice(g * mg * cg * kSize, mg * cg * kSize), cg * kSize, false, colSpan, p, false,
+                        rs.Slice((b * m + g * mg) * p, mg * p), p, mg, p, cg * kSize, false);
                 }
-                MatMul.Gemm(ws.Slice(g * mg * cg * kSize, mg * cg * kSize), cg * kSize, false, colSpan, p, false,
-                    rs.Slice((b * m + g * mg) * p, mg * p), p, mg, p, cg * kSize, false);
-            }
+        }
+        finally
+        {
+            if (col is not null) System.Buffers.ArrayPool<float>.Shared.Return(col);
+        }
         if (bias is not null) AddChannelBias(rs, bias, n, m, p);
         return Cast.To(r, orig);
     }
@@ -114,52 +125,131 @@ public static class Convolution
     /// parallel: im2col + a one-row GEMM per channel would copy the input kernel-size times for a few FLOPs each.
     /// Stride-1 rows are vectorized as spans; other strides step through the row.
     /// </summary>
-    private static Tensor Depthwise(Tensor x, Tensor w, Tensor? bias, Window win, int[] outSpatial)
+    private static unsafe Tensor Depthwise(Tensor x, Tensor w, Tensor? bias, Window win, int[] outSpatial)
     {
         int n = x.Shape[0], c = x.Shape[1], h = x.Shape[2], wd = x.Shape[3], oh = outSpatial[0], ow = outSpatial[1];
-        int kh = win.Kernel[0], kw = win.Kernel[1], sh = win.Strides[0], sw = win.Strides[1], dh = win.Dilations[0], dw = win.Dilations[1];
-        int ph = win.PadsBegin[0], pw = win.PadsBegin[1];
         var r = Tensor.Uninitialized(DType.F32, [n, c, oh, ow]);
-        var xm = x.Memory; var wm = w.Memory; var rm = r.Memory;
-        var bs = bias?.Span<float>().ToArray();
-        void Plane(int bc)
+        fixed (float* px = x.Span<float>())
+        fixed (float* pw = w.Span<float>())
+        fixed (float* pb = bias is null ? default : bias.Span<float>())
+        fixed (float* py = r.Span<float>())
         {
-            var ch = bc % c;
-            var X = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(xm.Span).Slice(bc * h * wd, h * wd);
-            var W = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(wm.Span).Slice(ch * kh * kw, kh * kw);
-            var Y = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(rm.Span).Slice(bc * oh * ow, oh * ow);
-            Y.Fill(bs is null ? 0f : bs[ch]);
-            for (var oy = 0; oy < oh; oy++)
+            var job = new DepthwiseJob
             {
-                var yRow = Y.Slice(oy * ow, ow);
-                for (var ky = 0; ky < kh; ky++)
+                X = px, W = pw, B = bias is null ? null : pb, Y = py, C = c, H = h, Wd = wd, Oh = oh, Ow = ow,
+                Kh = win.Kernel[0], Kw = win.Kernel[1], Sh = win.Strides[0], Sw = win.Strides[1], Dh = win.Dilations[0], Dw = win.Dilations[1],
+                Ph = win.PadsBegin[0], Pw = win.PadsBegin[1],
+            };
+            var planes = n * c;
+            var threads = (long)planes * oh * ow * job.Kh * job.Kw >= 1 << 16 ? Math.Min(planes, MatMul.MaxThreads) : 1;
+            // One contiguous range of planes per thread: planes of a few hundred outputs are too small to hand out one by one.
+            job.Planes = planes;
+            job.PerPart = (planes + threads - 1) / threads;
+            WorkerTeam.For(threads, threads, &DepthwisePart, &job);
+        }
+        return r;
+    }
+
+    private unsafe struct DepthwiseJob
+    {
+        public float* X, W, B, Y;
+        public int C, H, Wd, Oh, Ow, Kh, Kw, Sh, Sw, Dh, Dw, Ph, Pw, Planes, PerPart;
+    }
+
+    private static unsafe void DepthwisePart(void* state, int part)
+    {
+        ref var j = ref *(DepthwiseJob*)state;
+        for (int bc = part * j.PerPart, end = Math.Min(j.Planes, bc + j.PerPart); bc < end; bc++) DepthwisePlane(state, bc);
+    }
+
+    /// <summary>
+    /// One channel plane. Each output is accumulated in registers over its kernel taps: 8 outputs per vector where
+    /// every tap of a stride-1 row lies inside the input, one at a time at the borders and for other strides.
+    /// </summary>
+    private static unsafe void DepthwisePlane(void* state, int bc)
+    {
+        ref var j = ref *(DepthwiseJob*)state;
+        int h = j.H, wd = j.Wd, oh = j.Oh, ow = j.Ow, kh = j.Kh, kw = j.Kw, sh = j.Sh, sw = j.Sw, dh = j.Dh, dw = j.Dw, ph = j.Ph, pw = j.Pw;
+        var ch = bc % j.C;
+        var X = j.X + (long)bc * h * wd;
+        var W = j.W + (long)ch * kh * kw;
+        var Y = j.Y + (long)bc * oh * ow;
+        var b0 = j.B == null ? 0f : j.B[ch];
+        // Columns where every tap is inside the row (stride 1): ox − pw ≥ 0 and ox − pw + (kw − 1)·dw < wd.
+        var vecLo = pw;
+        var vecHi = wd - (kw - 1) * dw + pw; // exclusive
+        var vectors = sw == 1 && System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated;
+        for (var oy = 0; oy < oh; oy++)
+        {
+            var yRow = Y + (long)oy * ow;
+            var ky0 = 0;
+            var ky1 = kh;
+            // Rows of taps inside the input.
+            while (ky0 < kh && oy * sh - ph + ky0 * dh < 0) ky0++;
+            while (ky1 > ky0 && oy * sh - ph + (ky1 - 1) * dh >= h) ky1--;
+            var ox = 0;
+            while (ox < ow)
+            {
+                if (vectors && ox >= vecLo && ox + 8 <= Math.Min(ow, vecHi))
                 {
-                    var iy = oy * sh - ph + ky * dh;
-                    if (iy < 0 || iy >= h) continue;
-                    var xRow = X.Slice(iy * wd, wd);
+                    var acc = System.Runtime.Intrinsics.Vector256.Create(b0);
+                    for (var ky = ky0; ky < ky1; ky++)
+                    {
+                        var xRow = X + (long)(oy * sh - ph + ky * dh) * wd + ox - pw;
+                        for (var kx = 0; kx < kw; kx++)
+                            acc = System.Runtime.Intrinsics.Vector256.FusedMultiplyAdd(System.Runtime.Intrinsics.Vector256.Load(xRow + kx * dw),
+                                System.Runtime.Intrinsics.Vector256.Create(W[ky * kw + kx]), acc);
+                    }
+                    System.Runtime.Intrinsics.Vector256.Store(acc, yRow + ox);
+                    ox += 8;
+                    continue;
+                }
+                var sum = b0;
+                var ix0 = ox * sw - pw;
+                for (var ky = ky0; ky < ky1; ky++)
+                {
+                    var xRow = X + (long)(oy * sh - ph + ky * dh) * wd;
                     for (var kx = 0; kx < kw; kx++)
                     {
-                        var wv = W[ky * kw + kx];
-                        // Output columns whose input column ox·sw − pw + kx·dw lies inside the row.
-                        var off = kx * dw - pw;
-                        var lo = Math.Max(0, (-off + sw - 1) / sw);
-                        if (wd - 1 - off < 0) continue;
-                        var hi = Math.Min(ow, (wd - 1 - off) / sw + 1);
-                        if (lo >= hi) continue;
-                        if (sw == 1)
-                            System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(xRow.Slice(lo + off, hi - lo), wv, yRow.Slice(lo, hi - lo), yRow.Slice(lo, hi - lo));
-                        else
-                            for (var ox = lo; ox < hi; ox++) yRow[ox] += wv * xRow[ox * sw + off];
+                        var ix = ix0 + kx * dw;
+                        if ((uint)ix < (uint)wd) sum += W[ky * kw + kx] * xRow[ix];
                     }
                 }
+                yRow[ox] = sum;
+                ox++;
             }
         }
-        var planes = n * c;
-        if (MatMul.MaxThreads > 1 && (long)planes * oh * ow * kh * kw >= 1 << 16)
-            Parallel.For(0, planes, new ParallelOptions { MaxDegreeOfParallelism = MatMul.MaxThreads }, Plane);
-        else
-            for (var i = 0; i < planes; i++) Plane(i);
-        return r;
+    }
+
+    /// <summary>
+    /// The im2col rows of one 2-D channel: for each kernel tap (ky, kx), the [oh × ow] plane of input values that
+    /// tap reads, zeros where it falls in the padding. Row by row, so stride-1 rows are one span copy.
+    /// </summary>
+    private static void Im2Col2D(ReadOnlySpan<float> src, int h, int wd, int oh, int ow, Window win, Span<float> dst)
+    {
+        int kh = win.Kernel[0], kw = win.Kernel[1], sh = win.Strides[0], sw = win.Strides[1], dh = win.Dilations[0], dw = win.Dilations[1];
+        int ph = win.PadsBegin[0], pw = win.PadsBegin[1];
+        for (var ky = 0; ky < kh; ky++)
+            for (var kx = 0; kx < kw; kx++)
+            {
+                var plane = dst.Slice((ky * kw + kx) * oh * ow, oh * ow);
+                var off = kx * dw - pw;
+                // Output columns whose input column ox·sw + off lies inside the row: [lo, hi).
+                var lo = Math.Min(ow, Math.Max(0, (-off + sw - 1) / sw));
+                var hi = wd - 1 - off < 0 ? 0 : Math.Min(ow, (wd - 1 - off) / sw + 1);
+                if (hi < lo) hi = lo;
+                for (var oy = 0; oy < oh; oy++)
+                {
+                    var row = plane.Slice(oy * ow, ow);
+                    var iy = oy * sh - ph + ky * dh;
+                    if (iy < 0 || iy >= h) { row.Clear(); continue; }
+                    var xRow = src.Slice(iy * wd, wd);
+                    row[..lo].Clear();
+                    row[hi..].Clear();
+                    if (sw == 1) xRow.Slice(lo + off, hi - lo).CopyTo(row[lo..hi]);
+                    else for (var ox = lo; ox < hi; ox++) row[ox] = xRow[ox * sw + off];
+                }
+            }
     }
 
     /// <summary>Adds bias[channel] to every element of each [n, m, spatial] channel plane.</summary>
@@ -249,49 +339,60 @@ public static class Convolution
         var pin = (int)Tensor.Count(spatial);
         var pout = (int)Tensor.Count(outSpatial);
         var kSize = (int)Tensor.Count(kernel);
-        var col = new float[(long)mg * kSize * pin];
-        var r = Tensor.Zeros(DType.F32, [n, m, .. outSpatial]);
+        var col = System.Buffers.ArrayPool<float>.Shared.Rent(checked(mg * kSize * pin));
+        var target = System.Buffers.ArrayPool<int>.Shared.Rent(checked(kSize * pin));
+        // The output is a sum of scattered contributions: start from zeros (a pooled buffer, cleared).
+        var r = Tensor.Uninitialized(DType.F32, [n, m, .. outSpatial]);
+        r.Span<float>().Clear();
         var xs = x.Span<float>();
         var ws = w.Span<float>();
         var rs = r.Span<float>();
         var kIdx = new int[rank];
         var iIdx = new int[rank];
         var outStrides = Tensor.Strides(outSpatial);
-        // target[k, pin] = output spatial offset, or -1 outside.
-        var target = new int[(long)kSize * pin];
-        for (var k = 0; k < kSize; k++)
+        try
         {
-            Unflatten(k, kernel, kIdx);
-            for (var q = 0; q < pin; q++)
+            // target[k, pin] = output spatial offset, or -1 outside.
+            for (var k = 0; k < kSize; k++)
             {
-                Unflatten(q, spatial, iIdx);
-                long at = 0;
-                for (var i = 0; i < rank; i++)
+                Unflatten(k, kernel, kIdx);
+                for (var q = 0; q < pin; q++)
                 {
-                    var pos = iIdx[i] * s[i] - pb[i] + kIdx[i] * d[i];
-                    if (pos < 0 || pos >= outSpatial[i]) { at = -1; break; }
-                    at += pos * outStrides[i];
-                }
-                target[(long)k * pin + q] = (int)at;
-            }
-        }
-        for (var b = 0; b < n; b++)
-            for (var g = 0; g < group; g++)
-            {
-                MatMul.Gemm(ws.Slice(g * cg * mg * kSize, cg * mg * kSize), mg * kSize, true,
-                    xs.Slice((b * c + g * cg) * pin, cg * pin), pin, false, col, pin, mg * kSize, pin, cg, false);
-                for (var oc = 0; oc < mg; oc++)
-                {
-                    var dst = rs.Slice((b * m + g * mg + oc) * pout, pout);
-                    for (var k = 0; k < kSize; k++)
+                    Unflatten(q, spatial, iIdx);
+                    long at = 0;
+                    for (var i = 0; i < rank; i++)
                     {
-                        var src = col.AsSpan((oc * kSize + k) * pin, pin);
-                        var tg = target.AsSpan(k * pin, pin);
-                        for (var q = 0; q < pin; q++)
-                            if (tg[q] >= 0) dst[tg[q]] += src[q];
+                        var pos = iIdx[i] * s[i] - pb[i] + kIdx[i] * d[i];
+                        if (pos < 0 || pos >= outSpatial[i]) { at = -1; break; }
+                        at += pos * outStrides[i];
+                    }
+                    target[(long)k * pin + q] = (int)at;
+                }
+            }
+            var colSpan = col.AsSpan(0, mg * kSize * pin);
+            for (var b = 0; b < n; b++)
+                for (var g = 0; g < group; g++)
+                {
+                    MatMul.Gemm(ws.Slice(g * cg * mg * kSize, cg * mg * kSize), mg * kSize, true,
+                        xs.Slice((b * c + g * cg) * pin, cg * pin), pin, false, colSpan, pin, mg * kSize, pin, cg, false);
+                    for (var oc = 0; oc < mg; oc++)
+                    {
+                        var dst = rs.Slice((b * m + g * mg + oc) * pout, pout);
+                        for (var k = 0; k < kSize; k++)
+                        {
+                            var src = colSpan.Slice((oc * kSize + k) * pin, pin);
+                            var tg = target.AsSpan(k * pin, pin);
+                            for (var q = 0; q < pin; q++)
+                                if (tg[q] >= 0) dst[tg[q]] += src[q];
+                        }
                     }
                 }
-            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(col);
+            System.Buffers.ArrayPool<int>.Shared.Return(target);
+        }
         if (bias is not null) AddChannelBias(rs, bias, n, m, pout);
         return Cast.To(r, orig);
     }

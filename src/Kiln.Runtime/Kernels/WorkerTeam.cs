@@ -15,6 +15,7 @@ public static unsafe class WorkerTeam
     private static delegate*<void*, int, void> _body;
     private static void* _state;
     private static int _count;
+    private static int _chunk;
     // High 32 bits: the loop's generation; low 32: the next item to claim.
     private static long _ticket;
     private static int _remaining;
@@ -56,6 +57,8 @@ public static unsafe class WorkerTeam
             _body = body;
             _state = state;
             _count = count;
+            // Items are claimed a few chunks per thread at a time: one shared claim per item costs more than a small item.
+            _chunk = Math.Max(1, count / (threads * 4));
             _failure = null;
             Volatile.Write(ref _remaining, count);
             var generation = (int)(Volatile.Read(ref _ticket) >> 32) + 1;
@@ -63,7 +66,7 @@ public static unsafe class WorkerTeam
             var sleeping = Interlocked.Exchange(ref _sleepers, 0);
             if (sleeping > 0) Wake.Release(Math.Min(sleeping, threads - 1));
             _inside = true;
-            try { Work(generation, body, state, count); }
+            try { Work(generation, body, state, count, _chunk); }
             finally { _inside = false; }
             var spin = new SpinWait();
             while (Volatile.Read(ref _remaining) > 0) spin.SpinOnce(-1);
@@ -75,18 +78,22 @@ public static unsafe class WorkerTeam
         }
     }
 
-    private static void Work(int generation, delegate*<void*, int, void> body, void* state, int count)
+    private static void Work(int generation, delegate*<void*, int, void> body, void* state, int count, int chunk)
     {
         while (true)
         {
             var t = Volatile.Read(ref _ticket);
             if ((int)(t >> 32) != generation) return;
-            var i = (int)t;
-            if (i >= count) return;
-            if (Interlocked.CompareExchange(ref _ticket, t + 1, t) != t) continue;
-            try { body(state, i); }
+            var first = (int)t;
+            if (first >= count) return;
+            var end = Math.Min(count, first + chunk);
+            if (Interlocked.CompareExchange(ref _ticket, t + (end - first), t) != t) continue;
+            try
+            {
+                for (var i = first; i < end; i++) body(state, i);
+            }
             catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
-            Interlocked.Decrement(ref _remaining);
+            Interlocked.Add(ref _remaining, first - end);
         }
     }
 
@@ -126,7 +133,8 @@ public static unsafe class WorkerTeam
             var body = _body;
             var state = _state;
             var count = _count;
-            Work(generation, body, state, count);
+            var chunk = _chunk;
+            Work(generation, body, state, count, chunk);
             Volatile.Write(ref _workerAllocated[slot], GC.GetAllocatedBytesForCurrentThread());
         }
     }
