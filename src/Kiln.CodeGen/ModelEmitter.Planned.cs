@@ -183,12 +183,35 @@ public sealed partial class ModelEmitter
             if (covered.Count != g.Outputs.Count) return "the decoder has outputs besides logits and presents";
         }
 
-        // Liveness: a slot is busy from its value's node to the last reader of the value or of any view of it.
+        // Elementwise chains: a f32 elementwise node whose value only feeds the next one (same dims) is computed
+        // inside that node's loop and never stored. A chain runs where its last node stands.
         var index = order.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
+        var outputValues = g.Outputs.Select(o => o.Value).ToHashSet();
+        bool IsOne(PlannedOperand op) => op.Dims.All(d => d == "1");
+        bool Fusable(Node n) => n.Outputs.Length == 1 && n.Outputs[0] is { } o && operands.TryGetValue(o, out var oo) && oo.Elem == ElementType.F32
+            && oo.Storage is not PlannedStorage.Alias && backend.IsFusableElementwise(n)
+            && n.Inputs.All(v => v is not null && operands.TryGetValue(v, out var iop) && iop.Elem == ElementType.F32 && iop.Storage is not (PlannedStorage.KvPast or PlannedStorage.KvCache)
+                && (iop.Dims.SequenceEqual(oo.Dims) || IsOne(iop)));
+        var fusedInto = new Dictionary<Node, Node>();
+        foreach (var n in order)
+        {
+            if (!Fusable(n)) continue;
+            var o = n.Outputs[0]!;
+            if (operands[o].Storage != PlannedStorage.Arena || outputValues.Contains(o)) continue;
+            var readers = o.Uses.Select(u => u.Node).Where(needed.Contains).Distinct().ToList();
+            if (readers.Count != 1 || !Fusable(readers[0]) || !operands[readers[0].Outputs[0]!].Dims.SequenceEqual(operands[o].Dims)) continue;
+            fusedInto[n] = readers[0];
+            operands[o] = operands[o] with { Storage = PlannedStorage.Fused };
+        }
+        Node ChainEnd(Node n) { while (fusedInto.TryGetValue(n, out var next)) n = next; return n; }
+        int Position(Node n) => index[ChainEnd(n)];
+
+        // Liveness: a slot is busy from its value's node to the last reader of the value or of any view of it
+        // (a reader inside an elementwise chain reads where the chain runs).
         var lastUse = new Dictionary<Value, int>();
         foreach (var n in order)
             foreach (var v in n.Inputs)
-                if (v is not null) lastUse[Root(v)] = Math.Max(lastUse.GetValueOrDefault(Root(v), -1), index[n]);
+                if (v is not null) lastUse[Root(v)] = Math.Max(lastUse.GetValueOrDefault(Root(v), -1), Position(n));
         foreach (var v in pinnedToEnd) lastUse[v] = int.MaxValue;
         var slots = new List<(List<string> Sizes, int FreeAfter)>();
         var slotOf = new Dictionary<Value, int>();
@@ -238,8 +261,9 @@ public sealed partial class ModelEmitter
         {
             var o = n.Outputs[0]!;
             var op = operands[o];
-            w.Line($"// {CSharp.Comment(n.Name ?? "#" + n.Index)}: {n.QualifiedOp} → %{CSharp.Comment(o.Name)}{(op.Storage == PlannedStorage.Alias ? " (a view of its input)" : "")}");
-            if (op.Storage == PlannedStorage.Alias) continue;
+            var note = op.Storage switch { PlannedStorage.Alias => " (a view of its input)", PlannedStorage.Fused => " (computed in the loop of the node it feeds)", _ => "" };
+            w.Line($"// {CSharp.Comment(n.Name ?? "#" + n.Index)}: {n.QualifiedOp} → %{CSharp.Comment(o.Name)}{note}");
+            if (op.Storage is PlannedStorage.Alias or PlannedStorage.Fused) continue;
             w.Line($"at = {NodeId(n)};");
             switch (op.Storage)
             {
@@ -252,6 +276,11 @@ public sealed partial class ModelEmitter
                     w.Line($"var {t} = Tensor.Uninitialized(DType.{DTypeName(od.Elem)}, new int[] {{ {string.Join(", ", od.Dims)} }});");
                     w.Line($"var {op.Span} = {t}.Span<{op.ClrType}>();");
                     break;
+            }
+            if (fusedInto.ContainsValue(n))
+            {
+                backend.EmitElementwiseLoop(w, ChainSteps(n), Resolve(o));
+                continue;
             }
             var ctx = new PlannedNodeContext(n, w, n.Inputs.Select(v => v is null ? null : Resolve(v)).ToList(), [Resolve(o)])
             {
@@ -267,6 +296,24 @@ public sealed partial class ModelEmitter
         }
         result = new PlannedCode(w.ToString(), [.. Enumerable.Range(0, g.Outputs.Count).Select(i => $"o{i}")], slotOf.Count, slots.Count);
         return null;
+
+        // The nodes of the chain ending at `end`, in graph order, each reading operands or earlier steps.
+        List<ElementwiseStep> ChainSteps(Node end)
+        {
+            var members = order.Where(m => m == end || fusedInto.ContainsKey(m) && ChainEnd(m) == end).ToList();
+            var steps = new List<ElementwiseStep>();
+            foreach (var m in members)
+            {
+                var args = m.Inputs.Select(v =>
+                {
+                    if (v!.Producer is { } p && fusedInto.ContainsKey(p) && members.Contains(p)) return new ElementwiseArg(null, false, members.IndexOf(p));
+                    var op = Resolve(v);
+                    return new ElementwiseArg(op, IsOne(op), -1);
+                }).ToList();
+                steps.Add(new ElementwiseStep(m, args));
+            }
+            return steps;
+        }
 
         // A view's span is its root's (declared under the root's local name).
         PlannedOperand Resolve(Value v)

@@ -37,6 +37,8 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 return x!.Elem == ElementType.F32 && y.Elem == ElementType.F32 ? null : "f32 only";
             case var op when BinaryOps.ContainsKey(op):
                 return Numeric(y.Elem) && c.In(1)!.Elem == y.Elem && x!.Elem == y.Elem && y.Rank <= 8 ? null : "numeric operands of one type";
+            case "Relu":
+                return x!.Elem == ElementType.F32 ? null : "f32 only";
             case "Greater":
                 return Numeric(x!.Elem) && c.In(1)!.Elem == x.Elem && y.Rank <= 8 ? null : "numeric operands of one type";
             case "Where":
@@ -86,6 +88,9 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
             case var op when BinaryOps.ContainsKey(op):
                 var b = c.In(1)!;
                 w.Line($"Kiln.Runtime.Kernels.ArenaKernels.Binary<{y.ClrType}, Kiln.Runtime.Kernels.{BinaryOps[op]}<{y.ClrType}>>({x.Span}, {x.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
+                break;
+            case "Relu":
+                w.Line($"System.Numerics.Tensors.TensorPrimitives.Max<float>({x.Span}, 0f, {y.Span});");
                 break;
             case "Greater":
                 w.Line($"Kiln.Runtime.Kernels.ArenaKernels.Greater<{x.ClrType}>({x.Span}, {x.Shape}, {c.In(1)!.Span}, {c.In(1)!.Shape}, {y.Span}, {y.Shape});");
@@ -182,6 +187,76 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
         c.Body.Close();
         c.Body.Open("else");
         return true;
+    }
+
+    public bool IsFusableElementwise(Node node) => node.QualifiedOp is "Add" or "Sub" or "Mul" or "Div" or "Neg" or "Sqrt" or "Exp"
+        or "Sigmoid" or "Relu" or "Cos" or "Sin" or "kiln:SiLU";
+
+    /// <summary>A step's value as a scalar (float) or vector (Vector256&lt;float&gt;) expression of its arguments.</summary>
+    private static string ElementwiseExpression(string op, IReadOnlyList<string> a, bool vector)
+    {
+        var one = vector ? "System.Runtime.Intrinsics.Vector256<float>.One" : "1f";
+        var math = vector ? "System.Runtime.Intrinsics.Vector256" : "MathF";
+        return op switch
+        {
+            "Add" => $"({a[0]} + {a[1]})",
+            "Sub" => $"({a[0]} - {a[1]})",
+            "Mul" => $"({a[0]} * {a[1]})",
+            "Div" => $"({a[0]} / {a[1]})",
+            "Neg" => $"(-{a[0]})",
+            "Sqrt" => $"{math}.Sqrt({a[0]})",
+            "Exp" => $"{math}.Exp({a[0]})",
+            "Cos" => $"{math}.Cos({a[0]})",
+            "Sin" => $"{math}.Sin({a[0]})",
+            "Relu" => vector ? $"System.Runtime.Intrinsics.Vector256.Max({a[0]}, System.Runtime.Intrinsics.Vector256<float>.Zero)" : $"MathF.Max({a[0]}, 0f)",
+            "Sigmoid" => $"({one} / ({one} + {math}.Exp(-{a[0]})))",
+            "kiln:SiLU" => $"({a[0]} / ({one} + {math}.Exp(-{a[0]})))",
+            _ => throw new InvalidOperationException($"{op} is not a fusable elementwise op"),
+        };
+    }
+
+    public void EmitElementwiseLoop(CodeWriter w, IReadOnlyList<ElementwiseStep> steps, PlannedOperand output)
+    {
+        w.Line($"// one loop for {string.Join(" → ", steps.Select(s => CSharp.Comment(s.Node.Name ?? s.Node.Op) + " (" + s.Node.QualifiedOp + ")"))}");
+        w.Open("");
+        // Operands as locals: spans read per element, one-element operands as a float and a broadcast vector.
+        var names = new Dictionary<PlannedOperand, (string Scalar, string Vector)>();
+        var spans = new List<string>();
+        var locals = 0;
+        foreach (var arg in steps.SelectMany(s => s.Args))
+        {
+            if (arg.Operand is not { } op || names.ContainsKey(op)) continue;
+            var name = $"e{locals++}";
+            if (arg.IsScalar)
+            {
+                w.Line($"float {name} = {op.Span}[0];");
+                w.Line($"var {name}v = System.Runtime.Intrinsics.Vector256.Create({name});");
+                names[op] = (name, name + "v");
+            }
+            else
+            {
+                w.Line($"ReadOnlySpan<float> {name} = {op.Span};");
+                names[op] = ($"{name}x", $"{name}x");
+                spans.Add(name);
+            }
+        }
+        w.Line($"Span<float> y = {output.Span};");
+        w.Line("int i = 0;");
+        string Body(bool vector)
+        {
+            // Each operand is read once per element (or vector of 8), then the steps run on registers.
+            var lines = spans.Select(e => vector ? $"var {e}x = System.Runtime.Intrinsics.Vector256.Create({e}.Slice(i, 8));" : $"var {e}x = {e}[i];").ToList();
+            for (var k = 0; k < steps.Count; k++)
+            {
+                var args = steps[k].Args.Select(a => a.Operand is { } op ? (vector ? names[op].Vector : names[op].Scalar) : $"t{a.PreviousStep}").ToList();
+                lines.Add($"var t{k} = {ElementwiseExpression(steps[k].Node.QualifiedOp, args, vector)};");
+            }
+            return string.Join(" ", lines);
+        }
+        w.Line("if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated)");
+        w.Line($"    for (; i + 8 <= y.Length; i += 8) {{ {Body(true)} System.Runtime.Intrinsics.Vector256.CopyTo(t{steps.Count - 1}, y.Slice(i, 8)); }}");
+        w.Line($"for (; i < y.Length; i++) {{ {Body(false)} y[i] = t{steps.Count - 1}; }}");
+        w.Close();
     }
 
     private static void EmitConcat(PlannedNodeContext c, PlannedOperand y)

@@ -51,10 +51,25 @@ public interface IPlannedCodeBackend
 
     /// <summary>Writes the kernel call(s) computing the node's outputs into their spans.</summary>
     void EmitPlanned(PlannedNodeContext context);
+
+    /// <summary>Whether the backend can compute this f32 elementwise op inside a fused loop (<see cref="EmitElementwiseLoop"/>).</summary>
+    bool IsFusableElementwise(Node node);
+
+    /// <summary>
+    /// One loop computing a chain of elementwise nodes, each reading whole operands, scalars or the previous steps'
+    /// values; only the last step's value is stored (intermediates never touch memory).
+    /// </summary>
+    void EmitElementwiseLoop(CodeWriter body, IReadOnlyList<ElementwiseStep> steps, PlannedOperand output);
 }
 
+/// <summary>An operand of a fused elementwise step: a whole span, a one-element operand, or an earlier step's value.</summary>
+public sealed record ElementwiseArg(PlannedOperand? Operand, bool IsScalar, int PreviousStep);
+
+/// <summary>One node of a fused elementwise loop.</summary>
+public sealed record ElementwiseStep(Node Node, IReadOnlyList<ElementwiseArg> Args);
+
 /// <summary>Where a planned value lives.</summary>
-public enum PlannedStorage { Input, Constant, Known, Arena, Output, Alias, Logits, KvCache, KvPast }
+public enum PlannedStorage { Input, Constant, Known, Arena, Output, Alias, Logits, KvCache, KvPast, Fused }
 
 /// <summary>
 /// One value as planned code sees it: element type, dims as C# int expressions, the span expression holding it,
