@@ -327,8 +327,11 @@ public sealed partial class ModelEmitter
 
     private static int ElementBytes(ElementType e) => e.Bits() / 8;
 
-    /// <summary>Input and output positions of a decoder's step (from its past/present naming convention).</summary>
-    private sealed record DecoderIo(int InputIds, int[] PastKeys, int[] PastValues, int Logits, int[] PresentKeys, int[] PresentValues, int KvHeads, int HeadDim, long Vocabulary);
+    /// <summary>
+    /// Input and output positions of a decoder whose I/O follows the <c>input_ids</c>, <c>past_key_values.N.key/value</c>
+    /// → <c>logits</c>, <c>present.N.key/value</c> convention, or null for other models.
+    /// </summary>
+    private sealed record DecoderIo(int InputIds, int[] PastKeys, int[] PastValues, int Logits, int[] PresentKeys, int[] PresentValues, int KvHeads, int HeadDim, long? Vocabulary);
 
     private static DecoderIo? DecoderIoOf(Graph g)
     {
@@ -343,8 +346,7 @@ public sealed partial class ModelEmitter
         int[] presK = [.. layers.Select(i => Out($"present.{i}.key"))], presV = [.. layers.Select(i => Out($"present.{i}.value"))];
         if (pastV.Concat(presK).Concat(presV).Any(x => x < 0)) return null;
         if (g.Inputs[pastK[0]].TensorType is not { Elem: ElementType.F32, Shape: { Rank: 4 } s } || s[1].Value is not { } heads || s[3].Value is not { } dim) return null;
-        if (g.Outputs[logits].Value.TensorType is not { Shape: { Rank: 3 } ls } || ls[2].Value is not { } vocab) return null;
-        if (g.Inputs[ids].TensorType is not { Elem: ElementType.I64, Shape: { Rank: 2 } }) return null;
+        var vocab = g.Outputs[logits].Value.TensorType is { Shape: { Rank: 3 } ls } ? ls[2].Value : null;
         return new DecoderIo(ids, pastK, pastV, logits, presK, presV, (int)heads, (int)dim, vocab);
     }
 
@@ -352,6 +354,8 @@ public sealed partial class ModelEmitter
     private string? StepPrologue(DecoderIo io, CodeWriter w)
     {
         var g = _graph;
+        if (io.Vocabulary is null) return "the logits' last dim (the vocabulary) is not fixed";
+        if (g.Inputs[io.InputIds].TensorType is not { Elem: ElementType.I64, Shape: { Rank: 2 } }) return "input_ids is not i64 [batch, seq]";
         var sources = new Dictionary<string, string>(StringComparer.Ordinal);
         var checks = new List<string>();
         string? Bind(Value v, string[] exprs)

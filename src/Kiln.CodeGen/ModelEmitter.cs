@@ -374,21 +374,10 @@ public sealed partial class ModelEmitter
     /// </summary>
     private static string? DecoderLayoutOf(Graph g)
     {
+        if (DecoderIoOf(g) is not { } io) return null;
         int In(string name) => g.Inputs.FindIndex(v => v.Name == name);
-        int Out(string name) => g.Outputs.FindIndex(o => o.Name == name);
-        var ids = In("input_ids");
-        var logits = Out("logits");
-        if (ids < 0 || logits < 0) return null;
-        var layers = Enumerable.Range(0, 1024).TakeWhile(i => In($"past_key_values.{i}.key") >= 0).ToList();
-        if (layers.Count == 0) return null;
-        var pastK = layers.Select(i => In($"past_key_values.{i}.key")).ToArray();
-        var pastV = layers.Select(i => In($"past_key_values.{i}.value")).ToArray();
-        var presK = layers.Select(i => Out($"present.{i}.key")).ToArray();
-        var presV = layers.Select(i => Out($"present.{i}.value")).ToArray();
-        if (pastV.Concat(presK).Concat(presV).Any(x => x < 0)) return null;
-        if (g.Inputs[pastK[0]].TensorType is not { Elem: ElementType.F32, Shape: { Rank: 4 } s } || s[1].Value is not { } heads || s[3].Value is not { } dim) return null;
         var arr = (int[] a) => CSharp.Ints(a);
-        return $"new DecoderLayout({ids}, {In("attention_mask")}, {In("position_ids")}, {arr(pastK)}, {arr(pastV)}, {logits}, {arr(presK)}, {arr(presV)}, {heads}, {dim})";
+        return $"new DecoderLayout({io.InputIds}, {In("attention_mask")}, {In("position_ids")}, {arr(io.PastKeys)}, {arr(io.PastValues)}, {io.Logits}, {arr(io.PresentKeys)}, {arr(io.PresentValues)}, {io.KvHeads}, {io.HeadDim})";
     }
 
     private string WriteClass(List<(string Param, string Type, string OnnxName)> inputs, CodeWriter body, bool planned, (DecoderIo Io, CodeWriter Body)? step)
@@ -492,7 +481,7 @@ public sealed partial class ModelEmitter
             w.Line();
             if (step is { } st)
             {
-                w.Line($"public int VocabularySize => {st.Io.Vocabulary};");
+                w.Line($"public int VocabularySize => {st.Io.Vocabulary!.Value};");
                 w.Line();
                 w.Line("/// <summary>One planned decoding step: the new keys and values go into the cache after cache.Length, the logits into <paramref name=\"logits\"/>; allocates nothing.</summary>");
                 w.Open("public void Step(ReadOnlySpan<long> tokens, int batch, int seq, KvCache cache, Span<float> logits, bool lastPositionOnly = false)");
