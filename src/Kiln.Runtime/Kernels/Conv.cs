@@ -78,6 +78,12 @@ public static class Convolution
         // GEMM with accumulate = false writes every output element (k = cg·kSize ≥ 1 here).
         var r = cg * kSize > 0 ? Tensor.Uninitialized(DType.F32, [n, m, .. outSpatial]) : Tensor.Zeros(DType.F32, [n, m, .. outSpatial]);
         var direct = kSize == 1 && win.Strides.All(s => s == 1) && win.PadsBegin.All(v => v == 0) && win.PadsEnd.All(v => v == 0);
+        if (spatial.Length == 2 && group == 1 && c * kSize > 0)
+        {
+            Blocked2D(x, w, r, win, outSpatial, direct);
+            if (bias is not null) AddChannelBias(r.Span<float>(), bias, n, m, p);
+            return Cast.To(r, orig);
+        }
         var planar = spatial.Length == 2;
         var map = direct || planar ? null : ColumnMap(spatial, outSpatial, win);
         var col = direct ? null : System.Buffers.ArrayPool<float>.Shared.Rent(checked(cg * kSize * p));
@@ -218,6 +224,103 @@ public static class Convolution
                 yRow[ox] = sum;
                 ox++;
             }
+        }
+    }
+
+    /// <summary>
+    /// 2-D convolution (one group) as GEMMs over blocks of output pixels: each block's im2col columns (or, for a 1×1
+    /// stride-1 kernel, the input itself) are a [C·k × block] matrix small enough to stay in L2 while the GEMM packs
+    /// and multiplies it, instead of one im2col matrix of the whole image written and packed through memory.
+    /// Blocks run in parallel on the worker team.
+    /// </summary>
+    private static unsafe void Blocked2D(Tensor x, Tensor w, Tensor r, Window win, int[] outSpatial, bool direct)
+    {
+        int n = x.Shape[0], c = x.Shape[1], m = w.Shape[0];
+        var kSize = win.Kernel[0] * win.Kernel[1];
+        var k = c * kSize;
+        var p = outSpatial[0] * outSpatial[1];
+        // Columns per block: a multiple of the GEMM's 32-column panels, the block's k × columns floats within ~512 KB.
+        var block = Math.Clamp(131072 / k / 32 * 32, 32, 1024);
+        var blocks = (p + block - 1) / block;
+        fixed (float* px = x.Span<float>())
+        fixed (float* pw = w.Span<float>())
+        fixed (float* py = r.Span<float>())
+        {
+            var job = new ConvBlockJob
+            {
+                X = px, W = pw, Y = py, C = c, M = m, H = x.Shape[2], Wd = x.Shape[3], Oh = outSpatial[0], Ow = outSpatial[1], P = p,
+                Kh = win.Kernel[0], Kw = win.Kernel[1], Sh = win.Strides[0], Sw = win.Strides[1], Dh = win.Dilations[0], Dw = win.Dilations[1],
+                Ph = win.PadsBegin[0], Pw = win.PadsBegin[1], Block = block, Blocks = blocks, Direct = direct,
+            };
+            var flops = 2.0 * n * m * k * p;
+            WorkerTeam.For(n * blocks, flops >= 4e6 ? MatMul.MaxThreads : 1, &ConvBlock, &job);
+        }
+    }
+
+    private unsafe struct ConvBlockJob
+    {
+        public float* X, W, Y;
+        public int C, M, H, Wd, Oh, Ow, P, Kh, Kw, Sh, Sw, Dh, Dw, Ph, Pw, Block, Blocks;
+        public bool Direct;
+    }
+
+    private static unsafe void ConvBlock(void* state, int item)
+    {
+        ref var j = ref *(ConvBlockJob*)state;
+        int b = item / j.Blocks, j0 = item % j.Blocks * j.Block, nb = Math.Min(j.Block, j.P - j0);
+        var kSize = j.Kh * j.Kw;
+        var k = j.C * kSize;
+        var x = j.X + (long)b * j.C * j.H * j.Wd;
+        var y = new Span<float>(j.Y + (long)b * j.M * j.P + j0, (j.M - 1) * j.P + nb);
+        var weights = new ReadOnlySpan<float>(j.W, j.M * k);
+        if (j.Direct)
+        {
+            MatMul.Gemm(weights, k, false, new ReadOnlySpan<float>(x + j0, (k - 1) * j.P + nb), j.P, false, y, j.P, j.M, nb, k, false);
+            return;
+        }
+        var col = System.Buffers.ArrayPool<float>.Shared.Rent(k * nb);
+        try
+        {
+            for (var ch = 0; ch < j.C; ch++)
+            {
+                var plane = x + (long)ch * j.H * j.Wd;
+                for (var ky = 0; ky < j.Kh; ky++)
+                    for (var kx = 0; kx < j.Kw; kx++)
+                    {
+                        var dst = col.AsSpan((ch * kSize + ky * j.Kw + kx) * nb, nb);
+                        var off = kx * j.Dw - j.Pw;
+                        // Output columns whose input column ox·sw + off lies inside the row: [lo, hi).
+                        var lo = Math.Min(j.Ow, Math.Max(0, (-off + j.Sw - 1) / j.Sw));
+                        var hi = j.Wd - 1 - off < 0 ? 0 : Math.Min(j.Ow, (j.Wd - 1 - off) / j.Sw + 1);
+                        if (hi < lo) hi = lo;
+                        for (var at = j0; at < j0 + nb;)
+                        {
+                            int oy = at / j.Ow, ox0 = at % j.Ow, ox1 = Math.Min(j.Ow, ox0 + (j0 + nb - at));
+                            var seg = dst.Slice(at - j0, ox1 - ox0);
+                            var iy = oy * j.Sh - j.Ph + ky * j.Dh;
+                            if (iy < 0 || iy >= j.H) seg.Clear();
+                            else
+                            {
+                                var row = plane + (long)iy * j.Wd;
+                                int a = Math.Max(ox0, lo), e = Math.Min(ox1, hi);
+                                if (a >= e) seg.Clear();
+                                else
+                                {
+                                    seg[..(a - ox0)].Clear();
+                                    seg[(e - ox0)..].Clear();
+                                    if (j.Sw == 1) new ReadOnlySpan<float>(row + a + off, e - a).CopyTo(seg[(a - ox0)..]);
+                                    else for (var ox = a; ox < e; ox++) seg[ox - ox0] = row[ox * j.Sw + off];
+                                }
+                            }
+                            at += ox1 - ox0;
+                        }
+                    }
+            }
+            MatMul.Gemm(weights, k, false, col.AsSpan(0, k * nb), nb, false, y, j.P, j.M, nb, k, false);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(col);
         }
     }
 
