@@ -210,6 +210,27 @@ public static class Convolution
                     ox += 8;
                     continue;
                 }
+                // Stride 2 (MobileNet's downsampling): 16 consecutive inputs per tap, even lanes picked by a shuffle.
+                if (sw == 2 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && 2 * ox - pw >= 0 && ox + 8 <= ow && 2 * (ox + 7) - pw + (kw - 1) * dw + 1 < wd)
+                {
+                    var acc = System.Runtime.Intrinsics.Vector256.Create(b0);
+                    for (var ky = ky0; ky < ky1; ky++)
+                    {
+                        var xRow = X + (long)(oy * sh - ph + ky * dh) * wd + 2 * ox - pw;
+                        for (var kx = 0; kx < kw; kx++)
+                        {
+                            var lo = System.Runtime.Intrinsics.Vector256.Load(xRow + kx * dw);
+                            var hi = System.Runtime.Intrinsics.Vector256.Load(xRow + kx * dw + 8);
+                            // [a0 a2 b0 b2 | a4 a6 b4 b6] → [a0 a2 a4 a6 b0 b2 b4 b6]
+                            var even = System.Runtime.Intrinsics.X86.Avx.Shuffle(lo, hi, 0b10_00_10_00);
+                            even = System.Runtime.Intrinsics.Vector256.AsSingle(System.Runtime.Intrinsics.X86.Avx2.Permute4x64(System.Runtime.Intrinsics.Vector256.AsDouble(even), 0b11_01_10_00));
+                            acc = System.Runtime.Intrinsics.Vector256.FusedMultiplyAdd(even, System.Runtime.Intrinsics.Vector256.Create(W[ky * kw + kx]), acc);
+                        }
+                    }
+                    System.Runtime.Intrinsics.Vector256.Store(acc, yRow + ox);
+                    ox += 8;
+                    continue;
+                }
                 var sum = b0;
                 var ix0 = ox * sw - pw;
                 for (var ky = ky0; ky < ky1; ky++)
