@@ -30,15 +30,33 @@ public sealed class AllocationTests : IDisposable
         using var m = OnnxImporter.Import(path);
         using var runner = CompiledRunner.CompileInMemory(m, path, new CompileOptions(), _dir);
         Assert.IsAssignableFrom<IPlannedDecoder>(runner.Model);
-        using var session = new DecoderSession(runner.Model, runner.Model.DecoderLayout!, new DecoderOptions { MaxContext = 512 });
-        var next = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(session.Prefill([1L, 2L, 3L]));
-        for (var i = 0; i < 200; i++) next = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(session.Decode(next));
+        using var session = new DecoderSession(runner.Model, runner.Model.DecoderLayout!, new DecoderOptions { MaxContext = 600 });
+        long next = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(session.Prefill([1L, 2L, 3L]));
+        // The same method runs the warm-up and the measured steps, so the measured loop is jitted code that has
+        // already been promoted, not a first-tier loop of the test method.
+        for (var round = 0; round < 4; round++) next = DecodeSteps(session, next, 50);
         Thread.Sleep(500);
-        var (total, mine, workers) = (GC.GetTotalAllocatedBytes(precise: true), GC.GetAllocatedBytesForCurrentThread(), Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes);
-        for (var i = 0; i < 100; i++) next = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(session.Decode(next));
-        var allocated = GC.GetAllocatedBytesForCurrentThread() - mine + Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes - workers;
-        Assert.Equal(303, session.Position);
-        Assert.True(allocated == 0, $"100 decode steps allocated {allocated} bytes on the decoding and worker threads ({GC.GetTotalAllocatedBytes(precise: true) - total} in the process)");
+        // Three windows of 100 steps. An allocation in every step would cost at least 24 bytes × 100 in each window;
+        // what the runtime itself does once in a while on this thread (seen: ~100 bytes once, in one window, at a
+        // moment that moves with timing) cannot. So: every window under 1 KB, and at least one exactly zero.
+        var windows = new List<(long Thread, long Workers, long Process)>();
+        for (var window = 0; window < 3; window++)
+        {
+            var (total, mine, workers) = (GC.GetTotalAllocatedBytes(precise: true), GC.GetAllocatedBytesForCurrentThread(), Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes);
+            next = DecodeSteps(session, next, 100);
+            windows.Add((GC.GetAllocatedBytesForCurrentThread() - mine, Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes - workers, GC.GetTotalAllocatedBytes(precise: true) - total));
+        }
+        Assert.Equal(503, session.Position);
+        var report = string.Join("; ", windows.Select(w => $"{w.Thread} bytes on the decoding thread, {w.Workers} on the workers ({w.Process} in the process)"));
+        Assert.True(windows.Any(w => w.Thread + w.Workers == 0), $"no 100-step window was free of allocations: {report}");
+        Assert.True(windows.All(w => w.Thread + w.Workers < 1024), $"decode steps allocate: {report}");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static long DecodeSteps(DecoderSession session, long next, int steps)
+    {
+        for (var i = 0; i < steps; i++) next = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(session.Decode(next));
+        return next;
     }
 
     [Fact]
@@ -57,10 +75,15 @@ public sealed class AllocationTests : IDisposable
         {
             for (var i = 0; i < 200; i++) Runtime.Kernels.MatMul.Gemm(x, k, false, weights, n, false, y, n, 1, n, k, false);
             Thread.Sleep(500);
-            var (mine, workers) = (GC.GetAllocatedBytesForCurrentThread(), Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes);
-            for (var i = 0; i < 100; i++) Runtime.Kernels.MatMul.Gemm(x, k, false, weights, n, false, y, n, 1, n, k, false);
-            var allocated = GC.GetAllocatedBytesForCurrentThread() - mine + Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes - workers;
-            Assert.True(allocated == 0, $"100 products allocated {allocated} bytes on the calling and worker threads");
+            // As for decoding: three windows, one of them exactly zero and none near one allocation per call.
+            var windows = new List<long>();
+            for (var window = 0; window < 3; window++)
+            {
+                var (mine, workers) = (GC.GetAllocatedBytesForCurrentThread(), Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes);
+                for (var i = 0; i < 100; i++) Runtime.Kernels.MatMul.Gemm(x, k, false, weights, n, false, y, n, 1, n, k, false);
+                windows.Add(GC.GetAllocatedBytesForCurrentThread() - mine + Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes - workers);
+            }
+            Assert.True(windows.Contains(0) && windows.All(b => b < 1024), $"100 products allocated {string.Join(", ", windows)} bytes on the calling and worker threads");
         }
         finally
         {

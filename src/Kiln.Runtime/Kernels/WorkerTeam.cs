@@ -20,6 +20,8 @@ public static unsafe class WorkerTeam
     private static long _ticket;
     private static int _remaining;
     private static int _sleepers;
+    // Workers that may still join the current loop (threads − 1 when it starts).
+    private static int _seats;
     private static Exception? _failure;
     [ThreadStatic] private static bool _inside;
     private static long[] _workerAllocated = [];
@@ -61,10 +63,13 @@ public static unsafe class WorkerTeam
             _chunk = Math.Max(1, count / (threads * 4));
             _failure = null;
             Volatile.Write(ref _remaining, count);
+            Volatile.Write(ref _seats, threads - 1);
             var generation = (int)(Volatile.Read(ref _ticket) >> 32) + 1;
             Interlocked.Exchange(ref _ticket, (long)generation << 32);
+            // Every sleeper wakes (a permit kept back would leave a worker asleep for good); those beyond the
+            // loop's seats go back to waiting without touching its items.
             var sleeping = Interlocked.Exchange(ref _sleepers, 0);
-            if (sleeping > 0) Wake.Release(Math.Min(sleeping, threads - 1));
+            if (sleeping > 0) Wake.Release(sleeping);
             _inside = true;
             try { Work(generation, body, state, count, _chunk); }
             finally { _inside = false; }
@@ -134,7 +139,7 @@ public static unsafe class WorkerTeam
             var state = _state;
             var count = _count;
             var chunk = _chunk;
-            Work(generation, body, state, count, chunk);
+            if (Interlocked.Decrement(ref _seats) >= 0) Work(generation, body, state, count, chunk);
             Volatile.Write(ref _workerAllocated[slot], GC.GetAllocatedBytesForCurrentThread());
         }
     }
