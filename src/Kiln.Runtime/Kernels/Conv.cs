@@ -104,7 +104,7 @@ public static class Convolution
                         {
                             var src = xg.Slice(ch * inner, inner);
                             var dst = col.AsSpan(ch * kSize * p, kSize * p);
-                            if (planar) Im2Col2D(src, spatial[0], spatial[1], outSpatial[0], outSpatial[1], win, dst);
+                            if (planar) Im2ColColumns(src, spatial[0], spatial[1], outSpatial[1], new Taps(win), 0, p, dst);
                             else
                                 for (var i = 0; i < dst.Length; i++)
                                 {
@@ -142,12 +142,10 @@ public static class Convolution
         {
             var job = new DepthwiseJob
             {
-                X = px, W = pw, B = bias is null ? null : pb, Y = py, C = c, H = h, Wd = wd, Oh = oh, Ow = ow,
-                Kh = win.Kernel[0], Kw = win.Kernel[1], Sh = win.Strides[0], Sw = win.Strides[1], Dh = win.Dilations[0], Dw = win.Dilations[1],
-                Ph = win.PadsBegin[0], Pw = win.PadsBegin[1],
+                X = px, W = pw, B = bias is null ? null : pb, Y = py, C = c, H = h, Wd = wd, Oh = oh, Ow = ow, T = new Taps(win),
             };
             var planes = n * c;
-            var threads = (long)planes * oh * ow * job.Kh * job.Kw >= 1 << 16 ? Math.Min(planes, MatMul.MaxThreads) : 1;
+            var threads = (long)planes * oh * ow * job.T.Kh * job.T.Kw >= 1 << 16 ? Math.Min(planes, MatMul.MaxThreads) : 1;
             // One contiguous range of planes per thread: planes of a few hundred outputs are too small to hand out one by one.
             job.Planes = planes;
             job.PerPart = (planes + threads - 1) / threads;
@@ -159,7 +157,15 @@ public static class Convolution
     private unsafe struct DepthwiseJob
     {
         public float* X, W, B, Y;
-        public int C, H, Wd, Oh, Ow, Kh, Kw, Sh, Sw, Dh, Dw, Ph, Pw, Planes, PerPart;
+        public int C, H, Wd, Oh, Ow, Planes, PerPart;
+        public Taps T;
+    }
+
+    /// <summary>A 2-D window's kernel, strides, dilations and leading pads as plain ints (kernel job structs hold it).</summary>
+    private readonly struct Taps(Window win)
+    {
+        public readonly int Kh = win.Kernel[0], Kw = win.Kernel[1], Sh = win.Strides[0], Sw = win.Strides[1];
+        public readonly int Dh = win.Dilations[0], Dw = win.Dilations[1], Ph = win.PadsBegin[0], Pw = win.PadsBegin[1];
     }
 
     private static unsafe void DepthwisePart(void* state, int part)
@@ -175,7 +181,7 @@ public static class Convolution
     private static unsafe void DepthwisePlane(void* state, int bc)
     {
         ref var j = ref *(DepthwiseJob*)state;
-        int h = j.H, wd = j.Wd, oh = j.Oh, ow = j.Ow, kh = j.Kh, kw = j.Kw, sh = j.Sh, sw = j.Sw, dh = j.Dh, dw = j.Dw, ph = j.Ph, pw = j.Pw;
+        int h = j.H, wd = j.Wd, oh = j.Oh, ow = j.Ow, kh = j.T.Kh, kw = j.T.Kw, sh = j.T.Sh, sw = j.T.Sw, dh = j.T.Dh, dw = j.T.Dw, ph = j.T.Ph, pw = j.T.Pw;
         var ch = bc % j.C;
         var X = j.X + (long)bc * h * wd;
         var W = j.W + (long)ch * kh * kw;
@@ -269,9 +275,8 @@ public static class Convolution
         {
             var job = new ConvBlockJob
             {
-                X = px, W = pw, Y = py, C = c, M = m, H = x.Shape[2], Wd = x.Shape[3], Oh = outSpatial[0], Ow = outSpatial[1], P = p,
-                Kh = win.Kernel[0], Kw = win.Kernel[1], Sh = win.Strides[0], Sw = win.Strides[1], Dh = win.Dilations[0], Dw = win.Dilations[1],
-                Ph = win.PadsBegin[0], Pw = win.PadsBegin[1], Block = block, Blocks = blocks, Direct = direct,
+                X = px, W = pw, Y = py, C = c, M = m, H = x.Shape[2], Wd = x.Shape[3], Ow = outSpatial[1], P = p,
+                T = new Taps(win), Block = block, Blocks = blocks, Direct = direct,
             };
             var flops = 2.0 * n * m * k * p;
             WorkerTeam.For(n * blocks, flops >= 4e6 ? MatMul.MaxThreads : 1, &ConvBlock, &job);
@@ -281,7 +286,8 @@ public static class Convolution
     private unsafe struct ConvBlockJob
     {
         public float* X, W, Y;
-        public int C, M, H, Wd, Oh, Ow, P, Kh, Kw, Sh, Sw, Dh, Dw, Ph, Pw, Block, Blocks;
+        public int C, M, H, Wd, Ow, P, Block, Blocks;
+        public Taps T;
         public bool Direct;
     }
 
@@ -289,7 +295,7 @@ public static class Convolution
     {
         ref var j = ref *(ConvBlockJob*)state;
         int b = item / j.Blocks, j0 = item % j.Blocks * j.Block, nb = Math.Min(j.Block, j.P - j0);
-        var kSize = j.Kh * j.Kw;
+        var kSize = j.T.Kh * j.T.Kw;
         var k = j.C * kSize;
         var x = j.X + (long)b * j.C * j.H * j.Wd;
         var y = new Span<float>(j.Y + (long)b * j.M * j.P + j0, (j.M - 1) * j.P + nb);
@@ -303,40 +309,7 @@ public static class Convolution
         try
         {
             for (var ch = 0; ch < j.C; ch++)
-            {
-                var plane = x + (long)ch * j.H * j.Wd;
-                for (var ky = 0; ky < j.Kh; ky++)
-                    for (var kx = 0; kx < j.Kw; kx++)
-                    {
-                        var dst = col.AsSpan((ch * kSize + ky * j.Kw + kx) * nb, nb);
-                        var off = kx * j.Dw - j.Pw;
-                        // Output columns whose input column ox·sw + off lies inside the row: [lo, hi).
-                        var lo = Math.Min(j.Ow, Math.Max(0, (-off + j.Sw - 1) / j.Sw));
-                        var hi = j.Wd - 1 - off < 0 ? 0 : Math.Min(j.Ow, (j.Wd - 1 - off) / j.Sw + 1);
-                        if (hi < lo) hi = lo;
-                        for (var at = j0; at < j0 + nb;)
-                        {
-                            int oy = at / j.Ow, ox0 = at % j.Ow, ox1 = Math.Min(j.Ow, ox0 + (j0 + nb - at));
-                            var seg = dst.Slice(at - j0, ox1 - ox0);
-                            var iy = oy * j.Sh - j.Ph + ky * j.Dh;
-                            if (iy < 0 || iy >= j.H) seg.Clear();
-                            else
-                            {
-                                var row = plane + (long)iy * j.Wd;
-                                int a = Math.Max(ox0, lo), e = Math.Min(ox1, hi);
-                                if (a >= e) seg.Clear();
-                                else
-                                {
-                                    seg[..(a - ox0)].Clear();
-                                    seg[(e - ox0)..].Clear();
-                                    if (j.Sw == 1) new ReadOnlySpan<float>(row + a + off, e - a).CopyTo(seg[(a - ox0)..]);
-                                    else for (var ox = a; ox < e; ox++) seg[ox - ox0] = row[ox * j.Sw + off];
-                                }
-                            }
-                            at += ox1 - ox0;
-                        }
-                    }
-            }
+                Im2ColColumns(new ReadOnlySpan<float>(x + (long)ch * j.H * j.Wd, j.H * j.Wd), j.H, j.Wd, j.Ow, j.T, j0, nb, col.AsSpan(ch * kSize * nb, kSize * nb));
             MatMul.Gemm(weights, k, false, col.AsSpan(0, k * nb), nb, false, y, j.P, j.M, nb, k, false);
         }
         finally
@@ -346,32 +319,37 @@ public static class Convolution
     }
 
     /// <summary>
-    /// The im2col rows of one 2-D channel: for each kernel tap (ky, kx), the [oh × ow] plane of input values that
-    /// tap reads, zeros where it falls in the padding. Row by row, so stride-1 rows are one span copy.
+    /// The im2col rows of one 2-D channel for output pixels [j0, j0 + nb) (row-major over [oh, ow]): for each kernel
+    /// tap (ky, kx), nb input values, zeros where the tap falls in the padding. Row segment by row segment, so
+    /// stride-1 segments are one span copy.
     /// </summary>
-    private static void Im2Col2D(ReadOnlySpan<float> src, int h, int wd, int oh, int ow, Window win, Span<float> dst)
+    private static void Im2ColColumns(ReadOnlySpan<float> plane, int h, int wd, int ow, in Taps t, int j0, int nb, Span<float> dst)
     {
-        int kh = win.Kernel[0], kw = win.Kernel[1], sh = win.Strides[0], sw = win.Strides[1], dh = win.Dilations[0], dw = win.Dilations[1];
-        int ph = win.PadsBegin[0], pw = win.PadsBegin[1];
-        for (var ky = 0; ky < kh; ky++)
-            for (var kx = 0; kx < kw; kx++)
+        for (var ky = 0; ky < t.Kh; ky++)
+            for (var kx = 0; kx < t.Kw; kx++)
             {
-                var plane = dst.Slice((ky * kw + kx) * oh * ow, oh * ow);
-                var off = kx * dw - pw;
+                var rowOut = dst.Slice((ky * t.Kw + kx) * nb, nb);
+                var off = kx * t.Dw - t.Pw;
                 // Output columns whose input column ox·sw + off lies inside the row: [lo, hi).
-                var lo = Math.Min(ow, Math.Max(0, (-off + sw - 1) / sw));
-                var hi = wd - 1 - off < 0 ? 0 : Math.Min(ow, (wd - 1 - off) / sw + 1);
+                var lo = Math.Min(ow, Math.Max(0, (-off + t.Sw - 1) / t.Sw));
+                var hi = wd - 1 - off < 0 ? 0 : Math.Min(ow, (wd - 1 - off) / t.Sw + 1);
                 if (hi < lo) hi = lo;
-                for (var oy = 0; oy < oh; oy++)
+                for (var at = j0; at < j0 + nb;)
                 {
-                    var row = plane.Slice(oy * ow, ow);
-                    var iy = oy * sh - ph + ky * dh;
-                    if (iy < 0 || iy >= h) { row.Clear(); continue; }
-                    var xRow = src.Slice(iy * wd, wd);
-                    row[..lo].Clear();
-                    row[hi..].Clear();
-                    if (sw == 1) xRow.Slice(lo + off, hi - lo).CopyTo(row[lo..hi]);
-                    else for (var ox = lo; ox < hi; ox++) row[ox] = xRow[ox * sw + off];
+                    int oy = at / ow, ox0 = at % ow, ox1 = Math.Min(ow, ox0 + (j0 + nb - at));
+                    var seg = rowOut.Slice(at - j0, ox1 - ox0);
+                    var iy = oy * t.Sh - t.Ph + ky * t.Dh;
+                    int a = Math.Max(ox0, lo), e = Math.Min(ox1, hi);
+                    if (iy < 0 || iy >= h || a >= e) seg.Clear();
+                    else
+                    {
+                        var row = plane.Slice(iy * wd, wd);
+                        seg[..(a - ox0)].Clear();
+                        seg[(e - ox0)..].Clear();
+                        if (t.Sw == 1) row.Slice(a + off, e - a).CopyTo(seg[(a - ox0)..]);
+                        else for (var ox = a; ox < e; ox++) seg[ox - ox0] = row[ox * t.Sw + off];
+                    }
+                    at += ox1 - ox0;
                 }
             }
     }
