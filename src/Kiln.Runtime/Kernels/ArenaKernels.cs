@@ -228,7 +228,7 @@ public static unsafe class ArenaKernels
         if (c.Length == y.Length) c.CopyTo(y);
         else for (var i = 0; i < m; i++) c.CopyTo(y.Slice(i * n, n));
         MatMul.Gemm(a, k, false, b, n, false, y, n, m, n, k, accumulate: true, weights, 0);
-        if (activation.Length > 0) Fused.Activate(y, activation);
+        Fused.Activate(y, activation);
     }
 
     /// <summary>

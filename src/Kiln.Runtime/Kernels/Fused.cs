@@ -115,23 +115,7 @@ public static class Fused
         if (d % 2 != 0 || cos.Length != (long)s * half || sin.Length != cos.Length)
             throw new KernelException($"RotaryEmbedding: x {x} needs cos/sin of {s}×{half} elements, got {cos} and {sin}");
         var r = Tensor.Uninitialized(DType.F32, x.Shape);
-        var src = x.Span<float>();
-        var dst = r.Span<float>();
-        var c = cos.Span<float>();
-        var sn = sin.Span<float>();
-        for (long row = 0, rows = x.Length / d; row < rows; row++)
-        {
-            var p = (int)(row % s) * half;
-            var xr = src.Slice((int)(row * d), d);
-            var yr = dst.Slice((int)(row * d), d);
-            for (var i = 0; i < half; i++)
-            {
-                int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
-                float x0 = xr[a], x1 = xr[b], ci = c[p + i], si = sn[p + i];
-                yr[a] = x0 * ci - x1 * si;
-                yr[b] = x0 * si + x1 * ci;
-            }
-        }
+        ArenaKernels.Rotary(x.Span<float>(), cos.Span<float>(), sin.Span<float>(), r.Span<float>(), s, d, interleaved);
         return r;
     }
 
@@ -166,16 +150,9 @@ public static class Fused
         int[] product = [.. a.Shape[..^1], n];
         var outShape = Broadcast.Shape(product, c.Shape);
         if (!outShape.AsSpan().SequenceEqual(product)) throw new KernelException($"MatMulAdd: C {c} would grow the product {string.Join("×", product)}");
-        var r = Copy(c.Shape.AsSpan().SequenceEqual(product) ? c : Movement.Expand(c, product));
-        MatMul.Gemm(a.Span<float>(), k, false, b.Span<float>(), n, false, r.Span<float>(), n, m, n, k, accumulate: true, b, 0);
-        Activate(r.Span<float>(), activation);
-        return r;
-    }
-
-    private static Tensor Copy(Tensor t)
-    {
-        var r = Tensor.Uninitialized(t.Type, t.Shape);
-        t.Bytes.CopyTo(r.Bytes);
+        var full = c.Shape.AsSpan().SequenceEqual(product) ? c : Movement.Expand(c, product);
+        var r = Tensor.Uninitialized(DType.F32, product);
+        ArenaKernels.MatMulAdd(a.Span<float>(), b.Span<float>(), b, full.Span<float>(), r.Span<float>(), m, n, k, activation);
         return r;
     }
 }
