@@ -56,7 +56,7 @@ public sealed record Window(int[] Kernel, int[] Strides, int[] Dilations, int[] 
 /// Convolution as im2col + the f32 GEMM (the GEMM does the heavy lifting; a 1×1 stride-1 unpadded convolution
 /// skips im2col). ConvTranspose is the adjoint: GEMM into columns, then col2im scatter-add.
 /// </summary>
-public static class Convolution
+public static partial class Convolution
 {
     public static Tensor Conv(Tensor x, Tensor w, Tensor? bias, Window win, int group)
     {
@@ -78,6 +78,11 @@ public static class Convolution
         // GEMM with accumulate = false writes every output element (k = cg·kSize ≥ 1 here).
         var r = cg * kSize > 0 ? Tensor.Uninitialized(DType.F32, [n, m, .. outSpatial]) : Tensor.Zeros(DType.F32, [n, m, .. outSpatial]);
         var direct = kSize == 1 && win.Strides.All(s => s == 1) && win.PadsBegin.All(v => v == 0) && win.PadsEnd.All(v => v == 0);
+        if (spatial.Length == 2 && group == 1 && c * kSize > 0 && ShiftedRowsApply(win))
+        {
+            ShiftedRows2D(x, w, bias, r, win, outSpatial);
+            return Cast.To(r, orig);
+        }
         if (spatial.Length == 2 && group == 1 && c * kSize > 0)
         {
             Blocked2D(x, w, r, win, outSpatial, direct);
@@ -441,6 +446,9 @@ public static class Convolution
         var pin = (int)Tensor.Count(spatial);
         var pout = (int)Tensor.Count(outSpatial);
         var kSize = (int)Tensor.Count(kernel);
+        if (rank == 2 && group == 1 && kernel[0] == s[0] && kernel[1] == s[1] && d.All(v => v == 1) && pb.All(v => v == 0)
+            && outSpatial[0] == spatial[0] * s[0] && outSpatial[1] == spatial[1] * s[1])
+            return Cast.To(TilingTranspose2D(x, w, bias, s[0], s[1]), orig);
         var col = System.Buffers.ArrayPool<float>.Shared.Rent(checked(mg * kSize * pin));
         var target = System.Buffers.ArrayPool<int>.Shared.Rent(checked(kSize * pin));
         // The output is a sum of scattered contributions: start from zeros (a pooled buffer, cleared).
