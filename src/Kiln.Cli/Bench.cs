@@ -90,6 +90,8 @@ public static class Bench
                 foreach (var (op, (calls, ms)) in profile.OrderByDescending(p => p.Value.Milliseconds).Take(15))
                     output.WriteLine($"  {Runtime.Operators.OperatorTable.NameOf(op),-22} {calls,8} calls {ms.ToString("0.0", inv),10} ms");
             }
+            foreach (var (key, (calls, ms)) in Runtime.Compiled.Generated.HackProfile.OrderByDescending(p => p.Value.Item2).Take(40))
+                output.WriteLine($"  {ms,8:F1} {calls,5} {key}");
             if (lines.FirstOrDefault(l => l.Unit == "tokens/s") is { } decode)
             {
                 output.WriteLine($"managed allocation per decode step (Kiln, all threads): {(AllocatedPerDecodeStep / 1024.0).ToString("0.0", inv)} KiB");
