@@ -5,49 +5,58 @@ using System.Runtime.Intrinsics.X86;
 namespace Kiln.Runtime.Kernels;
 
 /// <summary>
-/// Stride-1 2-D convolution as an implicit GEMM over shifted rows: with the input zero-padded to [C, Hp, Wp] and the
-/// output computed on an [OH, Wp] grid (the columns past OW wrap around and are dropped when stored), output pixel
+/// 2-D convolution as an implicit GEMM over shifted rows: with the input zero-padded to [C, Hp, Wp] and the output
+/// computed on an [OH, Wp] grid (the columns past OW wrap around and are dropped when stored), output pixel
 /// q = oy·Wp + ox reads tap (c, ky, kx) at padded offset c·Hp·Wp + ky·dh·Wp + kx·dw + q. So 32 consecutive output
 /// pixels of one tap are 32 consecutive floats of the padded input: the GEMM's B panel is read in place, with no
-/// im2col matrix and no packing. A 1×1 unpadded convolution reads the input itself.
+/// im2col matrix and no packing. A 1×1 unpadded stride-1 convolution reads the input itself; a strided one reads a
+/// copy split into stride phases, where the same holds.
 /// </summary>
 public static partial class Convolution
 {
     private const int ShiftPanel = 32;
     private const int ShiftRows = 8;
 
-    private static bool ShiftedRowsApply(Window win) =>
-        Avx512F.IsSupported && win.Rank == 2 && win.Strides[0] == 1 && win.Strides[1] == 1;
+    private static bool ShiftedRowsApply(Window win) => Avx512F.IsSupported && win.Rank == 2;
 
     private static unsafe void ShiftedRows2D(Tensor x, Tensor w, Tensor? bias, Tensor r, Window win, int[] outSpatial)
     {
         int n = x.Shape[0], c = x.Shape[1], h = x.Shape[2], wd = x.Shape[3], m = w.Shape[0];
-        int kh = win.Kernel[0], kw = win.Kernel[1], dh = win.Dilations[0], dw = win.Dilations[1];
+        int kh = win.Kernel[0], kw = win.Kernel[1], dh = win.Dilations[0], dw = win.Dilations[1], sh = win.Strides[0], sw = win.Strides[1];
         int ph = win.PadsBegin[0], pw = win.PadsBegin[1];
         int oh = outSpatial[0], ow = outSpatial[1];
-        var padded = ph != 0 || pw != 0 || win.PadsEnd[0] != 0 || win.PadsEnd[1] != 0;
+        // Strided convolutions read each phase (input rows ≡ py, columns ≡ px modulo the stride) as its own plane:
+        // then output (oy, ox) reads tap (ky, kx) at row oy + ky·dh / sh, column ox + kx·dw / sw of phase
+        // (ky·dh mod sh, kx·dw mod sw), the same shifted-rows pattern as stride 1.
+        var copy = sh != 1 || sw != 1 || ph != 0 || pw != 0 || win.PadsEnd[0] != 0 || win.PadsEnd[1] != 0;
         int hp = h + ph + win.PadsEnd[0], wp = wd + pw + win.PadsEnd[1];
-        long plane = (long)hp * wp;
+        int hph = (hp + sh - 1) / sh, wph = (wp + sw - 1) / sw;
+        long phasePlane = (long)hph * wph, channelPlane = phasePlane * sh * sw;
         var k = c * kh * kw;
-        var q = oh * wp;
+        var q = oh * wph;
         var panels = (q + ShiftPanel - 1) / ShiftPanel;
         var rowTiles = (m + ShiftRows - 1) / ShiftRows;
-        // The last panel reads up to (kw − 1)·dw + 31 floats past the padded input: the padded copy carries that slack.
-        var slack = (kw - 1) * dw + ShiftPanel;
-        var paddedLength = padded ? checked(c * plane + slack) : 0;
-        var xp = padded ? System.Buffers.ArrayPool<float>.Shared.Rent((int)paddedLength) : null;
         var cached = w.Persistent ? PackedRowTiles.GetValue(w, t => PackRowTiles(t.Span<float>(), m, k, new float[rowTiles * ShiftRows * k])) : null;
         var aPacked = cached ?? PackRowTiles(w.Span<float>(), m, k, System.Buffers.ArrayPool<float>.Shared.Rent(rowTiles * ShiftRows * k));
         var offsets = System.Buffers.ArrayPool<int>.Shared.Rent(2 * k);
+        float[]? xp = null;
         try
         {
+            var maxOffset = 0L;
             for (int ch = 0, kk = 0; ch < c; ch++)
                 for (var ky = 0; ky < kh; ky++)
                     for (var kx = 0; kx < kw; kx++, kk++)
                     {
-                        offsets[kk] = checked((int)(ch * plane + ky * dh * wp + kx * dw));
+                        int ry = ky * dh, rx = kx * dw;
+                        var phase = ry % sh * sw + rx % sw;
+                        var at = ch * channelPlane + phase * phasePlane + (long)(ry / sh) * wph + rx / sw;
+                        offsets[kk] = checked((int)at);
                         offsets[k + kk] = kk * ShiftPanel; // the same taps in a packed tail panel
+                        maxOffset = Math.Max(maxOffset, at);
                     }
+            // The copy is long enough for every panel's reads, the last one's 31 floats past its start included.
+            var copyLength = copy ? checked((int)Math.Max(c * channelPlane, maxOffset + (long)panels * ShiftPanel)) : 0;
+            xp = copy ? System.Buffers.ArrayPool<float>.Shared.Rent(copyLength) : null;
             fixed (float* px = x.Span<float>())
             fixed (float* pxp = xp)
             fixed (float* pa = aPacked)
@@ -57,8 +66,8 @@ public static partial class Convolution
             {
                 var job = new ShiftedJob
                 {
-                    A = pa, Offsets = po, Bias = bias is null ? null : pb, K = k, M = m, Wp = wp, Ow = ow, Q = q, P = oh * ow,
-                    Panels = panels, RowTiles = rowTiles, InputLength = padded ? paddedLength : (long)c * h * wd,
+                    A = pa, Offsets = po, Bias = bias is null ? null : pb, K = k, M = m, Wp = wph, Ow = ow, Q = q, P = oh * ow,
+                    Panels = panels, RowTiles = rowTiles, InputLength = copy ? copyLength : (long)c * h * wd, MaxOffset = maxOffset,
                 };
                 job.PanelGroup = Math.Max(1, Math.Min(4, panels / (4 * MatMul.MaxThreads)));
                 job.RowGroup = 8;
@@ -68,13 +77,23 @@ public static partial class Convolution
                 for (var b = 0; b < n; b++)
                 {
                     var xb = px + (long)b * c * h * wd;
-                    if (padded)
+                    if (copy)
                     {
-                        var dst = new Span<float>(pxp, (int)paddedLength);
-                        dst.Clear();
+                        new Span<float>(pxp, copyLength).Clear();
                         for (var ch = 0; ch < c; ch++)
                             for (var y = 0; y < h; y++)
-                                new ReadOnlySpan<float>(xb + ((long)ch * h + y) * wd, wd).CopyTo(dst.Slice((int)(ch * plane + (y + ph) * wp + pw), wd));
+                            {
+                                var src = new ReadOnlySpan<float>(xb + ((long)ch * h + y) * wd, wd);
+                                var row = pxp + ch * channelPlane + (y + ph) % sh * sw * phasePlane + (long)((y + ph) / sh) * wph;
+                                if (sw == 1) { src.CopyTo(new Span<float>(row + pw, wd)); continue; }
+                                for (var phase = 0; phase < sw; phase++)
+                                {
+                                    // Input columns xi with (xi + pw) ≡ phase (mod sw) land at (xi + pw) / sw of that phase.
+                                    var xi = ((phase - pw) % sw + sw) % sw;
+                                    var d = row + phase * phasePlane + (xi + pw) / sw;
+                                    for (; xi < wd; xi += sw) *d++ = src[xi];
+                                }
+                            }
                         job.X = pxp;
                     }
                     else job.X = xb;
@@ -115,7 +134,7 @@ public static partial class Convolution
         public float* X, A, Bias, Y;
         public int* Offsets;
         public int K, M, Wp, Ow, Q, P, Panels, RowTiles, PanelGroup, RowGroup, Items;
-        public long InputLength;
+        public long InputLength, MaxOffset;
     }
 
     private static unsafe void ShiftedItem(void* state, int item)
@@ -126,7 +145,7 @@ public static partial class Convolution
         int t0 = item / panelGroups * j.RowGroup, t1 = Math.Min(j.RowTiles, t0 + j.RowGroup);
         var tile = stackalloc float[ShiftRows * ShiftPanel];
         // The largest offset a tap adds: a panel whose reads end past the input is packed into a zero-padded copy first.
-        var reach = (long)j.Offsets[j.K - 1] + ShiftPanel;
+        var reach = j.MaxOffset + ShiftPanel;
         float[]? tail = null;
         try
         {
@@ -237,7 +256,9 @@ public static partial class Convolution
                 var valid = Math.Min(segment, j.Ow - ox);
                 var from = src + (at - q0);
                 var to = dst + oy * j.Ow + ox;
-                for (var e = 0; e < valid; e++) to[e] = from[e] + bias;
+                var e = 0;
+                for (; e + 8 <= valid; e += 8) (Vector256.Load(from + e) + Vector256.Create(bias)).Store(to + e);
+                for (; e < valid; e++) to[e] = from[e] + bias;
                 at += segment;
             }
         }
