@@ -47,8 +47,9 @@ var compileOut = new Option<string>("--output", "-o") { Description = "folder fo
 var nsOpt = new Option<string>("--namespace") { Description = "namespace of the generated class", DefaultValueFactory = _ => "Kiln.Models" };
 var classOpt = new Option<string?>("--class") { Description = "name of the generated class (default: from the model's file or folder name)" };
 var noVerifyOpt = new Option<bool>("--no-verify") { Description = "skip building the generated code with Roslyn to check it" };
-var compile = new Command("compile", "Compile a model to C# (one class), a .kiln weight blob and a compile report") { compileModel, passesOpt, compileOut, nsOpt, classOpt, noVerifyOpt };
-compile.SetAction(r => Cli.Run(() => Commands.Compile(r.GetValue(compileModel)!, r.GetValue(passesOpt), r.GetValue(compileOut)!, r.GetValue(nsOpt)!, r.GetValue(classOpt), !r.GetValue(noVerifyOpt))));
+var dumpIrOpt = new Option<string?>("--dump-ir") { Description = "write the IR after import and after each pass to this folder (00-import.kir, 01-fold.kir, …)" };
+var compile = new Command("compile", "Compile a model to C# (one class), a .kiln weight blob and a compile report") { compileModel, passesOpt, compileOut, nsOpt, classOpt, noVerifyOpt, dumpIrOpt };
+compile.SetAction(r => Cli.Run(() => Commands.Compile(r.GetValue(compileModel)!, r.GetValue(passesOpt), r.GetValue(compileOut)!, r.GetValue(nsOpt)!, r.GetValue(classOpt), !r.GetValue(noVerifyOpt), r.GetValue(dumpIrOpt))));
 
 root.Subcommands.Add(inspect);
 root.Subcommands.Add(dump);
@@ -192,18 +193,13 @@ namespace Kiln.Cli
             if (passes is not null)
                 foreach (var r in Kiln.Passes.PassManager.Run(model, passes))
                     Console.Error.WriteLine($"{r.Step}: {r.NodesBefore} → {r.NodesAfter} nodes {string.Join(", ", r.Counts.Select(c => $"{c.Key} {c.Value}"))}");
-            var text = KirPrinter.Print(model);
             if (output is null)
             {
-                Console.Out.Write(text);
+                Console.Out.Write(KirPrinter.Print(model));
                 return;
             }
-            File.WriteAllText(output, text);
-            var weights = KirPrinter.ReferencedWeights(model.Graph).ToList();
-            var weightsPath = WeightFile.PathFor(output);
-            if (weights.Count > 0) WeightFile.Write(weightsPath, weights);
-            else if (File.Exists(weightsPath)) File.Delete(weightsPath);
-            Console.Error.WriteLine($"wrote {output}{(weights.Count > 0 ? $" and {weightsPath} ({weights.Count} tensors)" : "")}");
+            var weights = KirPrinter.WriteFile(model, output);
+            Console.Error.WriteLine($"wrote {output}{(weights > 0 ? $" and {WeightFile.PathFor(output)} ({weights} tensors)" : "")}");
         }
 
         public static int Conformance(string[] dirs, string engine, string? filter, string? tsv)
@@ -255,7 +251,7 @@ namespace Kiln.Cli
             return ok ? 0 : 1;
         }
 
-        public static void Compile(string modelPath, string? passes, string output, string ns, string? className, bool verify)
+        public static void Compile(string modelPath, string? passes, string output, string ns, string? className, bool verify, string? dumpIr)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             using var model = Load(modelPath);
@@ -265,6 +261,8 @@ namespace Kiln.Cli
                 Namespace = ns,
                 ClassName = className,
                 Verify = verify,
+                DumpIrDirectory = dumpIr,
+                Progress = Console.WriteLine,
             });
             var files = CodeGen.ModelCompiler.WriteFiles(result, output);
             var inv = CultureInfo.InvariantCulture;

@@ -22,6 +22,15 @@ public sealed record CompileOptions
     public bool Verify { get; init; } = true;
 
     public ICodeBackend Backend { get; init; } = new CpuBackend();
+
+    /// <summary>Receives a line per compile step (each pass with its node counts, emission, verification): build progress.</summary>
+    public Action<string>? Progress { get; init; }
+
+    /// <summary>
+    /// When set, the IR is written to this folder after import (<c>00-import.kir</c>) and after each pass
+    /// (<c>NN-pass.kir</c>), each readable by <c>kiln dump</c>; earlier dumps there are removed first.
+    /// </summary>
+    public string? DumpIrDirectory { get; init; }
 }
 
 /// <summary>A compiled model: the C# source, the weights for the blob, and what happened on the way.</summary>
@@ -47,15 +56,42 @@ public static class ModelCompiler
         var clock = Stopwatch.StartNew();
         var before = model.Graph.AllGraphs().Sum(g => g.Nodes.Count);
         var pipeline = PassPipeline.Parse(options.Passes ?? PassPipeline.Default);
-        var reports = PassManager.Run(model, pipeline);
+        var dumps = options.DumpIrDirectory;
+        if (dumps is not null)
+        {
+            Directory.CreateDirectory(dumps);
+            foreach (var old in Directory.EnumerateFiles(dumps, "*.kir*")) File.Delete(old);
+            KirPrinter.WriteFile(model, Path.Combine(dumps, "00-import.kir"));
+        }
+        var steps = pipeline.Steps.Count;
+        var done = 0;
+        var reports = PassManager.Run(model, pipeline, r =>
+        {
+            var index = ++done;
+            options.Progress?.Invoke($"pass {index}/{steps} {r.Step}: {r.NodesBefore} → {r.NodesAfter} nodes ({r.Milliseconds.ToString("0", CultureInfo.InvariantCulture)} ms)");
+            if (dumps is not null) KirPrinter.WriteFile(model, Path.Combine(dumps, $"{index:D2}-{DumpName(r.Step)}.kir"));
+        });
         var after = model.Graph.AllGraphs().Sum(g => g.Nodes.Count);
         var className = options.ClassName ?? DefaultClassName(sourceName);
         var hash = ModelHash(model, options.Namespace, className, pipeline.ToString(), options.Backend.Name);
+        options.Progress?.Invoke($"emitting {options.Namespace}.{className} ({after} nodes)");
         var emitted = new ModelEmitter(model.Graph, new EmitOptions(options.Namespace, className, hash, Path.GetFileName(sourceName), pipeline.ToString()), options.Backend).Emit();
         var source = RoslynBuild.Format(emitted.Source);
-        if (options.Verify) RoslynBuild.Compile(className, [(className + ".cs", source)]);
+        if (options.Verify)
+        {
+            options.Progress?.Invoke("checking that the generated code builds (Roslyn)");
+            RoslynBuild.Compile(className, [(className + ".cs", source)]);
+        }
         return new CompileResult(className, options.Namespace, source, emitted.Weights, hash, pipeline.ToString(), reports, before, after,
             emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds, emitted.Activations);
+    }
+
+    /// <summary>A pass step as a file-name part: its name, options dropped ("quantize{bits=4}" → "quantize").</summary>
+    private static string DumpName(string step)
+    {
+        var brace = step.IndexOf('{');
+        var name = (brace < 0 ? step : step[..brace]).Trim();
+        return string.Concat(name.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' ? c : '_'));
     }
 
     /// <summary>

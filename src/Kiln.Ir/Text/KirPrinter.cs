@@ -22,6 +22,20 @@ public sealed class KirPrinter
         return p._sb.ToString();
     }
 
+    /// <summary>
+    /// Writes the model as .kir text to <paramref name="path"/> and its large constants to the weights file beside it
+    /// (<see cref="WeightFile.PathFor"/>; a stale one is removed); returns how many tensors that file holds.
+    /// </summary>
+    public static int WriteFile(Model model, string path)
+    {
+        File.WriteAllText(path, Print(model));
+        var weights = ReferencedWeights(model.Graph).ToList();
+        var weightsPath = WeightFile.PathFor(path);
+        if (weights.Count > 0) WeightFile.Write(weightsPath, weights);
+        else if (File.Exists(weightsPath)) File.Delete(weightsPath);
+        return weights.Count;
+    }
+
     public static string Print(Graph graph)
     {
         var p = new KirPrinter();

@@ -63,7 +63,8 @@ public static class PassManager
 {
     public static IReadOnlyList<PassReport> Run(Model model, string? pipeline = null) => Run(model, PassPipeline.Parse(pipeline ?? PassPipeline.Default));
 
-    public static IReadOnlyList<PassReport> Run(Model model, PassPipeline pipeline)
+    /// <param name="afterPass">called after each pass has run and the graph verified (IR dumps, progress)</param>
+    public static IReadOnlyList<PassReport> Run(Model model, PassPipeline pipeline, Action<PassReport>? afterPass = null)
     {
         // Resolve every pass first, so a typo late in the pipeline fails before any work is done.
         var passes = pipeline.Steps.Select(s => (Step: s, Pass: PassRegistry.Create(s.Name))).ToList();
@@ -81,6 +82,7 @@ public static class PassManager
                 .Select(k => (k, d: after.GetValueOrDefault(k) - before.GetValueOrDefault(k))).Where(x => x.d != 0)
                 .ToDictionary(x => x.k, x => x.d);
             reports.Add(new PassReport(step.ToString(), before.Values.Sum(), after.Values.Sum(), delta, ctx.Counts, ctx.Notes, clock.Elapsed.TotalMilliseconds));
+            afterPass?.Invoke(reports[^1]);
         }
         return reports;
     }
