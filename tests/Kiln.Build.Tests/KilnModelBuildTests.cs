@@ -72,17 +72,7 @@ public sealed class KilnModelBuildTests(PackageFeed feed) : IClassFixture<Packag
         // The app's results against the reference evaluator on the same input.
         var (runCode, printed) = feed.Dotnet("bin/Debug/net10.0/App.dll", dir);
         Assert.True(runCode == 0, printed);
-        using var model = OnnxImporter.Import(TinyMlp);
-        var expected = new Evaluator.Interpreter(model.Graph).Run(new Dictionary<string, object?> { ["x"] = Tensor.FromArray(DType.F32, [2, 16], Input) });
-        var want = ((Tensor)expected["probs"]!).Span<float>().ToArray();
-        var lines = printed.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        Assert.Equal(2, lines.Length);
-        foreach (var line in lines)
-        {
-            var got = line.Split(' ').Select(v => float.Parse(v, CultureInfo.InvariantCulture)).ToArray();
-            Assert.Equal(want.Length, got.Length);
-            for (var i = 0; i < got.Length; i++) Assert.True(Math.Abs(got[i] - want[i]) <= 1e-5, $"[{i}] {got[i]} vs {want[i]}");
-        }
+        AssertMatchesEvaluator(printed);
 
         // Nothing changed: both models' Kiln targets are skipped.
         (code, log) = Build(dir);
@@ -108,6 +98,30 @@ public sealed class KilnModelBuildTests(PackageFeed feed) : IClassFixture<Packag
         (code, log) = feed.Dotnet("clean -nodeReuse:false", dir);
         Assert.True(code == 0, log);
         Assert.Empty(Directory.EnumerateFiles(Path.Combine(dir, "obj", "Debug", "net10.0", "kiln"), "*", SearchOption.AllDirectories));
+    }
+
+    [Fact]
+    public void A_native_AOT_publish_runs_the_compiled_model()
+    {
+        // Both blob placements: the file one is published next to the executable, the embedded one inside it.
+        var dir = App("Native", """
+            <KilnModel Include="Models/tiny.onnx" ClassName="TinyModel" Namespace="App" />
+            <KilnModel Include="Models/tiny.onnx" ClassName="TinyEmbedded" Namespace="App" EmbedWeights="true" />
+            """, RunBoth);
+        var publish = Path.Combine(dir, "publish");
+        var (code, log) = feed.Dotnet($"publish -c Release -p:PublishAot=true -nodeReuse:false -o {publish}", dir);
+        Assert.True(code == 0, log);
+        Assert.DoesNotContain("warning IL", log); // no trimming or AOT warnings from the generated code or the runtime
+        Assert.True(File.Exists(Path.Combine(publish, "TinyModel.kiln")));
+        Assert.False(File.Exists(Path.Combine(publish, "TinyEmbedded.kiln")));
+        Assert.False(File.Exists(Path.Combine(publish, "Native.dll")), "a native executable, not an IL assembly");
+
+        var start = new System.Diagnostics.ProcessStartInfo(Path.Combine(publish, "Native")) { RedirectStandardOutput = true, WorkingDirectory = Path.GetTempPath() };
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var printed = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        Assert.Equal(0, process.ExitCode);
+        AssertMatchesEvaluator(printed);
     }
 
     [Fact]
@@ -161,6 +175,22 @@ public sealed class KilnModelBuildTests(PackageFeed feed) : IClassFixture<Packag
         Assert.NotEqual(0, code);
         Assert.Contains("Models/tiny.onnx : error KILN0024:", log);
         NoStackTrace(log);
+    }
+
+    /// <summary>Two lines (the file-blob and the embedded-blob class) of the model's probabilities, each equal to the evaluator's.</summary>
+    private static void AssertMatchesEvaluator(string printed)
+    {
+        using var model = OnnxImporter.Import(TinyMlp);
+        var expected = new Evaluator.Interpreter(model.Graph).Run(new Dictionary<string, object?> { ["x"] = Tensor.FromArray(DType.F32, [2, 16], Input) });
+        var want = ((Tensor)expected["probs"]!).Span<float>().ToArray();
+        var lines = printed.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.Equal(2, lines.Length);
+        foreach (var line in lines)
+        {
+            var got = line.Split(' ').Select(v => float.Parse(v, CultureInfo.InvariantCulture)).ToArray();
+            Assert.Equal(want.Length, got.Length);
+            for (var i = 0; i < got.Length; i++) Assert.True(Math.Abs(got[i] - want[i]) <= 1e-5, $"[{i}] {got[i]} vs {want[i]}");
+        }
     }
 
     private static void NoStackTrace(string log)
