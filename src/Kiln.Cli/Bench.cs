@@ -123,9 +123,12 @@ public static class Bench
         using var runOptions = new RunOptions();
         // Outputs go back to the model's pool once read, as an app's loop does with Recycle (ONNX Runtime's outputs
         // come from its arena): fresh output buffers every call would time the OS's page faults.
+        // An output that is an input's own buffer (an Identity or Reshape of an input) is left alone.
+        var inputStorage = inputs.Values.OfType<Tensor>().Select(t => t.Storage).ToHashSet(ReferenceEqualityComparer.Instance);
         void KilnRun()
         {
-            foreach (var output in runner.Run(inputs).Values) runner.Model.Recycle(output);
+            foreach (var output in runner.Run(inputs).Values)
+                if (output is not Tensor t || !inputStorage.Contains(t.Storage)) runner.Model.Recycle(output);
         }
         void OrtRun() { using var r = ort!.Run(runOptions, ortNames!, ortValues!, ort.OutputNames); }
         // Back-to-back runs until the JIT has settled: an op that runs once per call needs a few dozen calls before

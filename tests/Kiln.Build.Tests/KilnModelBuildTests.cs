@@ -175,6 +175,14 @@ public sealed class KilnModelBuildTests(PackageFeed feed) : IClassFixture<Packag
         Assert.NotEqual(0, code);
         Assert.Contains("Models/tiny.onnx : error KILN0024:", log);
         NoStackTrace(log);
+
+        // Fixed, with no ClassName or Namespace: the class is named after the file, in the project's root namespace.
+        File.WriteAllText(project, File.ReadAllText(project).Replace(" Passes=\"fold,,fuse{\"", ""));
+        (code, log) = Build(dir);
+        Assert.True(code == 0, log);
+        var generated = File.ReadAllText(Path.Combine(dir, "obj", "Debug", "net10.0", "kiln", "Tiny", "Tiny.cs"));
+        Assert.Contains("namespace Broken", generated);
+        Assert.Contains("public sealed partial class Tiny ", generated);
     }
 
     /// <summary>Two lines (the file-blob and the embedded-blob class) of the model's probabilities, each equal to the evaluator's.</summary>
