@@ -64,4 +64,35 @@ public sealed class PlannedCodeTests : IDisposable
             }
         }
     }
+
+    // Rotary before the heads move forward: x [b, s, h, d] with cos/sin [1, s, 1, d/2] (positions along axis 1).
+    private const string RotarySeqFirst = """
+        graph @rope(%x: f32[b, s, 3, 8], %cos: f32[1, s, 1, 4], %sin: f32[1, s, 1, 4]) -> (%y: f32[b, s, 3, 8]) {
+          %y: f32[b, s, 3, 8] = kiln:RotaryEmbedding(%x, %cos, %sin) {interleaved=1}
+        }
+        """;
+
+    [Fact]
+    public void Planned_rotary_reads_positions_along_the_axis_cos_varies_on()
+    {
+        using var model = KirParser.ParseModel(RotarySeqFirst);
+        using var reference = KirParser.ParseModel(RotarySeqFirst);
+        using var runner = CompiledRunner.CompileInMemory(model, "rope.kir", new CompileOptions { Passes = "dce" }, _dir);
+        Assert.Contains("ActivationArena", File.ReadAllText(Directory.GetFiles(_dir, "*.cs", SearchOption.AllDirectories).Single()));
+        var rng = new Random(5);
+        float[] Random(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        // s = 3 = heads: reading positions along the heads axis would give the right shapes and wrong values.
+        foreach (var (b, seq) in new[] { (2, 3), (1, 5), (1, 1) })
+        {
+            var inputs = new Dictionary<string, object?>
+            {
+                ["x"] = Tensor.FromArray(DType.F32, [b, seq, 3, 8], Random(b * seq * 24)),
+                ["cos"] = Tensor.FromArray(DType.F32, [1, seq, 1, 4], Random(seq * 4)),
+                ["sin"] = Tensor.FromArray(DType.F32, [1, seq, 1, 4], Random(seq * 4)),
+            };
+            var want = ((Tensor)new Interpreter(reference.Graph).Run(inputs)["y"]!).Span<float>().ToArray();
+            var got = ((Tensor)runner.Run(inputs)["y"]!).Span<float>().ToArray();
+            Assert.Equal(want, got);
+        }
+    }
 }

@@ -96,6 +96,25 @@ public sealed class FusedKernelTests
             Close(Fused.Rotary(x, cos, sin, interleaved).Span<float>(), want);
         }
 
+        // Rotary with positions along axis 1 of x [1, s, h, d] (cos [1, s, 1, d/2], as a model rotating before moving
+        // heads forward exports it), with s = h so that reading positions along the wrong axis cannot pass.
+        var xs = Random([1, 3, 3, 4], 11);
+        var cosS = Random([1, 3, 1, 2], 12);
+        var sinS = Random([1, 3, 1, 2], 13);
+        var wantS = new double[36];
+        for (var p = 0; p < 3; p++)
+            for (var h = 0; h < 3; h++)
+                for (var i = 0; i < 2; i++)
+                {
+                    var at = (p * 3 + h) * 4;
+                    double x0 = xs.Span<float>()[at + 2 * i], x1 = xs.Span<float>()[at + 2 * i + 1], c = cosS.Span<float>()[p * 2 + i], sn = sinS.Span<float>()[p * 2 + i];
+                    wantS[at + 2 * i] = x0 * c - x1 * sn;
+                    wantS[at + 2 * i + 1] = x0 * sn + x1 * c;
+                }
+        Close(Fused.Rotary(xs, cosS, sinS, interleaved: true).Span<float>(), wantS);
+        // cos/sin varying along two axes is refused, not misread.
+        Assert.Throws<KernelException>(() => Fused.Rotary(xs, Random([3, 3, 2], 14), Random([3, 3, 2], 15), interleaved: true));
+
         var w = Random([8, 5], 9);
         var bias = Random([5], 10);
         var mm = new double[15];

@@ -52,7 +52,8 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
             case "kiln:RMSNorm":
                 return x!.Elem == ElementType.F32 && x.Rank >= 1 ? null : "f32";
             case "kiln:RotaryEmbedding":
-                return x!.Elem == ElementType.F32 && x.Rank >= 2 ? null : "f32 of rank ≥ 2";
+                return x!.Elem == ElementType.F32 && x.Rank >= 2 && Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(x.Rank, c.In(1)!.Dims).Problem is null
+                    ? null : "f32 of rank ≥ 2, cos/sin varying along one axis";
             case "MatMul":
                 return x!.Elem == ElementType.F32 && x.Rank >= 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 } ? null : "f32 activations times a 2-D weight";
             case "kiln:MatMulAdd":
@@ -112,8 +113,14 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 w.Line($"Kiln.Runtime.Kernels.Fused.RmsNorm({x.Span}, {c.In(1)!.Span}, {y.Span}, {x.Dims[^1]}, {CSharp.Float(n.Attr<FloatAttr>("epsilon")?.Value ?? 1e-5f)});");
                 break;
             case "kiln:RotaryEmbedding":
-                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.Rotary({x.Span}, {c.In(1)!.Span}, {c.In(2)!.Span}, {y.Span}, {x.Dims[^2]}, {x.Dims[^1]}, {((n.Attr<IntAttr>("interleaved")?.Value ?? 1) != 0 ? "true" : "false")});");
+            {
+                // Positions run along the one axis where cos/sin are not 1; the rows after it share a position.
+                var axis = Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(x.Rank, c.In(1)!.Dims).Axis;
+                var s = axis < 0 ? "1" : x.Dims[axis];
+                var inner = axis < 0 || axis + 1 >= x.Rank - 1 ? "1" : "(" + string.Join(" * ", x.Dims[(axis + 1)..^1]) + ")";
+                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.Rotary({x.Span}, {c.In(1)!.Span}, {c.In(2)!.Span}, {y.Span}, {inner}, {s}, {x.Dims[^1]}, {((n.Attr<IntAttr>("interleaved")?.Value ?? 1) != 0 ? "true" : "false")});");
                 break;
+            }
             case "MatMul":
             {
                 var wt = c.In(1)!;

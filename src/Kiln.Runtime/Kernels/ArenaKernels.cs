@@ -194,12 +194,17 @@ public static unsafe class ArenaKernels
     }
 
     /// <summary>Rotary embedding over rows of d (row r at position r mod s) with cos/sin [s, d/2].</summary>
-    public static void Rotary(ReadOnlySpan<float> x, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, Span<float> y, int s, int d, bool interleaved)
+    /// <remarks>
+    /// Rows of x are d long; row r rotates by position (r / <paramref name="inner"/>) mod <paramref name="s"/>: the
+    /// positions run along one axis of x, with <paramref name="inner"/> rows per position after it ([b, h, s, d]
+    /// with cos [s, d/2]: inner 1; [b, s, h, d] with cos [1, s, 1, d/2]: inner h).
+    /// </remarks>
+    public static void Rotary(ReadOnlySpan<float> x, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, Span<float> y, int inner, int s, int d, bool interleaved)
     {
         var half = d / 2;
         for (int row = 0, rows = x.Length / d; row < rows; row++)
         {
-            var p = row % s * half;
+            var p = row / inner % s * half;
             var xr = x.Slice(row * d, d);
             var yr = y.Slice(row * d, d);
             var c = cos.Slice(p, half);

@@ -140,12 +140,35 @@ public static class Fused
     {
         RequireF32("RotaryEmbedding", x, cos, sin);
         if (x.Rank < 2) throw new KernelException($"RotaryEmbedding needs x of rank ≥ 2, got {x}");
-        int s = x.Shape[^2], d = x.Shape[^1], half = d / 2;
-        if (d % 2 != 0 || cos.Length != (long)s * half || sin.Length != cos.Length)
-            throw new KernelException($"RotaryEmbedding: x {x} needs cos/sin of {s}×{half} elements, got {cos} and {sin}");
+        int d = x.Shape[^1], half = d / 2;
+        var (axis, bad) = RotaryPositionAxis(x.Rank, cos.Shape.Select(v => v == 1 ? "1" : "n").ToArray());
+        var s = axis < 0 ? 1 : x.Shape[axis];
+        var inner = 1;
+        for (var i = axis + 1; axis >= 0 && i < x.Rank - 1; i++) inner *= x.Shape[i];
+        if (bad is not null || d % 2 != 0 || cos.Shape[^1] != half || cos.Length != (long)s * half || !sin.Shape.SequenceEqual(cos.Shape))
+            throw new KernelException($"RotaryEmbedding: x {x} needs cos/sin of [..., {half}] varying along one axis of x, got {cos} and {sin}{(bad is null ? "" : $" ({bad})")}");
         var r = Tensor.Uninitialized(DType.F32, x.Shape);
-        ArenaKernels.Rotary(x.Span<float>(), cos.Span<float>(), sin.Span<float>(), r.Span<float>(), s, d, interleaved);
+        ArenaKernels.Rotary(x.Span<float>(), cos.Span<float>(), sin.Span<float>(), r.Span<float>(), inner, s, d, interleaved);
         return r;
+    }
+
+    /// <summary>
+    /// The axis of x (rank <paramref name="xRank"/>) along which RotaryEmbedding's cos/sin vary: cos's dims but the
+    /// last, right-aligned with x's, must all be "1" except one (the positions); -1 when none varies. Shared by the
+    /// evaluator and the code generator, which passes dims as C# expressions ("1" for a constant one).
+    /// </summary>
+    public static (int Axis, string? Problem) RotaryPositionAxis(int xRank, IReadOnlyList<string> cosDims)
+    {
+        var lead = cosDims.Count - 1;
+        if (lead > xRank - 1) return (-1, "cos has more dims than x");
+        var axis = -1;
+        for (var i = 0; i < lead; i++)
+        {
+            if (cosDims[i] == "1") continue;
+            if (axis >= 0) return (-1, "cos varies along more than one axis");
+            axis = xRank - 1 - lead + i;
+        }
+        return (axis, null);
     }
 
     /// <summary>softmax(Q·Kᵀ·scale + mask)·V, query head j reading key/value head j / (heads / kvHeads).</summary>
