@@ -13,6 +13,7 @@ namespace Kiln.Build.Tests;
 /// Passes value recompiles, IR dumps parse, a design-time build sees the generated class, and bad models or
 /// pipelines fail the build with a KILN error at the model file and no stack trace.
 /// </summary>
+[Collection("dotnet builds")]
 public sealed class KilnModelBuildTests(PackageFeed feed) : IClassFixture<PackageFeed>
 {
     private const string SkipLine = "Skipping target \"_KilnCompileModel\" because all output files are up-to-date";

@@ -42,7 +42,20 @@ public sealed class PackageFeed : IDisposable
         return dir;
     }
 
-    public (int Code, string Log) Dotnet(string arguments, string workingDirectory)
+    public (int Code, string Log) Dotnet(string arguments, string workingDirectory) => DotnetProcess.Run(arguments, workingDirectory, Packages);
+
+    public void Dispose()
+    {
+        try { Directory.Delete(Root, recursive: true); }
+        catch (IOException) { }
+    }
+}
+
+/// <summary>Runs <c>dotnet</c> and returns its exit code with stdout and stderr.</summary>
+public static class DotnetProcess
+{
+    /// <param name="packages">a private NuGet packages folder, or null for the machine's</param>
+    public static (int Code, string Log) Run(string arguments, string workingDirectory, string? packages = null)
     {
         var start = new ProcessStartInfo("dotnet", arguments)
         {
@@ -51,7 +64,7 @@ public sealed class PackageFeed : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        start.Environment["NUGET_PACKAGES"] = Packages;
+        if (packages is not null) start.Environment["NUGET_PACKAGES"] = packages;
         start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         start.Environment["DOTNET_NOLOGO"] = "1";
         // The outer test run's MSBuild settings must not leak into the app's build.
@@ -61,11 +74,5 @@ public sealed class PackageFeed : IDisposable
         var stderr = process.StandardError.ReadToEndAsync();
         process.WaitForExit();
         return (process.ExitCode, stdout.Result + stderr.Result);
-    }
-
-    public void Dispose()
-    {
-        try { Directory.Delete(Root, recursive: true); }
-        catch (IOException) { }
     }
 }
