@@ -60,7 +60,11 @@ public static class Bench
             using var ortOptions = new SessionOptions { IntraOpNumThreads = threads, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
             using var ort = withOrt ? new InferenceSession(modelPath, ortOptions) : null;
             Runtime.Kernels.MatMul.MaxThreads = threads;
-            if (Environment.GetEnvironmentVariable("KILN_PROFILE") is "1" or "decode") Runtime.Compiled.Generated.Profile = [];
+            if (Environment.GetEnvironmentVariable("KILN_PROFILE") is "1" or "decode")
+            {
+                Runtime.Compiled.Generated.Profile = [];
+                Runtime.Compiled.Generated.ProfileByShape = [];
+            }
             var weightBytes = model.Graph.AllGraphs().SelectMany(g => g.Constants).Sum(c => c.Data?.ByteLength ?? 0);
             var lines = runner.Model.DecoderLayout is { } layout
                 ? Decoder(runner, layout, model.Graph, ort, rounds)
@@ -89,6 +93,12 @@ public static class Bench
                 output.WriteLine("Kiln time by operator (all calls of this run):");
                 foreach (var (op, (calls, ms)) in profile.OrderByDescending(p => p.Value.Milliseconds).Take(15))
                     output.WriteLine($"  {Runtime.Operators.OperatorTable.NameOf(op),-22} {calls,8} calls {ms.ToString("0.0", inv),10} ms");
+                if (Runtime.Compiled.Generated.ProfileByShape is { Count: > 0 } byShape)
+                {
+                    output.WriteLine("Kiln time by operator and input shapes (the 15 slowest):");
+                    foreach (var (key, (calls, ms)) in byShape.OrderByDescending(p => p.Value.Milliseconds).Take(15))
+                        output.WriteLine($"  {ms.ToString("0.0", inv),10} ms {calls,8} calls  {key}");
+                }
             }
             if (lines.FirstOrDefault(l => l.Unit == "tokens/s") is { } decode)
             {
@@ -138,6 +148,7 @@ public static class Bench
         // A round is the mean of enough consecutive runs to last about 200 ms (one run of a small model is too short to time alone).
         var perRound = Math.Clamp((int)(200 / Math.Max(0.01, Time(KilnRun))), 1, 1000);
         Runtime.Compiled.Generated.Profile?.Clear(); // profile the measured rounds only
+        Runtime.Compiled.Generated.ProfileByShape?.Clear();
         double Mean(Action run) { Settle(); return Time(() => { for (var i = 0; i < perRound; i++) run(); }) / perRound; }
         double Kiln() => Mean(KilnRun);
         double Ort() => Mean(OrtRun);
@@ -200,6 +211,7 @@ public static class Bench
         Warm(() => { KilnPrefill(); KilnDecode(); });
         if (ort is not null) Warm(() => { OrtPrefill(); OrtDecode(); });
         profile?.Clear(); // profile the measured rounds only
+        Runtime.Compiled.Generated.ProfileByShape?.Clear();
         var kp = new List<double>(); var kd = new List<double>(); var op = new List<double>(); var od = new List<double>();
         for (var i = 0; i < rounds; i++)
         {

@@ -43,7 +43,12 @@ public static class Generated
     /// <summary>When set, <see cref="Call"/> adds each call's time to its operator's entry (for <c>KILN_PROFILE=1 kiln bench</c>).</summary>
     public static Dictionary<Action<OpContext>, (int Calls, double Milliseconds)>? Profile { get; set; }
 
-    public static Dictionary<string, (int, double)> HackProfile = [];
+    /// <summary>
+    /// With <see cref="Profile"/>: time per operator and input shapes (<c>Conv [1,96,64,80] [24,96,3,3]</c>), which
+    /// tells which node of an op kind is slow.
+    /// </summary>
+    public static Dictionary<string, (int Calls, double Milliseconds)>? ProfileByShape { get; set; }
+
     /// <summary>Runs an operator entry on its inputs; returns its outputs.</summary>
     public static object?[] Call(Action<OpContext> op, OpAttributes attributes, bool[] wanted, params object?[] inputs)
     {
@@ -57,9 +62,12 @@ public static class Generated
         op(ctx);
         var (calls, ms) = profile.GetValueOrDefault(op);
         profile[op] = (calls + 1, ms + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        var key = Kiln.Runtime.Operators.OperatorTable.NameOf(op) + " " + string.Join(" ", inputs.Select(i => i is Tensor t ? "[" + string.Join(",", t.Shape) + "]" : "-")) + " " + attributes.GetHashCode();
-        var (c2, ms2) = HackProfile.GetValueOrDefault(key);
-        HackProfile[key] = (c2 + 1, ms2 + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        if (ProfileByShape is { } byShape)
+        {
+            var key = Operators.OperatorTable.NameOf(op) + " " + string.Join(" ", inputs.Select(i => i is Tensor t ? "[" + string.Join(",", t.Shape) + "]" : "-"));
+            var (shapeCalls, shapeMs) = byShape.GetValueOrDefault(key);
+            byShape[key] = (shapeCalls + 1, shapeMs + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        }
         return ctx.Outputs;
     }
 
