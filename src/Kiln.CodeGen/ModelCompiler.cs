@@ -70,7 +70,7 @@ public static class ModelCompiler
             var index = ++done;
             options.Progress?.Invoke($"pass {index}/{steps} {r.Step}: {r.NodesBefore} → {r.NodesAfter} nodes ({r.Milliseconds.ToString("0", CultureInfo.InvariantCulture)} ms)");
             if (dumps is not null) KirPrinter.WriteFile(model, Path.Combine(dumps, $"{index:D2}-{DumpName(r.Step)}.kir"));
-        });
+        }, options.Progress is null ? null : line => options.Progress($"  {line}"));
         var after = model.Graph.AllGraphs().Sum(g => g.Nodes.Count);
         var className = options.ClassName ?? DefaultClassName(sourceName);
         var hash = ModelHash(model, options.Namespace, className, pipeline.ToString(), options.Backend.Name);

@@ -65,7 +65,8 @@ public sealed class KilnModelBuildTests(PackageFeed feed) : IClassFixture<Packag
         var (code, log) = Build(dir);
         Assert.True(code == 0, log);
         Assert.Contains("Kiln: compiling Models/tiny.onnx → App.TinyModel", log);
-        Assert.Contains("Kiln: tiny.onnx: pass 2/2 fuse", log); // progress reaches the build log
+        Assert.Contains("Kiln: tiny.onnx: pass 2/2 fuse", log); // progress reaches the build log,
+        Assert.Matches(@"Kiln: tiny\.onnx:   fuse: pattern \d+/\d+ matmul-add: 2 fused", log); // from inside a pass too
         var output = Path.Combine(dir, "bin", "Debug", "net10.0");
         Assert.True(File.Exists(Path.Combine(output, "TinyModel.kiln")), "the blob is copied next to the app");
         Assert.False(File.Exists(Path.Combine(output, "TinyEmbedded.kiln")), "an embedded blob is not copied");

@@ -53,12 +53,19 @@ public sealed class Fusion : IPass
                     $"pass 'fuse': no pattern matches '{name}' (patterns: {string.Join(", ", Patterns.Select(p => p.Name))})"));
         // Keep types the source declared where inference alone finds less (patterns check shapes).
         ShapeInference.RunAndCollectKnown(ctx.Graph);
-        foreach (var pattern in chosen)
+        for (var i = 0; i < chosen.Count; i++)
         {
+            var pattern = chosen[i];
+            var fused = 0;
             foreach (var g in ctx.Graph.AllGraphs().ToList())
                 foreach (var node in g.Nodes.ToList())
-                    if (g.Nodes.Contains(node) && pattern.TryRewrite(g, node)) ctx.Count(pattern.Name);
+                    if (g.Nodes.Contains(node) && pattern.TryRewrite(g, node))
+                    {
+                        ctx.Count(pattern.Name);
+                        fused++;
+                    }
             RemoveDead(ctx.Graph);
+            ctx.Report($"pattern {i + 1}/{chosen.Count} {pattern.Name}: {fused} fused");
         }
         ShapeInference.RunAndCollectKnown(ctx.Graph);
     }

@@ -34,6 +34,15 @@ public sealed class PassContext(Model model, PassOptions options)
     public SortedDictionary<string, int> Counts { get; } = new(StringComparer.Ordinal);
 
     public void Count(string what, int n = 1) => Counts[what] = Counts.GetValueOrDefault(what) + n;
+
+    /// <summary>Receives progress lines from inside the pass (build messages); null when nobody listens.</summary>
+    public Action<string>? Progress { get; init; }
+
+    /// <summary>
+    /// Reports progress within the pass: a pass that works through the model piece by piece (a pattern at a time,
+    /// a layer at a time for the compression passes) says where it is, e.g. "layer 3/12".
+    /// </summary>
+    public void Report(string line) => Progress?.Invoke(line);
 }
 
 /// <summary>What one pass changed: node counts by op before and after, its own counts and notes, time taken.</summary>
@@ -64,7 +73,8 @@ public static class PassManager
     public static IReadOnlyList<PassReport> Run(Model model, string? pipeline = null) => Run(model, PassPipeline.Parse(pipeline ?? PassPipeline.Default));
 
     /// <param name="afterPass">called after each pass has run and the graph verified (IR dumps, progress)</param>
-    public static IReadOnlyList<PassReport> Run(Model model, PassPipeline pipeline, Action<PassReport>? afterPass = null)
+    /// <param name="progress">receives the passes' own progress lines, each prefixed with its pass name</param>
+    public static IReadOnlyList<PassReport> Run(Model model, PassPipeline pipeline, Action<PassReport>? afterPass = null, Action<string>? progress = null)
     {
         // Resolve every pass first, so a typo late in the pipeline fails before any work is done.
         var passes = pipeline.Steps.Select(s => (Step: s, Pass: PassRegistry.Create(s.Name))).ToList();
@@ -72,7 +82,8 @@ public static class PassManager
         foreach (var (step, pass) in passes)
         {
             var before = CountOps(model.Graph);
-            var ctx = new PassContext(model, step.Options);
+            var name = step.Name;
+            var ctx = new PassContext(model, step.Options) { Progress = progress is null ? null : line => progress($"{name}: {line}") };
             var clock = Stopwatch.StartNew();
             pass.Run(ctx);
             step.Options.CheckAllUsed(pass.OptionNames);
