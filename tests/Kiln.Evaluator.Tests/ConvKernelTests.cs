@@ -29,6 +29,8 @@ public sealed class ConvKernelTests
     [InlineData(1, 3, 17, 19, 16, 3, 3, 2, 1, 1, 1, 1, 1, 1)]
     [InlineData(1, 8, 13, 21, 8, 5, 5, 1, 1, 2, 2, 2, 2, 8)]
     [InlineData(1, 8, 13, 21, 8, 3, 3, 2, 1, 1, 1, 1, 1, 8)]
+    [InlineData(1, 4, 6, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4)]     // depthwise, rows of fewer than 8 outputs
+    [InlineData(1, 4, 12, 14, 4, 3, 3, 3, 1, 1, 1, 1, 1, 4)]   // depthwise, stride 3
     [InlineData(1, 6, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2)]
     public void Conv_matches_a_naive_loop(int n, int c, int h, int w, int m, int kh, int kw, int stride, int dilation,
         int pt, int pl, int pb, int pr, int group)

@@ -134,7 +134,6 @@ public static partial class Convolution
     /// <summary>
     /// Depthwise 2-D convolution (one filter per channel, as in MobileNet blocks) computed directly, channels in
     /// parallel: im2col + a one-row GEMM per channel would copy the input kernel-size times for a few FLOPs each.
-    /// Stride-1 rows are vectorized as spans; other strides step through the row.
     /// </summary>
     private static unsafe Tensor Depthwise(Tensor x, Tensor w, Tensor? bias, Window win, int[] outSpatial)
     {
@@ -173,8 +172,8 @@ public static partial class Convolution
 
 
     /// <summary>
-    /// One channel plane. Each output is accumulated in registers over its kernel taps: 8 outputs per vector where
-    /// every tap of a stride-1 row lies inside the input, one at a time at the borders and for other strides.
+    /// One channel plane: through a padded copy in vectors of 8 outputs (<see cref="DepthwisePadded"/>) for strides 1
+    /// and 2, else one output at a time.
     /// </summary>
     private static unsafe void DepthwisePlane(void* state, int bc)
     {
@@ -190,10 +189,7 @@ public static partial class Convolution
             DepthwisePadded(X, W, Y, b0, h, wd, oh, ow, j.T);
             return;
         }
-        // Columns where every tap is inside the row (stride 1): ox − pw ≥ 0 and ox − pw + (kw − 1)·dw < wd.
-        var vecLo = pw;
-        var vecHi = wd - (kw - 1) * dw + pw; // exclusive
-        var vectors = sw == 1 && System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated;
+        // Strides above 2, rows of fewer than 8 outputs, or no AVX2: one output at a time, taps inside the input only.
         for (var oy = 0; oy < oh; oy++)
         {
             var yRow = Y + (long)oy * ow;
@@ -202,44 +198,8 @@ public static partial class Convolution
             // Rows of taps inside the input.
             while (ky0 < kh && oy * sh - ph + ky0 * dh < 0) ky0++;
             while (ky1 > ky0 && oy * sh - ph + (ky1 - 1) * dh >= h) ky1--;
-            var ox = 0;
-            while (ox < ow)
+            for (var ox = 0; ox < ow; ox++)
             {
-                if (vectors && ox >= vecLo && ox + 8 <= Math.Min(ow, vecHi))
-                {
-                    var acc = System.Runtime.Intrinsics.Vector256.Create(b0);
-                    for (var ky = ky0; ky < ky1; ky++)
-                    {
-                        var xRow = X + (long)(oy * sh - ph + ky * dh) * wd + ox - pw;
-                        for (var kx = 0; kx < kw; kx++)
-                            acc = System.Runtime.Intrinsics.Vector256.FusedMultiplyAdd(System.Runtime.Intrinsics.Vector256.Load(xRow + kx * dw),
-                                System.Runtime.Intrinsics.Vector256.Create(W[ky * kw + kx]), acc);
-                    }
-                    System.Runtime.Intrinsics.Vector256.Store(acc, yRow + ox);
-                    ox += 8;
-                    continue;
-                }
-                // Stride 2 (MobileNet's downsampling): 16 consecutive inputs per tap, even lanes picked by a shuffle.
-                if (sw == 2 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && 2 * ox - pw >= 0 && ox + 8 <= ow && 2 * (ox + 7) - pw + (kw - 1) * dw + 1 < wd)
-                {
-                    var acc = System.Runtime.Intrinsics.Vector256.Create(b0);
-                    for (var ky = ky0; ky < ky1; ky++)
-                    {
-                        var xRow = X + (long)(oy * sh - ph + ky * dh) * wd + 2 * ox - pw;
-                        for (var kx = 0; kx < kw; kx++)
-                        {
-                            var lo = System.Runtime.Intrinsics.Vector256.Load(xRow + kx * dw);
-                            var hi = System.Runtime.Intrinsics.Vector256.Load(xRow + kx * dw + 8);
-                            // [a0 a2 b0 b2 | a4 a6 b4 b6] → [a0 a2 a4 a6 b0 b2 b4 b6]
-                            var even = System.Runtime.Intrinsics.X86.Avx.Shuffle(lo, hi, 0b10_00_10_00);
-                            even = System.Runtime.Intrinsics.Vector256.AsSingle(System.Runtime.Intrinsics.X86.Avx2.Permute4x64(System.Runtime.Intrinsics.Vector256.AsDouble(even), 0b11_01_10_00));
-                            acc = System.Runtime.Intrinsics.Vector256.FusedMultiplyAdd(even, System.Runtime.Intrinsics.Vector256.Create(W[ky * kw + kx]), acc);
-                        }
-                    }
-                    System.Runtime.Intrinsics.Vector256.Store(acc, yRow + ox);
-                    ox += 8;
-                    continue;
-                }
                 var sum = b0;
                 var ix0 = ox * sw - pw;
                 for (var ky = ky0; ky < ky1; ky++)
@@ -252,7 +212,6 @@ public static partial class Convolution
                     }
                 }
                 yRow[ox] = sum;
-                ox++;
             }
         }
     }
