@@ -86,9 +86,7 @@ public sealed class KilnCompile : Microsoft.Build.Utilities.Task
 
     private void Report(Diagnostic d)
     {
-        var node = d.NodeIndex is not null || d.NodeName is not null || d.Op is not null
-            ? $"node{(d.NodeIndex is null ? "" : $" #{d.NodeIndex}")}{(string.IsNullOrEmpty(d.NodeName) ? "" : $" '{d.NodeName}'")}{(d.Op is null ? "" : $" ({d.Op})")}: "
-            : "";
+        var node = d.NodeText is { } text ? text + ": " : "";
         // A diagnostic about the model itself is located at the model as the project names it.
         var file = d.File is null || Path.GetFullPath(d.File) == Path.GetFullPath(Model) ? Model : d.File;
         if (d.Severity == Severity.Warning) Log.LogWarning(null, d.CodeText, null, file, 0, 0, 0, 0, node + d.Message);

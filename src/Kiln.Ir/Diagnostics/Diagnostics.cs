@@ -73,18 +73,25 @@ public sealed record Diagnostic(
 {
     public string CodeText => $"KILN{(int)Code:D4}";
 
-    public override string ToString()
+    /// <summary>The node part of the location ("node #12 'fc1' (MatMul)"), or null when the diagnostic names no node.</summary>
+    public string? NodeText
     {
-        var where = new List<string>();
-        if (File is not null) where.Add(File);
-        if (NodeIndex is not null || NodeName is not null || Op is not null)
+        get
         {
+            if (NodeIndex is null && NodeName is null && Op is null) return null;
             var node = "node";
             if (NodeIndex is not null) node += $" #{NodeIndex}";
             if (!string.IsNullOrEmpty(NodeName)) node += $" '{NodeName}'";
             if (Op is not null) node += $" ({Op})";
-            where.Add(node);
+            return node;
         }
+    }
+
+    public override string ToString()
+    {
+        var where = new List<string>();
+        if (File is not null) where.Add(File);
+        if (NodeText is { } node) where.Add(node);
         var prefix = where.Count > 0 ? string.Join(": ", where) + ": " : "";
         var sev = Severity switch { Severity.Error => "error", Severity.Warning => "warning", _ => "note" };
         return $"{prefix}{sev} {CodeText}: {Message}";
