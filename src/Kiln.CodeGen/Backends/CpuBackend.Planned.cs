@@ -54,9 +54,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
             case "kiln:RotaryEmbedding":
                 return x!.Elem == ElementType.F32 && x.Rank >= 2 && Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(x.Rank, c.In(1)!.Dims).Problem is null
                     ? null : "f32 of rank ≥ 2, cos/sin varying along one axis";
-            case "MatMul":
-                return x!.Elem == ElementType.F32 && x.Rank >= 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 } ? null : "f32 activations times a 2-D weight";
-            case "kiln:MatMulAdd":
+            case "MatMul" or "kiln:MatMulAdd":
                 return x!.Elem == ElementType.F32 && x.Rank >= 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 } ? null : "f32 activations times a 2-D weight";
             case "Gemm":
                 return x!.Elem == ElementType.F32 && x.Rank == 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 }
