@@ -32,6 +32,7 @@ public sealed class OpRegistry
         QuantizationOps.Register(r);
         MiscOps.Register(r);
         FusedOps.Register(r);
+        CompressedOps.Register(r);
         return r;
     }
 

@@ -10,6 +10,12 @@ public enum WeightFormat : byte
 {
     /// <summary>Row-major elements of the tensor's type, as in ONNX.</summary>
     Dense = 0,
+
+    /// <summary>8-bit codes of a quantized matrix, one byte each, rows padded to 32 (<see cref="QuantizedLayout"/>).</summary>
+    Int8Rows = 1,
+
+    /// <summary>4-bit codes of a quantized matrix, 16 bytes per 32-code block (<see cref="QuantizedLayout"/>).</summary>
+    Int4Blocks = 2,
 }
 
 /// <summary>How a blob file's bytes reach memory.</summary>

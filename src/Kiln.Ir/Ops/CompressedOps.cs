@@ -1,0 +1,36 @@
+using Kiln.Ir.Inference;
+
+namespace Kiln.Ir.Ops;
+
+/// <summary>
+/// Kiln's ops over compressed weights (domain <c>kiln</c>), produced by the compression passes. A quantized matrix is
+/// three constants: <c>codes</c> (u8 [rows, bytes per row]: the weight matrix stored transposed, one row per output
+/// channel, 8-bit codes or two 4-bit codes per byte), <c>scales</c> (f16 [rows, groups]) and, for asymmetric formats,
+/// <c>zero_points</c> (u8 [rows, groups]); the attributes <c>bits</c>, <c>group</c> and <c>columns</c> complete the
+/// layout (Kiln.Runtime.Weights.QuantizedLayout documents it).
+/// </summary>
+internal static class CompressedOps
+{
+    public const string Domain = "kiln";
+
+    private const string LayoutAttrs = "bits:int!, group:int!, columns:int!";
+
+    public static void Register(OpRegistry r)
+    {
+        // Y = A·Wᵀ (+ C), then an optional activation, with W quantized; A [..., columns] → Y [..., rows].
+        r.Add("QuantizedMatMul", "A, codes, scales, zero_points?, C?", "Y", LayoutAttrs + ", activation:string=", c =>
+        {
+            var a = c.ShapeOf(0);
+            var codes = c.ShapeOf(1);
+            if (a is null || codes is null || a.Rank < 1 || codes.Rank != 2) { c.Set(0, c.Elem(0), (Shape?)null); return; }
+            var product = new Shape(a.Dims.Take(a.Rank - 1).Append(codes[0]));
+            c.Set(0, c.Elem(0), c.HasInput(4) ? Rules.Broadcast(c, product, c.ShapeOf(4)) : product);
+        }, domain: Domain);
+        // Rows of a quantized table (an embedding) as f32: Y [indices..., columns].
+        r.Add("QuantizedGather", "codes, scales, zero_points?, indices", "Y", LayoutAttrs, c =>
+        {
+            var idx = c.ShapeOf(3);
+            c.Set(0, ElementType.F32, idx is null ? null : new Shape(idx.Dims.Append(Dim.Const(c.Int("columns")))));
+        }, domain: Domain);
+    }
+}

@@ -1,0 +1,326 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Kiln.Runtime.Weights;
+
+namespace Kiln.Runtime.Kernels;
+
+/// <summary>
+/// y = x·Wᵀ for a quantized W (<see cref="QuantizedLayout"/>: int8 or int4 codes, f16 scales per group). On 2 cores
+/// a quantized GEMV is compute-bound, so the product runs on integers, as the fast CPU engines do: each row of x is
+/// quantized on the fly to int8 in blocks of 32 (one f32 scale per block), and each block's dot product of unsigned
+/// weight codes with signed activation codes is one AVX-VNNI <c>vpdpbusd</c> (u8·s8 summed by fours into 8 i32
+/// lanes). The zero point is taken out exactly in the integer domain: the accumulator of a block starts at
+/// −zero·Σxq lane by lane (computed once per activation block), so the lanes hold Σ(code − zero)·xq. The i32 lanes
+/// are then scaled by (activation scale × weight scale) into f32 accumulators. Without AVX-VNNI the same integer
+/// math runs on portable <see cref="Vector128"/> code. Output channels are split across threads.
+/// </summary>
+public static unsafe class QuantizedMatMul
+{
+    /// <summary>Whether the AVX-VNNI path runs (default: where the CPU has it). Tests turn it off to check the portable path.</summary>
+    public static bool UseIntegerDotProduct { get; set; } = AvxVnni.IsSupported && Fma.IsSupported;
+
+    private const int Block = QuantizedLayout.Block;
+
+    // Activation codes of the calling thread's last call, grown as needed and pinned (worker threads read them).
+    [ThreadStatic] private static sbyte[]? _xq;
+    [ThreadStatic] private static float[]? _xs;
+    [ThreadStatic] private static int[]? _lanes;
+
+    /// <summary>y[m, n] (+)= Σ_k x[m, k]·W[n, k] with x quantized to int8 per 32-block.</summary>
+    public static void Multiply(ReadOnlySpan<float> x, int m, QuantizedLayout l, ReadOnlySpan<byte> codes, ReadOnlySpan<Half> scales,
+        ReadOnlySpan<byte> zeros, Span<float> y, bool accumulate = false)
+    {
+        if (x.Length < (long)m * l.Columns || y.Length < (long)m * l.Rows || codes.Length < l.CodeBytes || scales.Length < l.Rows * l.Groups
+            || !l.Symmetric && zeros.Length < l.Rows * l.Groups)
+            throw new KernelException($"quantized MatMul ({l.Name}, {l.Rows}×{l.Columns}) got x of {x.Length}, y of {y.Length}, {codes.Length} code bytes, {scales.Length} scales");
+        if (m == 0) return;
+        var blocks = l.Blocks;
+        var xq = Grow(ref _xq, m * blocks * Block);
+        var xs = Grow(ref _xs, m * blocks);
+        var lanes = Grow(ref _lanes, m * blocks * 8);
+        var vnni = UseIntegerDotProduct;
+        fixed (float* px = x)
+        fixed (float* py = y)
+        fixed (byte* pc = codes)
+        fixed (Half* ps = scales)
+        fixed (byte* pz = zeros)
+        fixed (sbyte* pq = xq)
+        fixed (float* pxs = xs)
+        fixed (int* pl = lanes)
+        {
+            for (var i = 0; i < m; i++)
+                QuantizeRow(px + (long)i * l.Columns, l.Columns, blocks, pq + (long)i * blocks * Block, pxs + (long)i * blocks,
+                    pl + (long)i * blocks * 8, l.Symmetric ? l.SymmetricZero : 0, vnni);
+            var job = new Job
+            {
+                Codes = pc, Scales = ps, Zeros = l.Symmetric ? null : pz, Xq = pq, Xs = pxs, Lanes = pl, Y = py,
+                M = m, N = l.Rows, Blocks = blocks, Groups = l.Groups, BlocksPerGroup = l.Group >= l.Columns ? blocks : l.Group / Block,
+                RowBytes = l.RowBytes, Bits = l.Bits, Zero = l.SymmetricZero, Accumulate = accumulate, Vnni = vnni,
+            };
+            // Tiles of 16 output channels; small products stay on the calling thread.
+            var tiles = (l.Rows + TileRows - 1) / TileRows;
+            var threads = (long)m * l.Rows * l.Columns < 1 << 18 ? 1 : MatMul.MaxThreads;
+            WorkerTeam.For(tiles, threads, &RunTile, &job);
+        }
+    }
+
+    private const int TileRows = 16;
+
+    private static T[] Grow<T>(ref T[]? buffer, int length)
+    {
+        if (buffer is null || buffer.Length < length) buffer = GC.AllocateUninitializedArray<T>(Math.Max(length, 1024), pinned: true);
+        return buffer;
+    }
+
+    private struct Job
+    {
+        public byte* Codes;
+        public Half* Scales;
+        public byte* Zeros;
+        public sbyte* Xq;
+        public float* Xs;
+        public int* Lanes;
+        public float* Y;
+        public int M, N, Blocks, Groups, BlocksPerGroup, RowBytes, Bits, Zero;
+        public bool Accumulate, Vnni;
+    }
+
+    /// <summary>
+    /// Quantizes one row of x: per block of 32, scale = max|x|/127 and codes round(x/scale) (ties to even, as the
+    /// vector conversion does). <paramref name="lanes"/> gets, per block, the 8 sums of 4 consecutive codes, times
+    /// −<paramref name="zero"/> when the format is symmetric (the accumulator's start), else the plain sums.
+    /// </summary>
+    private static void QuantizeRow(float* x, int k, int blocks, sbyte* q, float* scale, int* lanes, int zero, bool vnni)
+    {
+        var tail = stackalloc float[Block];
+        for (var b = 0; b < blocks; b++)
+        {
+            var src = x + (long)b * Block;
+            var count = Math.Min(Block, k - b * Block);
+            if (count < Block)
+            {
+                new Span<float>(tail, Block).Clear();
+                new ReadOnlySpan<float>(src, count).CopyTo(new Span<float>(tail, Block));
+                src = tail;
+            }
+            var dst = q + (long)b * Block;
+            var lane = lanes + (long)b * 8;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                var v0 = Vector256.Load(src);
+                var v1 = Vector256.Load(src + 8);
+                var v2 = Vector256.Load(src + 16);
+                var v3 = Vector256.Load(src + 24);
+                var amax = Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3)));
+                var max = HorizontalMax(amax);
+                scale[b] = max / 127f;
+                var inv = Vector256.Create(max > 0 ? 127f / max : 0f);
+                var i0 = Vector256.ConvertToInt32(Vector256.Round(v0 * inv));
+                var i1 = Vector256.ConvertToInt32(Vector256.Round(v1 * inv));
+                var i2 = Vector256.ConvertToInt32(Vector256.Round(v2 * inv));
+                var i3 = Vector256.ConvertToInt32(Vector256.Round(v3 * inv));
+                var codes = Vector256.Narrow(Vector256.Narrow(i0, i1), Vector256.Narrow(i2, i3));
+                codes.Store(dst);
+                if (vnni)
+                {
+                    var sums = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Create((byte)1), codes);
+                    (zero == 0 ? sums : sums * -zero).Store(lane);
+                    continue;
+                }
+            }
+            else
+            {
+                var max = 0f;
+                for (var j = 0; j < Block; j++) max = MathF.Max(max, MathF.Abs(src[j]));
+                scale[b] = max / 127f;
+                var inv = max > 0 ? 127f / max : 0f;
+                for (var j = 0; j < Block; j++) dst[j] = (sbyte)(int)MathF.Round(src[j] * inv);
+            }
+            for (var i = 0; i < 8; i++)
+            {
+                var s = dst[4 * i] + dst[4 * i + 1] + dst[4 * i + 2] + dst[4 * i + 3];
+                lane[i] = zero == 0 ? s : -zero * s;
+            }
+        }
+    }
+
+    private static float HorizontalMax(Vector256<float> v)
+    {
+        var m = Vector128.Max(v.GetLower(), v.GetUpper());
+        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(1, 0, 3, 2)));
+        return m.ToScalar();
+    }
+
+    private static void RunTile(void* state, int tile)
+    {
+        ref var j = ref *(Job*)state;
+        var n0 = tile * TileRows;
+        var n1 = Math.Min(j.N, n0 + TileRows);
+        // Each row's scales as f32, once per call (the block loop multiplies by them 32 codes at a time).
+        var rowScales = stackalloc float[j.Groups * 4];
+        var n = n0;
+        if (j.Vnni)
+        {
+            for (; n + 4 <= n1; n += 4)
+            {
+                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(j.Scales + (long)n * j.Groups, j.Groups * 4), new Span<float>(rowScales, j.Groups * 4));
+                for (var i = 0; i < j.M; i++) FourRowsVnni(ref j, n, i, rowScales);
+            }
+        }
+        for (; n < n1; n++)
+        {
+            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(j.Scales + (long)n * j.Groups, j.Groups), new Span<float>(rowScales, j.Groups));
+            for (var i = 0; i < j.M; i++)
+            {
+                var dot = j.Vnni ? OneRowVnni(ref j, n, i, rowScales) : OneRowPortable(ref j, n, i, rowScales);
+                ref var y = ref j.Y[(long)i * j.N + n];
+                y = j.Accumulate ? y + dot : dot;
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Codes(ref Job j, byte* row, int b)
+    {
+        if (j.Bits == 8) return Vector256.Load(row + b * Block);
+        var packed = Vector128.Load(row + b * (Block / 2));
+        var mask = Vector128.Create((byte)15);
+        return Vector256.Create(packed & mask, Vector128.ShiftRightLogical(packed, 4) & mask);
+    }
+
+    /// <summary>Four output channels n..n+3 for activation row i: the activation block is loaded once for all four.</summary>
+    private static void FourRowsVnni(ref Job j, int n, int i, float* rowScales)
+    {
+        var r0 = j.Codes + (long)n * j.RowBytes;
+        var r1 = r0 + j.RowBytes;
+        var r2 = r1 + j.RowBytes;
+        var r3 = r2 + j.RowBytes;
+        var xq = j.Xq + (long)i * j.Blocks * Block;
+        var xs = j.Xs + (long)i * j.Blocks;
+        var lanes = j.Lanes + (long)i * j.Blocks * 8;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        var groups = j.Groups;
+        for (int g = 0, b = 0; g < groups; g++)
+        {
+            var bEnd = g == groups - 1 ? j.Blocks : Math.Min(j.Blocks, b + j.BlocksPerGroup);
+            float s0 = rowScales[g], s1 = rowScales[groups + g], s2 = rowScales[2 * groups + g], s3 = rowScales[3 * groups + g];
+            Vector256<int> z0, z1, z2, z3;
+            if (j.Zeros is null) { z0 = z1 = z2 = z3 = default; }
+            else
+            {
+                var zr = j.Zeros + (long)n * groups + g;
+                z0 = Vector256.Create(-(int)zr[0]); z1 = Vector256.Create(-(int)zr[groups]);
+                z2 = Vector256.Create(-(int)zr[2 * groups]); z3 = Vector256.Create(-(int)zr[3 * groups]);
+            }
+            for (; b < bEnd; b++)
+            {
+                var x = Vector256.Load(xq + b * Block);
+                var start = Vector256.Load(lanes + b * 8);
+                Vector256<int> st0 = start, st1 = start, st2 = start, st3 = start;
+                if (j.Zeros is not null) { st0 = start * z0; st1 = start * z1; st2 = start * z2; st3 = start * z3; }
+                var d0 = AvxVnni.MultiplyWideningAndAdd(st0, Codes(ref j, r0, b), x);
+                var d1 = AvxVnni.MultiplyWideningAndAdd(st1, Codes(ref j, r1, b), x);
+                var d2 = AvxVnni.MultiplyWideningAndAdd(st2, Codes(ref j, r2, b), x);
+                var d3 = AvxVnni.MultiplyWideningAndAdd(st3, Codes(ref j, r3, b), x);
+                var sx = xs[b];
+                a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(d0), Vector256.Create(sx * s0), a0);
+                a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(d1), Vector256.Create(sx * s1), a1);
+                a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(d2), Vector256.Create(sx * s2), a2);
+                a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(d3), Vector256.Create(sx * s3), a3);
+            }
+        }
+        var y = j.Y + (long)i * j.N + n;
+        var sums = Vector128.Create(Vector256.Sum(a0), Vector256.Sum(a1), Vector256.Sum(a2), Vector256.Sum(a3));
+        if (j.Accumulate) sums += Vector128.Load(y);
+        sums.Store(y);
+    }
+
+    private static float OneRowVnni(ref Job j, int n, int i, float* rowScales)
+    {
+        var row = j.Codes + (long)n * j.RowBytes;
+        var xq = j.Xq + (long)i * j.Blocks * Block;
+        var xs = j.Xs + (long)i * j.Blocks;
+        var lanes = j.Lanes + (long)i * j.Blocks * 8;
+        var acc = Vector256<float>.Zero;
+        for (int g = 0, b = 0; g < j.Groups; g++)
+        {
+            var bEnd = g == j.Groups - 1 ? j.Blocks : Math.Min(j.Blocks, b + j.BlocksPerGroup);
+            var z = j.Zeros is null ? 1 : -(int)j.Zeros[(long)n * j.Groups + g];
+            for (; b < bEnd; b++)
+            {
+                var start = Vector256.Load(lanes + b * 8);
+                if (j.Zeros is not null) start *= z;
+                var d = AvxVnni.MultiplyWideningAndAdd(start, Codes(ref j, row, b), Vector256.Load(xq + b * Block));
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(d), Vector256.Create(xs[b] * rowScales[g]), acc);
+            }
+        }
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>The same integer math on portable 128-bit vectors: codes and activations widened to i16, products summed in i32.</summary>
+    private static float OneRowPortable(ref Job j, int n, int i, float* rowScales)
+    {
+        var row = j.Codes + (long)n * j.RowBytes;
+        var xq = j.Xq + (long)i * j.Blocks * Block;
+        var xs = j.Xs + (long)i * j.Blocks;
+        var unpacked = stackalloc byte[Block];
+        var sum = 0f;
+        for (int g = 0, b = 0; g < j.Groups; g++)
+        {
+            var bEnd = g == j.Groups - 1 ? j.Blocks : Math.Min(j.Blocks, b + j.BlocksPerGroup);
+            var zero = Vector128.Create((short)(j.Zeros is null ? j.Zero : j.Zeros[(long)n * j.Groups + g]));
+            var blockSum = 0f;
+            for (; b < bEnd; b++)
+            {
+                byte* u;
+                if (j.Bits == 8) u = row + b * Block;
+                else
+                {
+                    var packed = row + b * (Block / 2);
+                    for (var t = 0; t < 16; t++) { unpacked[t] = (byte)(packed[t] & 15); unpacked[t + 16] = (byte)(packed[t] >> 4); }
+                    u = unpacked;
+                }
+                var dot = Vector128<int>.Zero;
+                for (var h = 0; h < Block; h += 16)
+                {
+                    var (ul, uh) = Vector128.Widen(Vector128.Load(u + h));
+                    var (xl, xh) = Vector128.Widen(Vector128.Load(xq + b * Block + h));
+                    var pl = (ul.AsInt16() - zero) * xl;
+                    var ph = (uh.AsInt16() - zero) * xh;
+                    var (p0, p1) = Vector128.Widen(pl);
+                    var (p2, p3) = Vector128.Widen(ph);
+                    dot += p0 + p1 + p2 + p3;
+                }
+                blockSum += Vector128.Sum(dot) * xs[b];
+            }
+            sum += blockSum * rowScales[g];
+        }
+        return sum;
+    }
+
+    /// <summary>x as the kernels see it: each 32-block rounded to int8 codes and scaled back (for tests and error analysis).</summary>
+    public static float[] RoundActivations(ReadOnlySpan<float> x, int columns)
+    {
+        var rows = x.Length / columns;
+        var blocks = (columns + Block - 1) / Block;
+        var q = new sbyte[blocks * Block];
+        var s = new float[blocks];
+        var lanes = new int[blocks * 8];
+        var result = new float[x.Length];
+        fixed (float* px = x)
+        fixed (sbyte* pq = q)
+        fixed (float* ps = s)
+        fixed (int* pl = lanes)
+        {
+            for (var r = 0; r < rows; r++)
+            {
+                QuantizeRow(px + (long)r * columns, columns, blocks, pq, ps, pl, 0, false);
+                for (var k = 0; k < columns; k++) result[r * columns + k] = q[k] * s[k / Block];
+            }
+        }
+        return result;
+    }
+}

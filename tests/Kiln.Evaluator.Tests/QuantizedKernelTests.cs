@@ -1,0 +1,133 @@
+using Kiln.Runtime.Kernels;
+using Kiln.Runtime.Weights;
+
+namespace Kiln.Evaluator.Tests;
+
+/// <summary>
+/// Quantized weight formats and kernels: packing round-trips exactly, round-to-nearest error stays within half a
+/// step (a step, asymmetric), and both kernel paths (AVX-VNNI and portable) match a double-precision product of the dequantized weights
+/// with the activations as the kernel rounds them (int8 per 32-block), for every layout the registry accepts.
+/// </summary>
+[Collection("quantized kernels")]
+public sealed class QuantizedKernelTests
+{
+    private static float[] Random(int n, int seed, float outlierEvery = 0)
+    {
+        var rng = new Random(seed);
+        var v = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        if (outlierEvery > 0) for (var i = 0; i < n; i += (int)outlierEvery) v[i] *= 20;
+        return v;
+    }
+
+    public static TheoryData<int, int, int, int, bool> Layouts => new()
+    {
+        // bits, rows, columns, group, symmetric
+        { 4, 37, 96, 32, true },
+        { 4, 16, 256, 128, true },
+        { 4, 21, 100, 64, false },   // partial last group, padded last block
+        { 4, 9, 20, 0, true },       // per-channel, one short block
+        { 8, 33, 96, 0, true },
+        { 8, 12, 130, 64, false },
+        { 8, 5, 64, 32, true },
+    };
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void Packing_round_trips_and_rounds_to_the_nearest_code(int bits, int rows, int columns, int group, bool symmetric)
+    {
+        var l = QuantizedLayout.Create(bits, rows, columns, group, symmetric);
+        var w = Random(rows * columns, 1);
+        var q = QuantizedWeights.Pack(w, l);
+        var deq = q.Dequantize();
+        for (var r = 0; r < rows; r++)
+            for (var k = 0; k < columns; k++)
+            {
+                // Half a step; asymmetric formats round the zero point too, which can cost up to a step at the range's ends.
+                var s = q.Scale(r, l.GroupOf(k));
+                Assert.InRange(Math.Abs(deq[r * columns + k] - w[r * columns + k]), 0, (symmetric ? s / 2 : s) + 1e-6f);
+            }
+        // Packing the dequantized matrix with the same scales gives the same bytes.
+        var again = QuantizedWeights.PackWith(deq, l, q.Scales, q.Zeros);
+        Assert.Equal(q.Codes, again.Codes);
+        Assert.Equal(l.CodeBytes, q.Codes.Length);
+    }
+
+    [Fact]
+    public void Layout_reports_bits_per_weight_and_refuses_odd_groups()
+    {
+        Assert.Equal(4.5, QuantizedLayout.Create(4, 64, 256, 32, true).BitsPerWeight, 3);
+        Assert.Equal(4.75, QuantizedLayout.Create(4, 64, 256, 32, false).BitsPerWeight, 3);
+        Assert.Equal(4.125, QuantizedLayout.Create(4, 64, 256, 128, true).BitsPerWeight, 3);
+        Assert.Equal(1, QuantizedLayout.Create(8, 4, 100, 512, true).Groups);
+        Assert.True(QuantizedLayout.Create(4, 4, 100, 64, true).HasPartialGroup);
+        Assert.Throws<Kiln.Runtime.KernelException>(() => QuantizedLayout.Create(4, 4, 100, 48, true));
+        Assert.Throws<Kiln.Runtime.KernelException>(() => QuantizedLayout.Create(3, 4, 100, 32, true));
+    }
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void Kernels_match_the_dequantized_reference(int bits, int rows, int columns, int group, bool symmetric)
+    {
+        var l = QuantizedLayout.Create(bits, rows, columns, group, symmetric);
+        var q = QuantizedWeights.Pack(Random(rows * columns, 2), l);
+        var deq = q.Dequantize();
+        foreach (var m in new[] { 1, 3 })
+        {
+            var x = Random(m * columns, 3, outlierEvery: 17);
+            var xr = QuantizedMatMul.RoundActivations(x, columns);
+            var expected = new double[m * rows];
+            for (var i = 0; i < m; i++)
+                for (var r = 0; r < rows; r++)
+                {
+                    double s = 0;
+                    for (var k = 0; k < columns; k++) s += (double)xr[i * columns + k] * deq[r * columns + k];
+                    expected[i * rows + r] = s;
+                }
+            var previous = QuantizedMatMul.UseIntegerDotProduct;
+            try
+            {
+                foreach (var vnni in new[] { false, true })
+                {
+                    if (vnni && !System.Runtime.Intrinsics.X86.AvxVnni.IsSupported) continue;
+                    QuantizedMatMul.UseIntegerDotProduct = vnni;
+                    var y = new float[m * rows];
+                    QuantizedMatMul.Multiply(x, m, l, q.Codes, q.Scales, q.Zeros, y);
+                    for (var i = 0; i < y.Length; i++)
+                        Assert.True(Math.Abs(y[i] - expected[i]) <= 1e-4 * (1 + Math.Abs(expected[i])), $"vnni={vnni} m={m} y[{i}] = {y[i]}, expected {expected[i]}");
+                    // Accumulating adds onto what y holds.
+                    QuantizedMatMul.Multiply(x, m, l, q.Codes, q.Scales, q.Zeros, y, accumulate: true);
+                    for (var i = 0; i < y.Length; i++) Assert.True(Math.Abs(y[i] - 2 * expected[i]) <= 2e-4 * (1 + Math.Abs(expected[i])));
+                }
+            }
+            finally
+            {
+                QuantizedMatMul.UseIntegerDotProduct = previous;
+            }
+        }
+    }
+
+    [Fact]
+    public void Activation_rounding_error_is_within_half_a_step_of_each_block()
+    {
+        var x = Random(100, 4, outlierEvery: 33);
+        var xr = QuantizedMatMul.RoundActivations(x, 100);
+        for (var b = 0; b < 4; b++)
+        {
+            var block = x.Skip(b * 32).Take(32).ToArray();
+            var step = block.Max(Math.Abs) / 127f;
+            for (var k = 0; k < block.Length; k++) Assert.InRange(Math.Abs(xr[b * 32 + k] - block[k]), 0, step / 2 + 1e-6f);
+        }
+    }
+
+    [Fact]
+    public void Gather_reads_dequantized_rows()
+    {
+        var l = QuantizedLayout.Create(4, 10, 64, 32, true);
+        var q = QuantizedWeights.Pack(Random(640, 5), l);
+        var deq = q.Dequantize();
+        var y = new float[2 * 64];
+        QuantizedOps.GatherRows(l, q.Codes, q.Scales, default, [7, -1], y);
+        Assert.Equal(deq.AsSpan(7 * 64, 64).ToArray(), y.AsSpan(0, 64).ToArray());
+        Assert.Equal(deq.AsSpan(9 * 64, 64).ToArray(), y.AsSpan(64, 64).ToArray());
+    }
+}
