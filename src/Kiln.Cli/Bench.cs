@@ -45,7 +45,7 @@ public static class Bench
     public static long AllocatedPerDecodeStep { get; private set; }
 
     public static IReadOnlyList<BenchLine> Run(string modelPath, string? passes, bool withOrt, int threads, int rounds, string? data, bool json, TextWriter output,
-        WeightLoading loading = WeightLoading.Copy)
+        WeightLoading loading = WeightLoading.Copy, string? calibration = null)
     {
         threads = threads > 0 ? threads : Environment.ProcessorCount;
         var inv = CultureInfo.InvariantCulture;
@@ -55,7 +55,7 @@ public static class Bench
         try
         {
             var clock = Stopwatch.StartNew();
-            using var runner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CompileOptions { Passes = passes }, workDir, loading);
+            using var runner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CompileOptions { Passes = passes, Calibration = Commands.Calibration(calibration, toCompile.Graph) }, workDir, loading);
             if (!json) output.WriteLine($"compiled {Path.GetFileName(modelPath)} in {clock.Elapsed.TotalSeconds.ToString("0.0", inv)} s; weights {loading.ToString().ToLowerInvariant()}; {threads} threads, {rounds} rounds{(withOrt ? ", ONNX Runtime alongside" : "")}");
             using var ortOptions = new SessionOptions { IntraOpNumThreads = threads, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
             using var ort = withOrt ? new InferenceSession(modelPath, ortOptions) : null;
@@ -65,7 +65,8 @@ public static class Bench
                 Runtime.Compiled.Generated.Profile = [];
                 Runtime.Compiled.Generated.ProfileByShape = [];
             }
-            var weightBytes = model.Graph.AllGraphs().SelectMany(g => g.Constants).Sum(c => c.Data?.ByteLength ?? 0);
+            // The weights the compiled code reads (after compression passes), for bytes per second.
+            var weightBytes = toCompile.Graph.AllGraphs().SelectMany(g => g.Constants).Sum(c => c.Data?.ByteLength ?? 0);
             var lines = runner.Model.DecoderLayout is { } layout
                 ? Decoder(runner, layout, model.Graph, ort, rounds)
                 : Latency(runner, model.Graph, ort, rounds, data ?? DefaultData(modelPath, model.Graph));

@@ -39,8 +39,9 @@ var rtolOpt = new Option<double>("--rtol") { Description = "relative tolerance (
 var budgetOpt = new Option<double?>("--memory-budget-gb") { Description = "refuse runs whose tensors would exceed this many GiB (default: half the memory available)" };
 var runEngine = new Option<string>("--engine") { Description = "interpreter (the reference evaluator) or compiled (compile to C# in memory with Roslyn, then run)", DefaultValueFactory = _ => "interpreter" };
 var passesOpt = new Option<string?>("--passes") { Description = $"the pass pipeline (docs/pipelines.md); default '{Kiln.Passes.PassPipeline.Default}'" };
-var run = new Command("run", "Run data sets through an engine; print max abs/rel error per output; exit 1 when out of tolerance") { runModel, dataOpt, atolOpt, rtolOpt, budgetOpt, runEngine, passesOpt };
-run.SetAction(r => Cli.Run(() => Commands.RunData(r.GetValue(runModel)!, r.GetValue(dataOpt)!, r.GetValue(atolOpt), r.GetValue(rtolOpt), r.GetValue(budgetOpt), r.GetValue(runEngine)!, r.GetValue(passesOpt))));
+var calibrationOpt = new Option<string?>("--calibration") { Description = "calibration inputs for quantize{method=gptq|awq}: a folder of input_N.pb sets, or a token file (int64 [rows, tokens])" };
+var run = new Command("run", "Run data sets through an engine; print max abs/rel error per output; exit 1 when out of tolerance") { runModel, dataOpt, atolOpt, rtolOpt, budgetOpt, runEngine, passesOpt, calibrationOpt };
+run.SetAction(r => Cli.Run(() => Commands.RunData(r.GetValue(runModel)!, r.GetValue(dataOpt)!, r.GetValue(atolOpt), r.GetValue(rtolOpt), r.GetValue(budgetOpt), r.GetValue(runEngine)!, r.GetValue(passesOpt), r.GetValue(calibrationOpt))));
 
 var compileModel = new Argument<string>("MODEL") { Description = "an .onnx model or a .kir dump" };
 var compileOut = new Option<string>("--output", "-o") { Description = "folder for CLASS.cs, CLASS.kiln and CLASS.report.md", Required = true };
@@ -48,8 +49,8 @@ var nsOpt = new Option<string>("--namespace") { Description = "namespace of the 
 var classOpt = new Option<string?>("--class") { Description = "name of the generated class (default: from the model's file or folder name)" };
 var noVerifyOpt = new Option<bool>("--no-verify") { Description = "skip building the generated code with Roslyn to check it" };
 var dumpIrOpt = new Option<string?>("--dump-ir") { Description = "write the IR after import and after each pass to this folder (00-import.kir, 01-fold.kir, …)" };
-var compile = new Command("compile", "Compile a model to C# (one class), a .kiln weight blob and a compile report") { compileModel, passesOpt, compileOut, nsOpt, classOpt, noVerifyOpt, dumpIrOpt };
-compile.SetAction(r => Cli.Run(() => Commands.Compile(r.GetValue(compileModel)!, r.GetValue(passesOpt), r.GetValue(compileOut)!, r.GetValue(nsOpt)!, r.GetValue(classOpt), !r.GetValue(noVerifyOpt), r.GetValue(dumpIrOpt))));
+var compile = new Command("compile", "Compile a model to C# (one class), a .kiln weight blob and a compile report") { compileModel, passesOpt, compileOut, nsOpt, classOpt, noVerifyOpt, dumpIrOpt, calibrationOpt };
+compile.SetAction(r => Cli.Run(() => Commands.Compile(r.GetValue(compileModel)!, r.GetValue(passesOpt), r.GetValue(compileOut)!, r.GetValue(nsOpt)!, r.GetValue(classOpt), !r.GetValue(noVerifyOpt), r.GetValue(dumpIrOpt), r.GetValue(calibrationOpt))));
 
 root.Subcommands.Add(inspect);
 root.Subcommands.Add(dump);
@@ -65,10 +66,23 @@ var roundsOpt = new Option<int>("--rounds") { Description = "measured rounds per
 var benchData = new Option<string?>("--data") { Description = "a data set whose inputs to time (models that are not decoders; default: test_data_set_* beside the model)" };
 var weightsOpt = new Option<string>("--weights") { Description = "how the blob reaches memory: copy (huge-page memory, faster decoding) or map (zero copy)", DefaultValueFactory = _ => "copy" };
 weightsOpt.AcceptOnlyFromAmong("copy", "map");
-var bench = new Command("bench", "Time a compiled model (decoders: prefill of 128 tokens, decode tokens/s) against ONNX Runtime") { benchModel, passesOpt, ortOpt, threadsOpt, roundsOpt, benchData, weightsOpt, jsonOpt };
+var bench = new Command("bench", "Time a compiled model (decoders: prefill of 128 tokens, decode tokens/s) against ONNX Runtime") { benchModel, passesOpt, ortOpt, threadsOpt, roundsOpt, benchData, weightsOpt, jsonOpt, calibrationOpt };
 bench.SetAction(r => Cli.Run(() => { Bench.Run(r.GetValue(benchModel)!, r.GetValue(passesOpt), r.GetValue(ortOpt), r.GetValue(threadsOpt), Math.Max(1, r.GetValue(roundsOpt)), r.GetValue(benchData), r.GetValue(jsonOpt), Console.Out,
-    r.GetValue(weightsOpt) == "map" ? Kiln.Runtime.Weights.WeightLoading.Map : Kiln.Runtime.Weights.WeightLoading.Copy); }));
+    r.GetValue(weightsOpt) == "map" ? Kiln.Runtime.Weights.WeightLoading.Map : Kiln.Runtime.Weights.WeightLoading.Copy, r.GetValue(calibrationOpt)); }));
 root.Subcommands.Add(bench);
+
+var evalModel = new Argument<string>("model") { Description = "a decoder LLM (.onnx) whose first (or 'logits') output is next-token logits" };
+var evalPasses = new Option<string>("--passes") { Description = "the compression pipeline to judge, e.g. 'fold,dce,cse,fuse,quantize{bits=4 group=32}'", Required = true };
+var evalTokens = new Option<string>("--tokens") { Description = "token file: one TensorProto of int64 [rows, tokens] (as eval_tokens.pb)", Required = true };
+var evalCmd = new Command("eval", "Compare a compressed model with the float one on token sequences: perplexity of both, KL divergence, top-1 agreement, weight bytes") { evalModel, evalPasses, evalTokens, calibrationOpt, jsonOpt };
+evalCmd.SetAction(r => Cli.Run(() =>
+{
+    var json = r.GetValue(jsonOpt);
+    var result = Eval.Run(r.GetValue(evalModel)!, r.GetValue(evalPasses)!, r.GetValue(evalTokens)!, r.GetValue(calibrationOpt), json ? null : line => Console.Error.WriteLine(line));
+    if (json) Console.WriteLine(result.ToJson());
+    else Eval.Print(result, Console.Out);
+}));
+root.Subcommands.Add(evalCmd);
 return root.Parse(args).Invoke();
 
 namespace Kiln.Cli
@@ -208,7 +222,11 @@ namespace Kiln.Cli
             return results.All(r => r.Status == "pass") ? 0 : 1;
         }
 
-        public static int RunData(string modelPath, string data, double atol, double rtol, double? budgetGb, string engine, string? passes)
+        /// <summary>Calibration inputs for <paramref name="graph"/> from a folder or token file; null when no path is given.</summary>
+        public static Kiln.Passes.CalibrationSet? Calibration(string? path, Graph graph) =>
+            path is null ? null : new(path, CalibrationFiles.Load(path, graph, Kiln.Passes.CalibrationSet.RowsPerSample));
+
+        public static int RunData(string modelPath, string data, double atol, double rtol, double? budgetGb, string engine, string? passes, string? calibration)
         {
             Engines.Check(engine);
             using var model = Load(modelPath);
@@ -221,7 +239,7 @@ namespace Kiln.Cli
                 // The data sets bind inputs by the model's own graph, so compile a second copy (passes rewrite in place).
                 using var toCompile = Load(modelPath);
                 workDir = Engines.TempDir();
-                runner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CodeGen.CompileOptions { Passes = passes }, workDir);
+                runner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CodeGen.CompileOptions { Passes = passes, Calibration = Calibration(calibration, toCompile.Graph) }, workDir);
             }
             else runner = new InterpreterRunner(new Evaluator.Interpreter(model.Graph, options, modelPath));
             var owned = runner;
@@ -251,7 +269,7 @@ namespace Kiln.Cli
             return ok ? 0 : 1;
         }
 
-        public static void Compile(string modelPath, string? passes, string output, string ns, string? className, bool verify, string? dumpIr)
+        public static void Compile(string modelPath, string? passes, string output, string ns, string? className, bool verify, string? dumpIr, string? calibration)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             using var model = Load(modelPath);
@@ -262,6 +280,7 @@ namespace Kiln.Cli
                 ClassName = className,
                 Verify = verify,
                 DumpIrDirectory = dumpIr,
+                Calibration = Calibration(calibration, model.Graph),
                 Progress = Console.WriteLine,
             });
             var files = CodeGen.ModelCompiler.WriteFiles(result, output);

@@ -31,6 +31,9 @@ public sealed record CompileOptions
     /// (<c>NN-pass.kir</c>), each readable by <c>kiln dump</c>; earlier dumps there are removed first.
     /// </summary>
     public string? DumpIrDirectory { get; init; }
+
+    /// <summary>Inputs for the calibrating passes (quantize{method=gptq|awq}); load them with <c>Kiln.Onnx.CalibrationFiles</c>.</summary>
+    public CalibrationSet? Calibration { get; init; }
 }
 
 /// <summary>A compiled model: the C# source, the weights for the blob, and what happened on the way.</summary>
@@ -70,7 +73,7 @@ public static class ModelCompiler
             var index = ++done;
             options.Progress?.Invoke($"pass {index}/{steps} {r.Step}: {r.NodesBefore} → {r.NodesAfter} nodes ({r.Milliseconds.ToString("0", CultureInfo.InvariantCulture)} ms)");
             if (dumps is not null) KirPrinter.WriteFile(model, Path.Combine(dumps, $"{index:D2}-{DumpName(r.Step)}.kir"));
-        }, options.Progress is null ? null : line => options.Progress($"  {line}"));
+        }, options.Progress is null ? null : line => options.Progress($"  {line}"), options.Calibration);
         var after = model.Graph.AllGraphs().Sum(g => g.Nodes.Count);
         var className = options.ClassName ?? DefaultClassName(sourceName);
         var hash = ModelHash(model, options.Namespace, className, pipeline.ToString(), options.Backend.Name);

@@ -52,7 +52,9 @@ public sealed partial class ModelEmitter
         string? Dims(Value v, out string[] dims)
         {
             dims = [];
-            if (v.TensorType is not { Shape: { } shape } tt || PlannedOperand.ClrTypeOf(tt.Elem) == "") return $"'{v.Name}' is not a numeric tensor of known rank";
+            // f16 is read only as constants (quantization scales): no planned kernel computes f16 values.
+            if (v.TensorType is not { Shape: { } shape } tt || PlannedOperand.ClrTypeOf(tt.Elem) == "" && !(v.Kind == ValueKind.Constant && tt.Elem == ElementType.F16))
+                return $"'{v.Name}' is not a numeric tensor of known rank";
             var list = new List<string>();
             foreach (var d in shape.Dims)
             {
@@ -74,7 +76,8 @@ public sealed partial class ModelEmitter
                 case ValueKind.Constant:
                     if ((why = Dims(v, out dims)) is not null) return null;
                     var field = NameOf(v);
-                    return operands[v] = new PlannedOperand(v, v.TensorType!.Elem, dims, $"{field}.Span<{PlannedOperand.ClrTypeOf(v.TensorType.Elem)}>()", PlannedStorage.Constant, field, null);
+                    var clr = v.TensorType!.Elem == ElementType.F16 ? "Half" : PlannedOperand.ClrTypeOf(v.TensorType.Elem);
+                    return operands[v] = new PlannedOperand(v, v.TensorType!.Elem, dims, $"{field}.Span<{clr}>()", PlannedStorage.Constant, field, null);
                 case ValueKind.GraphInput:
                     if ((why = Dims(v, out dims)) is not null) return null;
                     if (mode == PlanMode.Step)
@@ -162,7 +165,8 @@ public sealed partial class ModelEmitter
             var logits = Root(g.Outputs[io2.Logits].Value);
             if (!operands.TryGetValue(logits, out var lo) || lo.Storage != PlannedStorage.Arena || lo.Elem != ElementType.F32) return "the logits are not computed by a planned node";
             // Only-the-last-positions needs the rows of the classifier's input: a plain product with a weight.
-            if (logits.Producer is not { } cls || !(cls.Op == "MatMul" || cls.Op == "Gemm" && cls.Inputs.Count < 3) || cls.Domain != "")
+            if (logits.Producer is not { } cls || !(cls.QualifiedOp is "MatMul" || cls.QualifiedOp == "Gemm" && cls.Inputs.Count < 3
+                || cls.QualifiedOp == "kiln:QuantizedMatMul" && (cls.Inputs.Count < 5 || cls.Inputs[4] is null) && cls.Attr<StringAttr>("activation") is not { Value.Length: > 0 }))
                 return "the logits are not one product with the classifier weight";
             logitsNode = cls;
             operands[logits] = lo with { Span = "logits", Storage = PlannedStorage.Logits };

@@ -6,7 +6,8 @@ namespace Kiln.Evaluator.Tests;
 /// <summary>
 /// Quantized weight formats and kernels: packing round-trips exactly, round-to-nearest error stays within half a
 /// step (a step, asymmetric), and both kernel paths (AVX-VNNI and portable) match a double-precision product of the dequantized weights
-/// with the activations as the kernel rounds them (int8 per 32-block), for every layout the registry accepts.
+/// with the activations as the kernel rounds them (per 32-block: int8 for 4-bit weights, int16 for 8-bit), for every
+/// layout the registry accepts.
 /// </summary>
 [Collection("quantized kernels")]
 public sealed class QuantizedKernelTests
@@ -74,7 +75,7 @@ public sealed class QuantizedKernelTests
         foreach (var m in new[] { 1, 3 })
         {
             var x = Random(m * columns, 3, outlierEvery: 17);
-            var xr = QuantizedMatMul.RoundActivations(x, columns);
+            var xr = QuantizedMatMul.RoundActivations(x, columns, bits);
             var expected = new double[m * rows];
             for (var i = 0; i < m; i++)
                 for (var r = 0; r < rows; r++)
@@ -106,15 +107,17 @@ public sealed class QuantizedKernelTests
         }
     }
 
-    [Fact]
-    public void Activation_rounding_error_is_within_half_a_step_of_each_block()
+    [Theory]
+    [InlineData(4, 127f)]
+    [InlineData(8, 32767f)]
+    public void Activation_rounding_error_is_within_half_a_step_of_each_block(int weightBits, float steps)
     {
         var x = Random(100, 4, outlierEvery: 33);
-        var xr = QuantizedMatMul.RoundActivations(x, 100);
+        var xr = QuantizedMatMul.RoundActivations(x, 100, weightBits);
         for (var b = 0; b < 4; b++)
         {
             var block = x.Skip(b * 32).Take(32).ToArray();
-            var step = block.Max(Math.Abs) / 127f;
+            var step = block.Max(Math.Abs) / steps;
             for (var k = 0; k < block.Length; k++) Assert.InRange(Math.Abs(xr[b * 32 + k] - block[k]), 0, step / 2 + 1e-6f);
         }
     }

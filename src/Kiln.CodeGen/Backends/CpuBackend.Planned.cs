@@ -60,6 +60,12 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 return x!.Elem == ElementType.F32 && x.Rank == 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 }
                     && (n.Attr<IntAttr>("transA")?.Value ?? 0) == 0 && (n.Attr<FloatAttr>("alpha")?.Value ?? 1f) == 1f && (n.Attr<FloatAttr>("beta")?.Value ?? 1f) == 1f
                     ? null : "A·op(W) (+ C) with alpha = beta = 1";
+            case "kiln:QuantizedMatMul":
+                return x!.Elem == ElementType.F32 && x.Rank >= 1 && Enumerable.Range(1, 3).All(i => c.In(i) is null or { Storage: PlannedStorage.Constant })
+                    && (c.In(4) is not { } bias || bias.Elem == ElementType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))
+                    ? null : "f32 activations, constant codes, C the product's shape or one row";
+            case "kiln:QuantizedGather":
+                return c.In(3)!.Elem == ElementType.I64 && c.In(0) is { Storage: PlannedStorage.Constant } ? null : "i64 indices into a constant table";
             case "Transpose":
                 return x!.ClrType != "" && x.Rank <= 8 ? null : "rank ≤ 8";
             case "Concat":
@@ -154,6 +160,31 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 if (lastRows) w.Close();
                 break;
             }
+            case "kiln:QuantizedMatMul":
+            {
+                var layout = Layout(n, c.In(1)!, c.In(3) is null);
+                var zeros = c.In(3)?.Span ?? "default";
+                var act = n.Attr<StringAttr>("activation")?.Value ?? "";
+                var cols = n.Attr<IntAttr>("columns")!.Value;
+                var last = false;
+                if (c.LastRowsOnly is { } condition)
+                {
+                    w.Open($"if ({condition})");
+                    w.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}));");
+                    w.Close();
+                    w.Open("else");
+                    last = true;
+                }
+                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)});");
+                if (last) w.Close();
+                break;
+            }
+            case "kiln:QuantizedGather":
+            {
+                var layout = Layout(n, x, c.In(2) is null);
+                w.Line($"Kiln.Runtime.Kernels.QuantizedOps.GatherRows({layout}, {x.Span}, {c.In(1)!.Span}, {c.In(2)?.Span ?? "default"}, {c.In(3)!.Span}, {y.Span});");
+                break;
+            }
             case "Transpose":
             {
                 var perm = n.Attr<IntsAttr>("perm")?.Value.Select(v => (int)v).ToArray() ?? Enumerable.Range(0, x.Rank).Reverse().ToArray();
@@ -182,6 +213,10 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 throw new InvalidOperationException($"EmitPlanned called for unsupported op {n.QualifiedOp}");
         }
     }
+
+    /// <summary>The layout of a quantized matrix as a C# expression (a struct: nothing is allocated per call).</summary>
+    private static string Layout(Node n, PlannedOperand codes, bool symmetric) =>
+        $"Kiln.Runtime.Weights.QuantizedLayout.Create({n.Attr<IntAttr>("bits")!.Value}, {codes.Dims[0]}, {n.Attr<IntAttr>("columns")!.Value}, {n.Attr<IntAttr>("group")!.Value}, {(symmetric ? "true" : "false")})";
 
     /// <summary>For a step's logits: when only last positions are wanted, one row product per batch row; else (returns true: the caller closes the block) the full product.</summary>
     private static bool LastRows(PlannedNodeContext c, PlannedOperand x, PlannedOperand wt, PlannedOperand y, string k, string n, bool transB)

@@ -55,6 +55,8 @@ public enum DiagnosticCode
     InvalidWeightBlob = 25,
     /// <summary>Code generation cannot handle a node or value (the message names it), or the generated code does not compile.</summary>
     CodeGenFailed = 26,
+    /// <summary>Calibration data is missing, unreadable or does not fit the model.</summary>
+    CalibrationData = 27,
     /// <summary>An internal error: a bug in Kiln.</summary>
     InternalError = 99,
 }

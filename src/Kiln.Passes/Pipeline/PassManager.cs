@@ -35,6 +35,9 @@ public sealed class PassContext(Model model, PassOptions options)
 
     public void Count(string what, int n = 1) => Counts[what] = Counts.GetValueOrDefault(what) + n;
 
+    /// <summary>Inputs for the passes that calibrate on activations (gptq, awq, static activation scales); null when none were given.</summary>
+    public CalibrationSet? Calibration { get; init; }
+
     /// <summary>Receives progress lines from inside the pass (build messages); null when nobody listens.</summary>
     public Action<string>? Progress { get; init; }
 
@@ -58,6 +61,7 @@ public static class PassRegistry
         ["dce"] = () => new DeadCodeElimination(),
         ["cse"] = () => new CommonSubexpressionElimination(),
         ["fuse"] = () => new Fusion(),
+        ["quantize"] = () => new Quantize(),
     };
 
     public static IEnumerable<IPass> All => Factories.Values.Select(f => f());
@@ -74,7 +78,9 @@ public static class PassManager
 
     /// <param name="afterPass">called after each pass has run and the graph verified (IR dumps, progress)</param>
     /// <param name="progress">receives the passes' own progress lines, each prefixed with its pass name</param>
-    public static IReadOnlyList<PassReport> Run(Model model, PassPipeline pipeline, Action<PassReport>? afterPass = null, Action<string>? progress = null)
+    /// <param name="calibration">inputs for the calibrating passes</param>
+    public static IReadOnlyList<PassReport> Run(Model model, PassPipeline pipeline, Action<PassReport>? afterPass = null, Action<string>? progress = null,
+        CalibrationSet? calibration = null)
     {
         // Resolve every pass first, so a typo late in the pipeline fails before any work is done.
         var passes = pipeline.Steps.Select(s => (Step: s, Pass: PassRegistry.Create(s.Name))).ToList();
@@ -83,7 +89,7 @@ public static class PassManager
         {
             var before = CountOps(model.Graph);
             var name = step.Name;
-            var ctx = new PassContext(model, step.Options) { Progress = progress is null ? null : line => progress($"{name}: {line}") };
+            var ctx = new PassContext(model, step.Options) { Calibration = calibration, Progress = progress is null ? null : line => progress($"{name}: {line}") };
             var clock = Stopwatch.StartNew();
             pass.Run(ctx);
             step.Options.CheckAllUsed(pass.OptionNames);

@@ -236,6 +236,20 @@ public static unsafe class ArenaKernels
         Fused.Activate(y, activation);
     }
 
+    /// <summary>x·Wᵀ for a quantized W (+ C: the product's shape, or one row broadcast to every row), then the activation.</summary>
+    public static void QuantizedMatMul(ReadOnlySpan<float> x, Weights.QuantizedLayout layout, ReadOnlySpan<byte> codes, ReadOnlySpan<Half> scales, ReadOnlySpan<byte> zeros,
+        ReadOnlySpan<float> c, Span<float> y, string activation)
+    {
+        var m = x.Length / layout.Columns;
+        if (!c.IsEmpty)
+        {
+            if (c.Length == y.Length) c.CopyTo(y);
+            else for (var i = 0; i < m; i++) c.CopyTo(y.Slice(i * layout.Rows, layout.Rows));
+        }
+        Kernels.QuantizedMatMul.Multiply(x, m, layout, codes, scales, zeros, y, accumulate: !c.IsEmpty);
+        Fused.Activate(y, activation);
+    }
+
     /// <summary>
     /// softmax(Q·Kᵀ·scale + mask)·V over Q [b, h, s, d]; K and V hold (b, kvh) heads of <paramref name="t"/> rows
     /// <paramref name="kvStride"/> elements apart (a dense tensor: t·d; a KV cache: capacity·d); query head j reads

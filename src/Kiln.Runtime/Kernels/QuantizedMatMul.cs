@@ -15,11 +15,25 @@ namespace Kiln.Runtime.Kernels;
 /// −zero·Σxq lane by lane (computed once per activation block), so the lanes hold Σ(code − zero)·xq. The i32 lanes
 /// are then scaled by (activation scale × weight scale) into f32 accumulators. Without AVX-VNNI the same integer
 /// math runs on portable <see cref="Vector128"/> code. Output channels are split across threads.
+/// <para>
+/// 8-bit weights take int16 activations instead (per 32-block scale max|x|/32767) and <c>vpmaddwd</c>: an int8
+/// activation's rounding error is as large as an int8 weight's, and would double the error the format exists to
+/// keep small; 4-bit weights' own error is ~16× larger, so int8 activations cost them nothing measurable.
+/// </para>
 /// </summary>
 public static unsafe class QuantizedMatMul
 {
-    /// <summary>Whether the AVX-VNNI path runs (default: where the CPU has it). Tests turn it off to check the portable path.</summary>
-    public static bool UseIntegerDotProduct { get; set; } = AvxVnni.IsSupported && Fma.IsSupported;
+    /// <summary>Whether the x86 integer path runs (AVX2 with FMA; AVX-VNNI where the CPU has it). Tests turn it off to check the portable path.</summary>
+    public static bool UseIntegerDotProduct { get; set; } = Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>
+    /// start + Σ of 4 consecutive u8·s8 products per i32 lane: one <c>vpdpbusd</c> with AVX-VNNI, else
+    /// <c>vpmaddubsw</c> (pairs into i16; 4-bit codes times int8 stay far from its saturation) and <c>vpmaddwd</c> by 1.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotAdd(Vector256<int> start, Vector256<byte> u, Vector256<sbyte> x) =>
+        AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(start, u, x)
+            : start + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x), Vector256.Create((short)1));
 
     private const int Block = QuantizedLayout.Block;
 
@@ -27,6 +41,7 @@ public static unsafe class QuantizedMatMul
     [ThreadStatic] private static sbyte[]? _xq;
     [ThreadStatic] private static float[]? _xs;
     [ThreadStatic] private static int[]? _lanes;
+    [ThreadStatic] private static short[]? _xq16;
 
     /// <summary>y[m, n] (+)= Σ_k x[m, k]·W[n, k] with x quantized to int8 per 32-block.</summary>
     public static void Multiply(ReadOnlySpan<float> x, int m, QuantizedLayout l, ReadOnlySpan<byte> codes, ReadOnlySpan<Half> scales,
@@ -37,9 +52,11 @@ public static unsafe class QuantizedMatMul
             throw new KernelException($"quantized MatMul ({l.Name}, {l.Rows}×{l.Columns}) got x of {x.Length}, y of {y.Length}, {codes.Length} code bytes, {scales.Length} scales");
         if (m == 0) return;
         var blocks = l.Blocks;
-        var xq = Grow(ref _xq, m * blocks * Block);
+        var wide = l.Bits == 8;
+        var xq = Grow(ref _xq, wide ? 1 : m * blocks * Block);
+        var xq16 = Grow(ref _xq16, wide ? m * blocks * Block : 1);
         var xs = Grow(ref _xs, m * blocks);
-        var lanes = Grow(ref _lanes, m * blocks * 8);
+        var lanes = Grow(ref _lanes, wide ? 1 : m * blocks * 8);
         var vnni = UseIntegerDotProduct;
         fixed (float* px = x)
         fixed (float* py = y)
@@ -47,15 +64,19 @@ public static unsafe class QuantizedMatMul
         fixed (Half* ps = scales)
         fixed (byte* pz = zeros)
         fixed (sbyte* pq = xq)
+        fixed (short* pq16 = xq16)
         fixed (float* pxs = xs)
         fixed (int* pl = lanes)
         {
             for (var i = 0; i < m; i++)
-                QuantizeRow(px + (long)i * l.Columns, l.Columns, blocks, pq + (long)i * blocks * Block, pxs + (long)i * blocks,
+            {
+                if (wide) QuantizeRow16(px + (long)i * l.Columns, l.Columns, blocks, pq16 + (long)i * blocks * Block, pxs + (long)i * blocks);
+                else QuantizeRow(px + (long)i * l.Columns, l.Columns, blocks, pq + (long)i * blocks * Block, pxs + (long)i * blocks,
                     pl + (long)i * blocks * 8, l.Symmetric ? l.SymmetricZero : 0, vnni);
+            }
             var job = new Job
             {
-                Codes = pc, Scales = ps, Zeros = l.Symmetric ? null : pz, Xq = pq, Xs = pxs, Lanes = pl, Y = py,
+                Codes = pc, Scales = ps, Zeros = l.Symmetric ? null : pz, Xq = pq, Xq16 = pq16, Xs = pxs, Lanes = pl, Y = py,
                 M = m, N = l.Rows, Blocks = blocks, Groups = l.Groups, BlocksPerGroup = l.Group >= l.Columns ? blocks : l.Group / Block,
                 RowBytes = l.RowBytes, Bits = l.Bits, Zero = l.SymmetricZero, Accumulate = accumulate, Vnni = vnni,
             };
@@ -80,6 +101,7 @@ public static unsafe class QuantizedMatMul
         public Half* Scales;
         public byte* Zeros;
         public sbyte* Xq;
+        public short* Xq16;
         public float* Xs;
         public int* Lanes;
         public float* Y;
@@ -125,7 +147,7 @@ public static unsafe class QuantizedMatMul
                 codes.Store(dst);
                 if (vnni)
                 {
-                    var sums = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Create((byte)1), codes);
+                    var sums = DotAdd(Vector256<int>.Zero, Vector256.Create((byte)1), codes);
                     (zero == 0 ? sums : sums * -zero).Store(lane);
                     continue;
                 }
@@ -146,6 +168,31 @@ public static unsafe class QuantizedMatMul
         }
     }
 
+    /// <summary>One row of x as int16 codes per 32-block (scale max|x|/32767), for 8-bit weights.</summary>
+    private static void QuantizeRow16(float* x, int k, int blocks, short* q, float* scale)
+    {
+        for (var b = 0; b < blocks; b++)
+        {
+            var count = Math.Min(Block, k - b * Block);
+            var src = x + (long)b * Block;
+            var max = 0f;
+            for (var j = 0; j < count; j++) max = MathF.Max(max, MathF.Abs(src[j]));
+            scale[b] = max / 32767f;
+            var inv = max > 0 ? 32767f / max : 0f;
+            var dst = q + (long)b * Block;
+            var j2 = 0;
+            if (Vector256.IsHardwareAccelerated)
+                for (; j2 + 16 <= count; j2 += 16)
+                {
+                    var lo = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(src + j2) * inv));
+                    var hi = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(src + j2 + 8) * inv));
+                    Vector256.Narrow(lo, hi).Store(dst + j2);
+                }
+            for (; j2 < count; j2++) dst[j2] = (short)(int)MathF.Round(src[j2] * inv);
+            for (; j2 < Block; j2++) dst[j2] = 0;
+        }
+    }
+
     private static float HorizontalMax(Vector256<float> v)
     {
         var m = Vector128.Max(v.GetLower(), v.GetUpper());
@@ -162,6 +209,20 @@ public static unsafe class QuantizedMatMul
         // Each row's scales as f32, once per call (the block loop multiplies by them 32 codes at a time).
         var rowScales = stackalloc float[j.Groups * 4];
         var n = n0;
+        if (j.Bits == 8)
+        {
+            for (; n < n1; n++)
+            {
+                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(j.Scales + (long)n * j.Groups, j.Groups), new Span<float>(rowScales, j.Groups));
+                for (var i = 0; i < j.M; i++)
+                {
+                    var dot = j.Vnni ? OneRow16(ref j, n, i, rowScales) : OneRow16Portable(ref j, n, i, rowScales);
+                    ref var y = ref j.Y[(long)i * j.N + n];
+                    y = j.Accumulate ? y + dot : dot;
+                }
+            }
+            return;
+        }
         if (j.Vnni)
         {
             for (; n + 4 <= n1; n += 4)
@@ -221,10 +282,10 @@ public static unsafe class QuantizedMatMul
                 var start = Vector256.Load(lanes + b * 8);
                 Vector256<int> st0 = start, st1 = start, st2 = start, st3 = start;
                 if (j.Zeros is not null) { st0 = start * z0; st1 = start * z1; st2 = start * z2; st3 = start * z3; }
-                var d0 = AvxVnni.MultiplyWideningAndAdd(st0, Codes(ref j, r0, b), x);
-                var d1 = AvxVnni.MultiplyWideningAndAdd(st1, Codes(ref j, r1, b), x);
-                var d2 = AvxVnni.MultiplyWideningAndAdd(st2, Codes(ref j, r2, b), x);
-                var d3 = AvxVnni.MultiplyWideningAndAdd(st3, Codes(ref j, r3, b), x);
+                var d0 = DotAdd(st0, Codes(ref j, r0, b), x);
+                var d1 = DotAdd(st1, Codes(ref j, r1, b), x);
+                var d2 = DotAdd(st2, Codes(ref j, r2, b), x);
+                var d3 = DotAdd(st3, Codes(ref j, r3, b), x);
                 var sx = xs[b];
                 a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(d0), Vector256.Create(sx * s0), a0);
                 a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(d1), Vector256.Create(sx * s1), a1);
@@ -253,7 +314,7 @@ public static unsafe class QuantizedMatMul
             {
                 var start = Vector256.Load(lanes + b * 8);
                 if (j.Zeros is not null) start *= z;
-                var d = AvxVnni.MultiplyWideningAndAdd(start, Codes(ref j, row, b), Vector256.Load(xq + b * Block));
+                var d = DotAdd(start, Codes(ref j, row, b), Vector256.Load(xq + b * Block));
                 acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(d), Vector256.Create(xs[b] * rowScales[g]), acc);
             }
         }
@@ -301,24 +362,81 @@ public static unsafe class QuantizedMatMul
         return sum;
     }
 
-    /// <summary>x as the kernels see it: each 32-block rounded to int8 codes and scaled back (for tests and error analysis).</summary>
-    public static float[] RoundActivations(ReadOnlySpan<float> x, int columns)
+    /// <summary>8-bit codes (minus the zero, as i16) times int16 activations, two products summed per i32 lane (vpmaddwd).</summary>
+    private static float OneRow16(ref Job j, int n, int i, float* rowScales)
+    {
+        var row = j.Codes + (long)n * j.RowBytes;
+        var xq = j.Xq16 + (long)i * j.Blocks * Block;
+        var xs = j.Xs + (long)i * j.Blocks;
+        var acc = Vector256<float>.Zero;
+        for (int g = 0, b = 0; g < j.Groups; g++)
+        {
+            var bEnd = g == j.Groups - 1 ? j.Blocks : Math.Min(j.Blocks, b + j.BlocksPerGroup);
+            var zero = Vector256.Create((short)(j.Zeros is null ? j.Zero : j.Zeros[(long)n * j.Groups + g]));
+            var scale = rowScales[g];
+            for (; b < bEnd; b++)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Load(row + b * Block));
+                var d = Avx2.MultiplyAddAdjacent(lo.AsInt16() - zero, Vector256.Load(xq + b * Block))
+                    + Avx2.MultiplyAddAdjacent(hi.AsInt16() - zero, Vector256.Load(xq + b * Block + 16));
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(d), Vector256.Create(xs[b] * scale), acc);
+            }
+        }
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>The same on portable 128-bit vectors, products in i32.</summary>
+    private static float OneRow16Portable(ref Job j, int n, int i, float* rowScales)
+    {
+        var row = j.Codes + (long)n * j.RowBytes;
+        var xq = j.Xq16 + (long)i * j.Blocks * Block;
+        var xs = j.Xs + (long)i * j.Blocks;
+        var sum = 0f;
+        for (int g = 0, b = 0; g < j.Groups; g++)
+        {
+            var bEnd = g == j.Groups - 1 ? j.Blocks : Math.Min(j.Blocks, b + j.BlocksPerGroup);
+            var zero = Vector128.Create(j.Zeros is null ? j.Zero : j.Zeros[(long)n * j.Groups + g]);
+            var blockSum = 0f;
+            for (; b < bEnd; b++)
+            {
+                var dot = Vector128<int>.Zero;
+                for (var h = 0; h < Block; h += 8)
+                {
+                    var (u0, u1) = Vector128.Widen(Vector128.WidenLower(Vector128.CreateScalar(*(ulong*)(row + b * Block + h)).AsByte()));
+                    var (x0, x1) = Vector128.Widen(Vector128.Load(xq + b * Block + h));
+                    dot += (u0.AsInt32() - zero) * x0 + (u1.AsInt32() - zero) * x1;
+                }
+                blockSum += Vector128.Sum(dot) * xs[b];
+            }
+            sum += blockSum * rowScales[g];
+        }
+        return sum;
+    }
+
+    /// <summary>
+    /// x as the kernels see it for weights of <paramref name="weightBits"/> bits: each 32-block rounded to int8 codes
+    /// (int16 for 8-bit weights) and scaled back (for tests and error analysis).
+    /// </summary>
+    public static float[] RoundActivations(ReadOnlySpan<float> x, int columns, int weightBits = 4)
     {
         var rows = x.Length / columns;
         var blocks = (columns + Block - 1) / Block;
         var q = new sbyte[blocks * Block];
+        var q16 = new short[blocks * Block];
         var s = new float[blocks];
         var lanes = new int[blocks * 8];
         var result = new float[x.Length];
         fixed (float* px = x)
         fixed (sbyte* pq = q)
+        fixed (short* pq16 = q16)
         fixed (float* ps = s)
         fixed (int* pl = lanes)
         {
             for (var r = 0; r < rows; r++)
             {
-                QuantizeRow(px + (long)r * columns, columns, blocks, pq, ps, pl, 0, false);
-                for (var k = 0; k < columns; k++) result[r * columns + k] = q[k] * s[k / Block];
+                if (weightBits == 8) QuantizeRow16(px + (long)r * columns, columns, blocks, pq16, ps);
+                else QuantizeRow(px + (long)r * columns, columns, blocks, pq, ps, pl, 0, false);
+                for (var k = 0; k < columns; k++) result[r * columns + k] = (weightBits == 8 ? q16[k] : q[k]) * s[k / Block];
             }
         }
         return result;

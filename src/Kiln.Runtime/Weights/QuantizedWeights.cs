@@ -17,7 +17,7 @@ namespace Kiln.Runtime.Weights;
 /// group of each row is partial (shorter), and its scale covers only the columns it has.
 /// </para>
 /// </summary>
-public sealed record QuantizedLayout(int Bits, int Rows, int Columns, int Group, bool Symmetric)
+public readonly record struct QuantizedLayout(int Bits, int Rows, int Columns, int Group, bool Symmetric)
 {
     public const int Block = 32;
 

@@ -1,0 +1,121 @@
+using System.Globalization;
+using System.Text.Json;
+using Kiln.Evaluator;
+using Kiln.Ir;
+using Kiln.Onnx;
+using Kiln.Passes;
+using Kiln.Runtime;
+
+namespace Kiln.Cli;
+
+/// <summary>What <c>kiln eval</c> measured: the float model against the compressed one on the same tokens.</summary>
+public sealed record EvalResult(double PplFloat, double Ppl, double KldMean, double KldP99, double Top1, double BitsPerWeight,
+    long WeightBytes, long WeightBytesFloat, long Parameters, int Tokens, string Passes)
+{
+    public string ToJson() => JsonSerializer.Serialize(new Dictionary<string, object>
+    {
+        ["ppl_float"] = PplFloat, ["ppl"] = Ppl, ["kld_mean"] = KldMean, ["kld_p99"] = KldP99, ["top1"] = Top1,
+        ["bits_per_weight"] = BitsPerWeight, ["weight_bytes"] = WeightBytes, ["weight_bytes_float"] = WeightBytesFloat,
+        ["parameters"] = Parameters, ["tokens"] = Tokens, ["passes"] = Passes,
+    });
+}
+
+/// <summary>
+/// <c>kiln eval MODEL --passes P --tokens FILE</c>: runs the float model and the compressed one (the same pipeline
+/// with the compression passes) on the rows of a token file and compares their next-token distributions at every
+/// position but the last: perplexity of each on the file's own next tokens, KL(float ‖ compressed) (mean and 99th
+/// percentile), and how often their top-1 tokens agree. Both run on the reference evaluator, which dispatches to the
+/// kernels the compiled code calls (quantized products quantize their activations on the fly there too).
+/// </summary>
+public static class Eval
+{
+    public const int RowsPerBatch = 8;
+
+    public static EvalResult Run(string modelPath, string passes, string tokensPath, string? calibrationPath, Action<string>? progress)
+    {
+        using var reference = OnnxImporter.Import(modelPath);
+        using var compressed = OnnxImporter.Import(modelPath);
+        // The float model runs through the default pipeline, so the comparison isolates what compression changed.
+        PassManager.Run(reference, PassPipeline.Parse(PassPipeline.Default));
+        var calibration = Commands.Calibration(calibrationPath, compressed.Graph);
+        PassManager.Run(compressed, PassPipeline.Parse(passes), r => progress?.Invoke($"{r.Step}: {r.NodesBefore} → {r.NodesAfter} nodes"), progress, calibration);
+        var batches = CalibrationFiles.Load(tokensPath, reference.Graph, RowsPerBatch);
+        var tokensInput = batches[0].Keys.Single();
+        var logitsName = reference.Graph.Outputs.FirstOrDefault(o => o.Name == "logits")?.Name ?? reference.Graph.Outputs[0].Name;
+        var floatRun = new Interpreter(reference.Graph, new EvaluatorOptions(), modelPath);
+        var quantRun = new Interpreter(compressed.Graph, new EvaluatorOptions(), modelPath);
+        var floatSet = new CalibrationSet(tokensPath, batches);
+        double nllFloat = 0, nllQuant = 0, agree = 0;
+        var klds = new List<double>();
+        for (var b = 0; b < batches.Count; b++)
+        {
+            progress?.Invoke($"batch {b + 1}/{batches.Count}");
+            var ids = batches[b][tokensInput].ToArray<long>();
+            var (rows, length) = ((int)batches[b][tokensInput].Dims[0], (int)batches[b][tokensInput].Dims[1]);
+            var p = Logits(floatRun, floatSet.Feeds(reference.Graph, b), logitsName);
+            var q = Logits(quantRun, floatSet.Feeds(compressed.Graph, b), logitsName);
+            var vocab = p.Shape[^1];
+            var ps = p.Span<float>();
+            var qs = q.Span<float>();
+            var lp = new double[vocab];
+            var lq = new double[vocab];
+            for (var r = 0; r < rows; r++)
+                for (var t = 0; t + 1 < length; t++)
+                {
+                    var at = ((long)r * length + t) * vocab;
+                    LogSoftmax(ps.Slice((int)at, vocab), lp);
+                    LogSoftmax(qs.Slice((int)at, vocab), lq);
+                    var next = (int)ids[r * length + t + 1];
+                    nllFloat -= lp[next];
+                    nllQuant -= lq[next];
+                    double kld = 0;
+                    for (var v = 0; v < vocab; v++) kld += Math.Exp(lp[v]) * (lp[v] - lq[v]);
+                    klds.Add(Math.Max(0, kld));
+                    if (ArgMax(lp) == ArgMax(lq)) agree++;
+                }
+        }
+        var n = klds.Count;
+        klds.Sort();
+        var floatBytes = WeightBytes(reference.Graph);
+        var parameters = reference.Graph.AllGraphs().SelectMany(g => g.Constants).Where(c => c.Data is { Elem: ElementType.F32 or ElementType.F16 or ElementType.BF16 }).Sum(c => c.Data!.ElementCount);
+        var bytes = WeightBytes(compressed.Graph);
+        return new EvalResult(Math.Exp(nllFloat / n), Math.Exp(nllQuant / n), klds.Average(), klds[Math.Min(n - 1, (int)Math.Ceiling(0.99 * n) - 1)], agree / n,
+            parameters == 0 ? 0 : bytes * 8.0 / parameters, bytes, floatBytes, parameters, n, passes);
+    }
+
+    private static long WeightBytes(Graph g) => g.AllGraphs().SelectMany(x => x.Constants).Sum(c => c.Data?.ByteLength ?? 0);
+
+    private static Tensor Logits(Interpreter run, Dictionary<Value, object?> feeds, string name)
+    {
+        var outputs = run.Run(feeds.ToDictionary(f => f.Key.Name, f => f.Value));
+        return outputs[name] as Tensor ?? throw new InvalidOperationException($"output '{name}' is not a tensor");
+    }
+
+    private static void LogSoftmax(ReadOnlySpan<float> x, double[] y)
+    {
+        double max = double.NegativeInfinity;
+        foreach (var v in x) max = Math.Max(max, v);
+        double sum = 0;
+        for (var i = 0; i < x.Length; i++) sum += Math.Exp(x[i] - max);
+        var log = Math.Log(sum) + max;
+        for (var i = 0; i < x.Length; i++) y[i] = x[i] - log;
+    }
+
+    private static int ArgMax(double[] x)
+    {
+        var best = 0;
+        for (var i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
+        return best;
+    }
+
+    public static void Print(EvalResult r, TextWriter o)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        o.WriteLine($"passes: {r.Passes}");
+        o.WriteLine($"tokens scored: {r.Tokens}");
+        o.WriteLine($"perplexity: float {r.PplFloat.ToString("0.0000", inv)}, compressed {r.Ppl.ToString("0.0000", inv)} ({((r.Ppl / r.PplFloat - 1) * 100).ToString("+0.00;-0.00", inv)}%)");
+        o.WriteLine($"KL divergence (float ‖ compressed): mean {r.KldMean.ToString("0.000000", inv)}, p99 {r.KldP99.ToString("0.000000", inv)}");
+        o.WriteLine($"top-1 agreement: {(r.Top1 * 100).ToString("0.00", inv)}%");
+        o.WriteLine($"weights: {r.WeightBytes.ToString("N0", inv)} bytes ({r.BitsPerWeight.ToString("0.00", inv)} bits per parameter), float {r.WeightBytesFloat.ToString("N0", inv)} bytes, {r.Parameters.ToString("N0", inv)} parameters");
+    }
+}

@@ -1,0 +1,89 @@
+using Kiln.Runtime.Weights;
+
+namespace Kiln.Passes;
+
+/// <summary>
+/// AWQ (Lin et al., 2023) for <c>quantize{method=awq}</c>: activation-aware scaling. Input channels that carry large
+/// activations matter most to the output, so their weight columns are scaled up by s_j = mean|x_j|^α before rounding
+/// (they lose less to it) and the layer's input is divided by s (a Mul the pass inserts, so the product is unchanged
+/// before rounding). α is searched on a grid of 20 points in [0, 1) for the smallest output error ‖X·Wᵀ − X·Ŵᵀ‖² on
+/// the calibration activations; α = 0 is plain round-to-nearest, so the search never does worse than it on them.
+/// </summary>
+public sealed class Awq : IWeightQuantizer
+{
+    public Awq(PassOptions options)
+    {
+        // AWQ reads no GPTQ options: reading them here keeps a shared pipeline string valid.
+        options.Int("damp", 0);
+        options.Bool("act-order", false);
+        options.Int("block", 0);
+    }
+
+    public const int GridPoints = 20;
+
+    /// <summary>Calibration tokens the search measures the output error on (evenly spaced).</summary>
+    public const int SearchTokens = 256;
+
+    public bool NeedsCalibration => true;
+
+    public QuantizedLayerResult Quantize(float[] rows, QuantizedLayout l, CalibrationWalk.LayerInputs x)
+    {
+        var (matrix, scale, _) = Search(rows, l, x.X, x.Tokens);
+        return new QuantizedLayerResult(matrix, scale);
+    }
+
+    /// <summary>The best scaling: the quantized (scaled) matrix, s (null when α = 0 won) and the α chosen.</summary>
+    public static (QuantizedMatrix Matrix, float[]? Scale, double Alpha) Search(float[] w, QuantizedLayout l, float[] x, int tokens)
+    {
+        int n = l.Rows, k = l.Columns;
+        var meanAbs = new double[k];
+        for (var t = 0; t < tokens; t++)
+            for (var j = 0; j < k; j++) meanAbs[j] += Math.Abs(x[t * k + j]);
+        for (var j = 0; j < k; j++) meanAbs[j] = Math.Max(meanAbs[j] / Math.Max(1, tokens), 1e-8);
+        var sample = Enumerable.Range(0, Math.Min(tokens, SearchTokens)).Select(i => (int)((long)i * tokens / Math.Min(tokens, SearchTokens))).ToArray();
+        // Reference outputs on the sample, once.
+        var reference = new double[sample.Length * n];
+        Parallel.For(0, n, r =>
+        {
+            for (var t = 0; t < sample.Length; t++)
+            {
+                double s = 0;
+                for (var j = 0; j < k; j++) s += (double)x[sample[t] * k + j] * w[r * k + j];
+                reference[t * n + r] = s;
+            }
+        });
+        (QuantizedMatrix Matrix, float[]? Scale, double Alpha, double Error) best = default;
+        best.Error = double.PositiveInfinity;
+        for (var step = 0; step < GridPoints; step++)
+        {
+            var alpha = (double)step / GridPoints;
+            var s = new float[k];
+            for (var j = 0; j < k; j++) s[j] = (float)Math.Pow(meanAbs[j], alpha);
+            // Centre the scales (geometric mean of the extremes at 1) so the weights keep their magnitude.
+            var centre = Math.Sqrt(s.Max() * (double)s.Min());
+            for (var j = 0; j < k; j++) s[j] = Math.Max((float)(s[j] / centre), 1e-4f);
+            var scaled = new float[w.Length];
+            for (var r = 0; r < n; r++)
+                for (var j = 0; j < k; j++) scaled[r * k + j] = w[r * k + j] * s[j];
+            var q = QuantizedWeights.Pack(scaled, l);
+            var deq = q.Dequantize();
+            var error = 0.0;
+            var partial = new double[n];
+            Parallel.For(0, n, r =>
+            {
+                double e = 0;
+                for (var t = 0; t < sample.Length; t++)
+                {
+                    double y = 0;
+                    for (var j = 0; j < k; j++) y += (double)x[sample[t] * k + j] / s[j] * deq[r * k + j];
+                    var d = y - reference[t * n + r];
+                    e += d * d;
+                }
+                partial[r] = e;
+            });
+            error = partial.Sum();
+            if (error < best.Error) best = (q, step == 0 ? null : s, alpha, error);
+        }
+        return (best.Matrix!, best.Scale, best.Alpha);
+    }
+}

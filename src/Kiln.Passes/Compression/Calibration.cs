@@ -1,0 +1,100 @@
+using Kiln.Evaluator;
+using Kiln.Ir;
+using Kiln.Ir.Diagnostics;
+using Kiln.Runtime;
+
+namespace Kiln.Passes;
+
+/// <summary>
+/// Calibration inputs: the graph inputs of one batch per sample (<c>input_N.pb</c> sets of a folder, or the rows of a
+/// token file as <c>input_ids</c>). Inputs a sample does not give are filled where the graph allows it: a KV-cache
+/// model's past keys and values start empty (every symbolic dim but the batch is 0).
+/// </summary>
+public sealed record CalibrationSet(string Source, IReadOnlyList<IReadOnlyDictionary<string, TensorData>> Samples)
+{
+    /// <summary>Tokens per sample row for a token file (the rows are split into samples of this many rows).</summary>
+    public const int RowsPerSample = 8;
+
+    /// <summary>One sample's feeds for <paramref name="g"/>, missing past inputs as empty tensors.</summary>
+    public Dictionary<Value, object?> Feeds(Graph g, int sample)
+    {
+        var given = Samples[sample];
+        var feeds = new Dictionary<Value, object?>();
+        long batch = given.Values.Select(t => t.Dims.Length > 0 ? t.Dims[0] : 1).DefaultIfEmpty(1).First();
+        foreach (var input in g.Inputs)
+        {
+            if (given.TryGetValue(input.Name, out var data)) { feeds[input] = data.ToTensor(); continue; }
+            if (input.Data is { } init) { feeds[input] = init.ToTensor(); continue; }
+            if (input.TensorType is not { Shape: { } shape } tt || !shape.Dims.Any(d => d.Value is null))
+                throw new KilnException(new Diagnostic(DiagnosticCode.CalibrationData,
+                    $"calibration data {Source} gives no '{input.Name}', and the model has no empty form of it (only past inputs with a symbolic length can start empty)"));
+            var dims = shape.Dims.Select((d, i) => d.Value is { } v ? (int)v : i == 0 ? (int)batch : 0).ToArray();
+            feeds[input] = Tensor.Zeros(tt.Elem.ToRuntime(), dims);
+        }
+        return feeds;
+    }
+}
+
+/// <summary>
+/// Runs the graph on the calibration samples node by node, in graph (topological) order, and hands each chosen layer
+/// its input activations just before it runs. The handler may rewrite the layer (quantize it); the walk then runs
+/// the rewritten node, so later layers see the activations the compressed earlier layers produce — as GPTQ's
+/// sequential procedure wants. Values are freed after their last reader, so memory stays at what one forward pass
+/// of the samples keeps live, whatever the model's depth.
+/// </summary>
+public static class CalibrationWalk
+{
+    /// <summary>One layer's inputs: the activations [tokens, columns] of every sample, concatenated.</summary>
+    public sealed record LayerInputs(float[] X, int Tokens, int Columns);
+
+    /// <param name="handle">gets a layer and its inputs; returns the nodes that now compute it, in order (the layer itself when unchanged)</param>
+    public static void Run(PassContext ctx, CalibrationSet data, IReadOnlySet<Node> layers, Func<Node, LayerInputs, IReadOnlyList<Node>> handle)
+    {
+        var g = ctx.Graph;
+        if (g.Nodes.Any(n => n.Subgraphs.Any()))
+            throw new KilnException(new Diagnostic(DiagnosticCode.UnsupportedOp, "calibration walks graphs without control flow (If, Loop, Scan); this graph has some"));
+        // All samples advance together, so a layer sees every sample's activations at once.
+        var states = Enumerable.Range(0, data.Samples.Count).Select(i => data.Feeds(g, i)).ToList();
+        var order = g.Nodes.ToList();
+        var lastUse = new Dictionary<Value, int>();
+        for (var i = 0; i < order.Count; i++)
+            foreach (var v in order[i].Inputs)
+                if (v is { Kind: ValueKind.NodeOutput or ValueKind.GraphInput }) lastUse[v] = i;
+        var outputs = g.Outputs.Select(o => o.Value).ToHashSet();
+        var done = 0;
+        for (var i = 0; i < order.Count; i++)
+        {
+            IReadOnlyList<Node> run = [order[i]];
+            if (layers.Contains(order[i]))
+            {
+                var node = order[i];
+                done++;
+                ctx.Report($"calibrating layer {done}/{layers.Count} ({node.Name ?? node.QualifiedOp})");
+                var parts = states.Select(s => (Tensor)Read(s, node.Inputs[0]!)!).ToList();
+                var columns = parts[0].Shape[^1];
+                var tokens = (int)parts.Sum(p => p.Length / columns);
+                var x = new float[(long)tokens * columns];
+                var at = 0;
+                foreach (var p in parts) { p.Span<float>().CopyTo(x.AsSpan(at)); at += (int)p.Length; }
+                run = handle(node, new LayerInputs(x, tokens, columns));
+                // Readers of the old output now read the new one: it lives as long as the old one would have.
+                if (run[^1] != node && node.Outputs[0] is { } old && run[^1].Outputs[0] is { } fresh && lastUse.TryGetValue(old, out var l)) lastUse[fresh] = l;
+                foreach (var r in run.Take(run.Count - 1))
+                    foreach (var o in r.Outputs) if (o is not null) lastUse[o] = i;
+            }
+            foreach (var node in run)
+                foreach (var s in states)
+                {
+                    var outs = Interpreter.EvaluateNode(node, node.Inputs.Select(v => v is null ? null : Read(s, v)).ToList());
+                    for (var k = 0; k < node.Outputs.Length; k++)
+                        if (node.Outputs[k] is { } o) s[o] = outs[k];
+                }
+            foreach (var s in states)
+                foreach (var v in run.SelectMany(n => n.Inputs).Distinct())
+                    if (v is not null && lastUse.TryGetValue(v, out var last) && last == i && !outputs.Contains(v)) s.Remove(v);
+        }
+    }
+
+    private static object? Read(Dictionary<Value, object?> state, Value v) =>
+        v.Kind == ValueKind.Constant ? v.Data!.ToTensor(persistent: true) : state.TryGetValue(v, out var x) ? x : throw new InvalidOperationException($"calibration: {v} was not computed");
+}
