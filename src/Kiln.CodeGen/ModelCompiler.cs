@@ -138,6 +138,16 @@ public static class ModelCompiler
             var ops = string.Join(", ", p.OpDelta.Select(d => $"{d.Key} {(d.Value > 0 ? "+" : "")}{d.Value}"));
             sb.Append(inv, $"| `{p.Step}` | {p.NodesBefore} | {p.NodesAfter} | {p.Milliseconds.ToString("0.0", inv)} | {(did.Length == 0 ? "nothing" : did)} | {ops} |\n");
         }
+        foreach (var p in r.Passes.Where(p => p.Layers.Count > 0))
+        {
+            long bytes = p.Layers.Sum(l => l.Bytes), before = p.Layers.Sum(l => l.FloatBytes);
+            sb.Append(inv, $"\n## Layers compressed by `{p.Step}`\n\n");
+            sb.Append(inv, $"{p.Layers.Count} layers: {bytes.ToString("N0", inv)} bytes (f32 {before.ToString("N0", inv)}), {(bytes * 32.0 / Math.Max(1, before)).ToString("0.###", inv)} bits per weight overall. ");
+            sb.Append("Errors are relative Frobenius norms: of the weight, and of the layer's output on the calibration inputs (when the pass had them).\n\n");
+            sb.Append("| weight | format | bits/weight | bytes | f32 bytes | weight error | output error | note |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+            foreach (var l in p.Layers)
+                sb.Append(inv, $"| `{l.Weight}` | {l.Format} | {l.BitsPerWeight.ToString("0.###", inv)} | {l.Bytes.ToString("N0", inv)} | {l.FloatBytes.ToString("N0", inv)} | {l.WeightError.ToString("0.####", inv)} | {(l.OutputError is { } e ? e.ToString("0.####", inv) : "–")} | {l.Note?.TrimEnd(' ', ';')} |\n");
+        }
         return sb.ToString();
     }
 }

@@ -84,19 +84,20 @@ public sealed class Quantize : IPass
                 if (result.InputScale is { } inScale)
                     for (var r = 0; r < rows; r++)
                         for (var k = 0; k < columns; k++) deq[r * columns + k] /= inScale[k];
-                var line = $"{weight.Name}: {layout.Name}, {layout.BitsPerWeight:0.###} bits/weight, {layout.TotalBytes:N0} bytes (f32 {4L * rows * columns:N0}), weight error {Quantize.RelativeError(w, deq):0.####}";
-                if (x is not null && !layer.IsEmbedding) line += $", output error {OutputError(x, w, deq, rows):0.####}";
-                if (layout.HasPartialGroup) line += $", last group of each row {columns % layout.Group} wide";
-                ctx.Notes.Add(line);
+                double? outputError = x is not null && !layer.IsEmbedding ? OutputError(x, w, deq, rows) : null;
+                ctx.Layers.Add(new LayerReport(weight.Name, layout.Name, layout.BitsPerWeight, layout.TotalBytes, 4L * rows * columns, RelativeError(w, deq), outputError,
+                    (layout.HasPartialGroup ? $"last group of each row {columns % layout.Group} wide; " : "") + (result.InputScale is null ? "" : "input scaled (AWQ); ")
+                    + (head ? "embedding/classifier" : "")));
                 ctx.Count($"int{layerBits} layers");
             }
             return layer.Rewrite(ctx.Graph, q);
         }
 
-        if (quantizer.NeedsCalibration)
+        if (quantizer.NeedsCalibration && ctx.Calibration is null)
+            throw Bad($"method={method} needs calibration data (kiln compile --calibration DIR|TOKENS.pb, or CalibrationData in MSBuild)");
+        // With calibration inputs every method runs on the walk, so the report has each layer's output error.
+        if (ctx.Calibration is { } data)
         {
-            if (ctx.Calibration is not { } data)
-                throw Bad($"method={method} needs calibration data (kiln compile --calibration DIR|TOKENS.pb, or CalibrationData in MSBuild)");
             var byNode = layers.ToDictionary(l => l.Node);
             CalibrationWalk.Run(ctx, data, byNode.Keys.Where(n => !byNode[n].IsEmbedding).ToHashSet(), (node, x) => Handle(byNode[node], x));
             foreach (var l in layers.Where(l => l.IsEmbedding)) Handle(l, null);

@@ -35,6 +35,9 @@ public sealed class PassContext(Model model, PassOptions options)
 
     public void Count(string what, int n = 1) => Counts[what] = Counts.GetValueOrDefault(what) + n;
 
+    /// <summary>Per-layer results of a compression pass, for the report's layer table.</summary>
+    public List<LayerReport> Layers { get; } = [];
+
     /// <summary>Inputs for the passes that calibrate on activations (gptq, awq, static activation scales); null when none were given.</summary>
     public CalibrationSet? Calibration { get; init; }
 
@@ -48,9 +51,18 @@ public sealed class PassContext(Model model, PassOptions options)
     public void Report(string line) => Progress?.Invoke(line);
 }
 
-/// <summary>What one pass changed: node counts by op before and after, its own counts and notes, time taken.</summary>
+/// <summary>What one pass changed: node counts by op before and after, its own counts, notes and layers, time taken.</summary>
 public sealed record PassReport(string Step, int NodesBefore, int NodesAfter, IReadOnlyDictionary<string, int> OpDelta,
-    IReadOnlyDictionary<string, int> Counts, IReadOnlyList<string> Notes, double Milliseconds);
+    IReadOnlyDictionary<string, int> Counts, IReadOnlyList<string> Notes, double Milliseconds)
+{
+    public IReadOnlyList<LayerReport> Layers { get; init; } = [];
+}
+
+/// <summary>
+/// One compressed layer: its weight, format, stored bits per weight and bytes (f32 bytes before), the relative
+/// Frobenius error of the weight, and of the layer's output on calibration inputs when the pass had them.
+/// </summary>
+public sealed record LayerReport(string Weight, string Format, double BitsPerWeight, long Bytes, long FloatBytes, double WeightError, double? OutputError, string? Note);
 
 /// <summary>Every registered pass by name.</summary>
 public static class PassRegistry
@@ -98,7 +110,7 @@ public static class PassManager
             var delta = before.Keys.Union(after.Keys).Order(StringComparer.Ordinal)
                 .Select(k => (k, d: after.GetValueOrDefault(k) - before.GetValueOrDefault(k))).Where(x => x.d != 0)
                 .ToDictionary(x => x.k, x => x.d);
-            reports.Add(new PassReport(step.ToString(), before.Values.Sum(), after.Values.Sum(), delta, ctx.Counts, ctx.Notes, clock.Elapsed.TotalMilliseconds));
+            reports.Add(new PassReport(step.ToString(), before.Values.Sum(), after.Values.Sum(), delta, ctx.Counts, ctx.Notes, clock.Elapsed.TotalMilliseconds) { Layers = ctx.Layers });
             afterPass?.Invoke(reports[^1]);
         }
         return reports;

@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -42,6 +41,12 @@ public static unsafe class QuantizedMatMul
     [ThreadStatic] private static float[]? _xs;
     [ThreadStatic] private static int[]? _lanes;
     [ThreadStatic] private static short[]? _xq16;
+    [ThreadStatic] private static sbyte[]? _pairXq;
+    [ThreadStatic] private static int[]? _pairStart;
+    [ThreadStatic] private static float[]? _pairXs;
+
+    /// <summary>Whether symmetric 4-bit products take two blocks per AVX-512 instruction.</summary>
+    private static bool Wide512 => Avx512BW.IsSupported && Avx512F.IsSupported;
 
     /// <summary>y[m, n] (+)= Σ_k x[m, k]·W[n, k] with x quantized to int8 per 32-block.</summary>
     public static void Multiply(ReadOnlySpan<float> x, int m, QuantizedLayout l, ReadOnlySpan<byte> codes, ReadOnlySpan<Half> scales,
@@ -58,6 +63,10 @@ public static unsafe class QuantizedMatMul
         var xs = Grow(ref _xs, m * blocks);
         var lanes = Grow(ref _lanes, wide ? 1 : m * blocks * 8);
         var vnni = UseIntegerDotProduct;
+        var pairs = !wide && vnni && l.Symmetric && Wide512 ? blocks / 2 : 0;
+        var pairXq = Grow(ref _pairXq, Math.Max(1, m * pairs * 64));
+        var pairStart = Grow(ref _pairStart, Math.Max(1, m * pairs * 16));
+        var pairXs = Grow(ref _pairXs, Math.Max(1, m * pairs * 16));
         fixed (float* px = x)
         fixed (float* py = y)
         fixed (byte* pc = codes)
@@ -67,18 +76,25 @@ public static unsafe class QuantizedMatMul
         fixed (short* pq16 = xq16)
         fixed (float* pxs = xs)
         fixed (int* pl = lanes)
+        fixed (sbyte* ppq = pairXq)
+        fixed (int* pps = pairStart)
+        fixed (float* ppx = pairXs)
         {
             for (var i = 0; i < m; i++)
             {
                 if (wide) QuantizeRow16(px + (long)i * l.Columns, l.Columns, blocks, pq16 + (long)i * blocks * Block, pxs + (long)i * blocks);
                 else QuantizeRow(px + (long)i * l.Columns, l.Columns, blocks, pq + (long)i * blocks * Block, pxs + (long)i * blocks,
                     pl + (long)i * blocks * 8, l.Symmetric ? l.SymmetricZero : 0, vnni);
+                if (pairs > 0)
+                    ArrangePairs(pq + (long)i * blocks * Block, pl + (long)i * blocks * 8, pxs + (long)i * blocks, pairs,
+                        ppq + (long)i * pairs * 64, pps + (long)i * pairs * 16, ppx + (long)i * pairs * 16);
             }
             var job = new Job
             {
                 Codes = pc, Scales = ps, Zeros = l.Symmetric ? null : pz, Xq = pq, Xq16 = pq16, Xs = pxs, Lanes = pl, Y = py,
                 M = m, N = l.Rows, Blocks = blocks, Groups = l.Groups, BlocksPerGroup = l.Group >= l.Columns ? blocks : l.Group / Block,
                 RowBytes = l.RowBytes, Bits = l.Bits, Zero = l.SymmetricZero, Accumulate = accumulate, Vnni = vnni,
+                Pairs = pairs, PairXq = ppq, PairStart = pps, PairXs = ppx,
             };
             // Tiles of 16 output channels; small products stay on the calling thread.
             var tiles = (l.Rows + TileRows - 1) / TileRows;
@@ -105,8 +121,11 @@ public static unsafe class QuantizedMatMul
         public float* Xs;
         public int* Lanes;
         public float* Y;
-        public int M, N, Blocks, Groups, BlocksPerGroup, RowBytes, Bits, Zero;
+        public int M, N, Blocks, Groups, BlocksPerGroup, RowBytes, Bits, Zero, Pairs;
         public bool Accumulate, Vnni;
+        public sbyte* PairXq;
+        public int* PairStart;
+        public float* PairXs;
     }
 
     /// <summary>
@@ -207,13 +226,13 @@ public static unsafe class QuantizedMatMul
         var n0 = tile * TileRows;
         var n1 = Math.Min(j.N, n0 + TileRows);
         // Each row's scales as f32, once per call (the block loop multiplies by them 32 codes at a time).
-        var rowScales = stackalloc float[j.Groups * 4];
+        var rowScales = stackalloc float[j.Groups * 4 + 16];  // slack for 16-float loads
         var n = n0;
         if (j.Bits == 8)
         {
             for (; n < n1; n++)
             {
-                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(j.Scales + (long)n * j.Groups, j.Groups), new Span<float>(rowScales, j.Groups));
+                HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups);
                 for (var i = 0; i < j.M; i++)
                 {
                     var dot = j.Vnni ? OneRow16(ref j, n, i, rowScales) : OneRow16Portable(ref j, n, i, rowScales);
@@ -223,17 +242,25 @@ public static unsafe class QuantizedMatMul
             }
             return;
         }
+        if (j.Pairs > 0)
+        {
+            for (; n + 4 <= n1; n += 4)
+            {
+                HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups * 4);
+                for (var i = 0; i < j.M; i++) FourRowsPairs512(ref j, n, i, rowScales);
+            }
+        }
         if (j.Vnni)
         {
             for (; n + 4 <= n1; n += 4)
             {
-                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(j.Scales + (long)n * j.Groups, j.Groups * 4), new Span<float>(rowScales, j.Groups * 4));
+                HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups * 4);
                 for (var i = 0; i < j.M; i++) FourRowsVnni(ref j, n, i, rowScales);
             }
         }
         for (; n < n1; n++)
         {
-            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(j.Scales + (long)n * j.Groups, j.Groups), new Span<float>(rowScales, j.Groups));
+            HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups);
             for (var i = 0; i < j.M; i++)
             {
                 var dot = j.Vnni ? OneRowVnni(ref j, n, i, rowScales) : OneRowPortable(ref j, n, i, rowScales);
@@ -241,6 +268,134 @@ public static unsafe class QuantizedMatMul
                 y = j.Accumulate ? y + dot : dot;
             }
         }
+    }
+
+    /// <summary>
+    /// Activation blocks b and b+1 rearranged for the AVX-512 path: a 64-byte 4-bit code pair unpacks to
+    /// [b codes 0–15, b+1 codes 0–15, b codes 16–31, b+1 codes 16–31] (low nibbles, then high), so the activations are
+    /// stored in that order, with the accumulator starts and scales to match (i32/f32 lanes 0–3 and 8–11 are block b).
+    /// </summary>
+    private static void ArrangePairs(sbyte* xq, int* lanes, float* xs, int pairs, sbyte* pxq, int* pstart, float* pxs)
+    {
+        for (var p = 0; p < pairs; p++)
+        {
+            var b = 2 * p;
+            var src = xq + (long)b * Block;
+            var dst = pxq + (long)p * 64;
+            new ReadOnlySpan<sbyte>(src, 16).CopyTo(new Span<sbyte>(dst, 16));
+            new ReadOnlySpan<sbyte>(src + 32, 16).CopyTo(new Span<sbyte>(dst + 16, 16));
+            new ReadOnlySpan<sbyte>(src + 16, 16).CopyTo(new Span<sbyte>(dst + 32, 16));
+            new ReadOnlySpan<sbyte>(src + 48, 16).CopyTo(new Span<sbyte>(dst + 48, 16));
+            var l = lanes + (long)b * 8;
+            var st = pstart + (long)p * 16;
+            for (var t = 0; t < 4; t++) { st[t] = l[t]; st[4 + t] = l[8 + t]; st[8 + t] = l[4 + t]; st[12 + t] = l[12 + t]; }
+            var sx = pxs + (long)p * 16;
+            for (var t = 0; t < 4; t++) { sx[t] = xs[b]; sx[4 + t] = xs[b + 1]; sx[8 + t] = xs[b]; sx[12 + t] = xs[b + 1]; }
+        }
+    }
+
+    /// <summary>Four output channels, two 32-blocks per step on 512-bit vectors (symmetric 4-bit codes); an odd last block on 256 bits.</summary>
+    private static void FourRowsPairs512(ref Job j, int n, int i, float* rowScales)
+    {
+        var rb = j.RowBytes;
+        var r0 = j.Codes + (long)n * rb;
+        var xq = j.PairXq + (long)i * j.Pairs * 64;
+        var starts = j.PairStart + (long)i * j.Pairs * 16;
+        var xsp = j.PairXs + (long)i * j.Pairs * 16;
+        var groups = j.Groups;
+        var bpg = j.BlocksPerGroup;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        var mask = Vector256.Create((byte)15);
+        var ones = Vector512.Create((short)1);
+        // Groups of one block: block b's scale for lanes 0–3 and 8–11, block b+1's for 4–7 and 12–15. Larger groups
+        // hold both blocks of a pair (their block counts are even, or there is one group), so their scale is broadcast.
+        var pick = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+        for (var p = 0; p < j.Pairs; p++)
+        {
+            var x = Vector512.Load(xq + p * 64);
+            var st = Vector512.Load(starts + p * 16);
+            var xs = Vector512.Load(xsp + p * 16);
+            var b = 2 * p;
+            Vector512<float> s0, s1, s2, s3;
+            if (bpg == 1)
+            {
+                s0 = Avx512F.PermuteVar16x32(Vector512.Load(rowScales + b), pick) * xs;
+                s1 = Avx512F.PermuteVar16x32(Vector512.Load(rowScales + groups + b), pick) * xs;
+                s2 = Avx512F.PermuteVar16x32(Vector512.Load(rowScales + 2 * groups + b), pick) * xs;
+                s3 = Avx512F.PermuteVar16x32(Vector512.Load(rowScales + 3 * groups + b), pick) * xs;
+            }
+            else
+            {
+                var g = Math.Min(b / bpg, groups - 1);
+                s0 = xs * rowScales[g];
+                s1 = xs * rowScales[groups + g];
+                s2 = xs * rowScales[2 * groups + g];
+                s3 = xs * rowScales[3 * groups + g];
+            }
+            a0 = Pair(r0 + p * 32, x, st, s0, mask, ones, a0);
+            a1 = Pair(r0 + rb + p * 32, x, st, s1, mask, ones, a1);
+            a2 = Pair(r0 + 2 * rb + p * 32, x, st, s2, mask, ones, a2);
+            a3 = Pair(r0 + 3 * rb + p * 32, x, st, s3, mask, ones, a3);
+        }
+        var sums = Sum4(a0.GetLower() + a0.GetUpper(), a1.GetLower() + a1.GetUpper(), a2.GetLower() + a2.GetUpper(), a3.GetLower() + a3.GetUpper());
+        var blocks = j.Blocks;
+        if ((blocks & 1) != 0)
+        {
+            // The odd last block, from the natural-order activations.
+            var b = blocks - 1;
+            var g = groups - 1;
+            var xn = Vector256.Load(j.Xq + (long)i * blocks * Block + b * Block);
+            var start = Vector256.Load(j.Lanes + (long)i * blocks * 8 + b * 8);
+            var sx = j.Xs[(long)i * blocks + b];
+            for (var r = 0; r < 4; r++)
+            {
+                var d = DotAdd(start, Codes(ref j, r0 + r * rb, b), xn);
+                sums = sums.WithElement(r, sums.GetElement(r) + Vector256.Sum(Avx.ConvertToVector256Single(d)) * sx * rowScales[r * groups + g]);
+            }
+        }
+        var y = j.Y + (long)i * j.N + n;
+        if (j.Accumulate) sums += Vector128.Load(y);
+        sums.Store(y);
+    }
+
+    /// <summary>
+    /// f16 → f32 by bits: the exponent and mantissa shifted into place and scaled by 2^112 re-bias the exponent, which
+    /// is exact for normal and subnormal values (scales are finite). TensorPrimitives' conversion costs as much as the
+    /// product of a 4-row tile at decode; this is a few instructions per 8 scales.
+    /// </summary>
+    private static void HalfToSingle(Half* src, float* dst, int count)
+    {
+        var h = (ushort*)src;
+        var i = 0;
+        if (Avx2.IsSupported)
+        {
+            var rebias = Vector256.Create(5.192296858534828e33f);
+            for (; i + 8 <= count; i += 8)
+            {
+                var bits = Avx2.ConvertToVector256Int32(h + i).AsUInt32();
+                var magnitude = ((bits & Vector256.Create(0x7FFFu)) << 13).AsSingle() * rebias;
+                (magnitude.AsUInt32() | ((bits & Vector256.Create(0x8000u)) << 16)).AsSingle().Store(dst + i);
+            }
+        }
+        for (; i < count; i++) dst[i] = (float)src[i];
+    }
+
+    /// <summary>The four vectors' element sums, by pairwise horizontal adds (a few instructions instead of four reductions).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Sum4(Vector256<float> a0, Vector256<float> a1, Vector256<float> a2, Vector256<float> a3)
+    {
+        var h = Avx.HorizontalAdd(Avx.HorizontalAdd(a0, a1), Avx.HorizontalAdd(a2, a3));
+        return h.GetLower() + h.GetUpper();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Pair(byte* codes, Vector512<sbyte> x, Vector512<int> start, Vector512<float> scale,
+        Vector256<byte> mask, Vector512<short> ones, Vector512<float> acc)
+    {
+        var packed = Vector256.Load(codes);
+        var u = Vector512.Create(packed & mask, Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask);
+        var d = start + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, x), ones);
+        return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d), scale, acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -294,7 +449,7 @@ public static unsafe class QuantizedMatMul
             }
         }
         var y = j.Y + (long)i * j.N + n;
-        var sums = Vector128.Create(Vector256.Sum(a0), Vector256.Sum(a1), Vector256.Sum(a2), Vector256.Sum(a3));
+        var sums = Sum4(a0, a1, a2, a3);
         if (j.Accumulate) sums += Vector128.Load(y);
         sums.Store(y);
     }
