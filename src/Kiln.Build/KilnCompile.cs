@@ -33,6 +33,9 @@ public sealed class KilnCompile : Microsoft.Build.Utilities.Task
     /// <summary>Refuse blobs that cannot be embedded as a resource (above 2 GB).</summary>
     public bool EmbedWeights { get; set; }
 
+    /// <summary>Calibration inputs for quantize{method=gptq|awq}: a folder of input_N.pb sets or a token file (int64 [rows, tokens]).</summary>
+    public string? CalibrationData { get; set; }
+
     /// <summary>Where to list the files the model read besides itself (external data), for the next build's up-to-date check.</summary>
     public string? InputsFile { get; set; }
 
@@ -46,7 +49,16 @@ public sealed class KilnCompile : Microsoft.Build.Utilities.Task
             using var model = OnnxImporter.Import(Model);
             var full = Path.GetFullPath(Model);
             var externalData = model.Resources.OfType<Runtime.MappedFile>().Select(f => Path.GetFullPath(f.Path))
-                .Where(p => p != full).Distinct().Order(StringComparer.Ordinal).ToList();
+                .Where(p => p != full).ToList();
+            Kiln.Passes.CalibrationSet? calibration = null;
+            if (!string.IsNullOrWhiteSpace(CalibrationData))
+            {
+                calibration = new Kiln.Passes.CalibrationSet(CalibrationData, CalibrationFiles.Load(CalibrationData, model.Graph, Kiln.Passes.CalibrationSet.RowsPerSample));
+                // The calibration files are inputs of the compile: changing one recompiles the model.
+                externalData.AddRange(File.Exists(CalibrationData) ? [Path.GetFullPath(CalibrationData)]
+                    : Directory.EnumerateFiles(CalibrationData, "input_*.pb", SearchOption.AllDirectories).Select(Path.GetFullPath));
+            }
+            externalData = externalData.Distinct().Order(StringComparer.Ordinal).ToList();
             var result = ModelCompiler.Compile(model, Model, new CompileOptions
             {
                 Passes = string.IsNullOrWhiteSpace(Passes) ? null : Passes,
@@ -55,6 +67,7 @@ public sealed class KilnCompile : Microsoft.Build.Utilities.Task
                 // The app's own compile builds the generated file; checking it with Roslyn here would build it twice.
                 Verify = false,
                 DumpIrDirectory = DumpIR ? Path.Combine(OutputDirectory, "ir") : null,
+                Calibration = calibration,
                 Progress = line => Log.LogMessage(MessageImportance.Normal, $"Kiln: {Path.GetFileName(Model)}: {line}"),
             });
             written.AddRange(ModelCompiler.WriteFiles(result, OutputDirectory));

@@ -8,6 +8,8 @@ namespace Kiln.Passes;
 /// (they lose less to it) and the layer's input is divided by s (a Mul the pass inserts, so the product is unchanged
 /// before rounding). α is searched on a grid of 20 points in [0, 1) for the smallest output error ‖X·Wᵀ − X·Ŵᵀ‖² on
 /// the calibration activations; α = 0 is plain round-to-nearest, so the search never does worse than it on them.
+/// Then, as AWQ does, each group's clipping range is searched too (symmetric formats): the scale that covers
+/// 100%, 95%, … 50% of the group's largest magnitude, whichever gives that group the smallest output error.
 /// </summary>
 public sealed class Awq : IWeightQuantizer
 {
@@ -22,7 +24,7 @@ public sealed class Awq : IWeightQuantizer
     public const int GridPoints = 20;
 
     /// <summary>Calibration tokens the search measures the output error on (evenly spaced).</summary>
-    public const int SearchTokens = 256;
+    public const int SearchTokens = 512;
 
     public bool NeedsCalibration => true;
 
@@ -84,6 +86,57 @@ public sealed class Awq : IWeightQuantizer
             error = partial.Sum();
             if (error < best.Error) best = (q, step == 0 ? null : s, alpha, error);
         }
-        return (best.Matrix!, best.Scale, best.Alpha);
+        var chosen = best.Scale;
+        var final = best.Matrix!;
+        if (l.Symmetric)
+        {
+            var scaled = new float[w.Length];
+            for (var r = 0; r < n; r++)
+                for (var j = 0; j < k; j++) scaled[r * k + j] = w[r * k + j] * (chosen?[j] ?? 1f);
+            var xs = new float[sample.Length * k];
+            for (var t = 0; t < sample.Length; t++)
+                for (var j = 0; j < k; j++) xs[t * k + j] = x[sample[t] * k + j] / (chosen?[j] ?? 1f);
+            final = QuantizedWeights.PackWith(scaled, l, ClipScales(scaled, l, xs, sample.Length), null);
+        }
+        return (final, chosen, best.Alpha);
+    }
+
+    public const int ClipSteps = 11;
+
+    /// <summary>Per (row, group): the f16 scale among amax·(1 − 0.05·i)/steps, i &lt; <see cref="ClipSteps"/>, with the smallest output error on the inputs.</summary>
+    public static Half[] ClipScales(float[] w, QuantizedLayout l, float[] x, int tokens)
+    {
+        int n = l.Rows, k = l.Columns;
+        var scales = new Half[n * l.Groups];
+        Parallel.For(0, n, r =>
+        {
+            var q = new float[l.Group];
+            for (var g = 0; g < l.Groups; g++)
+            {
+                var k0 = g * l.Group;
+                var width = Math.Min(l.Group, k - k0);
+                var amax = 0f;
+                for (var j = 0; j < width; j++) amax = Math.Max(amax, Math.Abs(w[r * k + k0 + j]));
+                var bestError = double.PositiveInfinity;
+                var bestScale = (Half)1f;
+                for (var step = 0; step < ClipSteps && amax > 0; step++)
+                {
+                    var h = (Half)(amax * (1 - 0.05f * step) / (l.SymmetricZero - 1));
+                    var scale = QuantizedWeights.FiniteScale(h);
+                    for (var j = 0; j < width; j++)
+                        q[j] = scale * (QuantizedWeights.Quantize(w[r * k + k0 + j], scale, l.SymmetricZero, l.MaxCode) - l.SymmetricZero);
+                    double e = 0;
+                    for (var t = 0; t < tokens; t++)
+                    {
+                        double d = 0;
+                        for (var j = 0; j < width; j++) d += (double)x[t * k + k0 + j] * (w[r * k + k0 + j] - q[j]);
+                        e += d * d;
+                    }
+                    if (e < bestError) { bestError = e; bestScale = h; }
+                }
+                scales[r * l.Groups + g] = bestScale;
+            }
+        });
+        return scales;
     }
 }
