@@ -27,6 +27,9 @@ public sealed class QuantizedKernelTests
         { 4, 16, 256, 128, true },
         { 4, 21, 100, 64, false },   // partial last group, padded last block
         { 4, 9, 20, 0, true },       // per-channel, one short block
+        { 4, 12, 192, 96, true },    // groups of 3 blocks: a pair of blocks may straddle two groups
+        { 4, 8, 224, 0, true },      // per-channel over 7 blocks (odd)
+        { 4, 8, 256, 64, true },
         { 8, 33, 96, 0, true },
         { 8, 12, 130, 64, false },
         { 8, 5, 64, 32, true },
@@ -72,7 +75,7 @@ public sealed class QuantizedKernelTests
         var l = QuantizedLayout.Create(bits, rows, columns, group, symmetric);
         var q = QuantizedWeights.Pack(Random(rows * columns, 2), l);
         var deq = q.Dequantize();
-        foreach (var m in new[] { 1, 3 })
+        foreach (var m in new[] { 1, 3, 4 })
         {
             var x = Random(m * columns, 3, outlierEvery: 17);
             var xr = QuantizedMatMul.RoundActivations(x, columns, bits);

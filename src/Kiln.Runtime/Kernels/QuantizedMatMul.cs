@@ -63,7 +63,9 @@ public static unsafe class QuantizedMatMul
         var xs = Grow(ref _xs, m * blocks);
         var lanes = Grow(ref _lanes, wide ? 1 : m * blocks * 8);
         var vnni = UseIntegerDotProduct;
-        var pairs = !wide && vnni && l.Symmetric && Wide512 ? blocks / 2 : 0;
+        // Pairs of blocks share one weight scale vector: a pair must not straddle two groups of more than one block.
+        var blocksPerGroup = l.Group >= l.Columns ? blocks : l.Group / Block;
+        var pairs = !wide && vnni && l.Symmetric && Wide512 && (blocksPerGroup == 1 || blocksPerGroup % 2 == 0 || l.Groups == 1) ? blocks / 2 : 0;
         var pairXq = Grow(ref _pairXq, Math.Max(1, m * pairs * 64));
         var pairStart = Grow(ref _pairStart, Math.Max(1, m * pairs * 16));
         var pairXs = Grow(ref _pairXs, Math.Max(1, m * pairs * 16));
@@ -92,7 +94,7 @@ public static unsafe class QuantizedMatMul
             var job = new Job
             {
                 Codes = pc, Scales = ps, Zeros = l.Symmetric ? null : pz, Xq = pq, Xq16 = pq16, Xs = pxs, Lanes = pl, Y = py,
-                M = m, N = l.Rows, Blocks = blocks, Groups = l.Groups, BlocksPerGroup = l.Group >= l.Columns ? blocks : l.Group / Block,
+                M = m, N = l.Rows, Blocks = blocks, Groups = l.Groups, BlocksPerGroup = blocksPerGroup,
                 RowBytes = l.RowBytes, Bits = l.Bits, Zero = l.SymmetricZero, Accumulate = accumulate, Vnni = vnni,
                 Pairs = pairs, PairXq = ppq, PairStart = pps, PairXs = ppx,
             };
@@ -230,6 +232,12 @@ public static unsafe class QuantizedMatMul
         var n = n0;
         if (j.Bits == 8)
         {
+            if (j.Vnni && Wide512)
+                for (; n + 4 <= n1; n += 4)
+                {
+                    HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups * 4);
+                    for (var i = 0; i < j.M; i++) FourRows16x512(ref j, n, i, rowScales);
+                }
             for (; n < n1; n++)
             {
                 HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups);
@@ -247,7 +255,9 @@ public static unsafe class QuantizedMatMul
             for (; n + 4 <= n1; n += 4)
             {
                 HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups * 4);
-                for (var i = 0; i < j.M; i++) FourRowsPairs512(ref j, n, i, rowScales);
+                var i = 0;
+                for (; i + 2 <= j.M; i += 2) FourRowsTwoTokensPairs512(ref j, n, i, rowScales);
+                if (i < j.M) FourRowsPairs512(ref j, n, i, rowScales);
             }
         }
         if (j.Vnni)
@@ -380,6 +390,89 @@ public static unsafe class QuantizedMatMul
         for (; i < count; i++) dst[i] = (float)src[i];
     }
 
+    /// <summary>
+    /// Four output channels for activation rows i and i+1 (prefill): each unpacked pair of weight blocks serves both
+    /// rows, each activation pair all four channels. Odd last blocks go through the one-row path.
+    /// </summary>
+    private static void FourRowsTwoTokensPairs512(ref Job j, int n, int i, float* rowScales)
+    {
+        if ((j.Blocks & 1) != 0)
+        {
+            FourRowsPairs512(ref j, n, i, rowScales);
+            FourRowsPairs512(ref j, n, i + 1, rowScales);
+            return;
+        }
+        var rb = j.RowBytes;
+        var r0 = j.Codes + (long)n * rb;
+        var stride = (long)j.Pairs * 64;
+        var xq = j.PairXq + i * stride;
+        var starts = j.PairStart + (long)i * j.Pairs * 16;
+        var xsp = j.PairXs + (long)i * j.Pairs * 16;
+        var next = j.Pairs * 16;
+        var groups = j.Groups;
+        var bpg = j.BlocksPerGroup;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, c0 = default, c1 = default, c2 = default, c3 = default;
+        var mask = Vector256.Create((byte)15);
+        var ones = Vector512.Create((short)1);
+        var pick = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+        for (var p = 0; p < j.Pairs; p++)
+        {
+            var xa = Vector512.Load(xq + p * 64);
+            var xb = Vector512.Load(xq + stride + p * 64);
+            var sta = Vector512.Load(starts + p * 16);
+            var stb = Vector512.Load(starts + next + p * 16);
+            var xsa = Vector512.Load(xsp + p * 16);
+            var xsb = Vector512.Load(xsp + next + p * 16);
+            var b = 2 * p;
+            Vector512<float> w0, w1, w2, w3;
+            if (bpg == 1)
+            {
+                w0 = Avx512F.PermuteVar16x32(Vector512.Load(rowScales + b), pick);
+                w1 = Avx512F.PermuteVar16x32(Vector512.Load(rowScales + groups + b), pick);
+                w2 = Avx512F.PermuteVar16x32(Vector512.Load(rowScales + 2 * groups + b), pick);
+                w3 = Avx512F.PermuteVar16x32(Vector512.Load(rowScales + 3 * groups + b), pick);
+            }
+            else
+            {
+                var g = Math.Min(b / bpg, groups - 1);
+                w0 = Vector512.Create(rowScales[g]);
+                w1 = Vector512.Create(rowScales[groups + g]);
+                w2 = Vector512.Create(rowScales[2 * groups + g]);
+                w3 = Vector512.Create(rowScales[3 * groups + g]);
+            }
+            var u = Unpack(r0 + p * 32, mask);
+            a0 = Avx512F.FusedMultiplyAdd(Dot(u, xa, sta, ones), w0 * xsa, a0);
+            c0 = Avx512F.FusedMultiplyAdd(Dot(u, xb, stb, ones), w0 * xsb, c0);
+            u = Unpack(r0 + rb + p * 32, mask);
+            a1 = Avx512F.FusedMultiplyAdd(Dot(u, xa, sta, ones), w1 * xsa, a1);
+            c1 = Avx512F.FusedMultiplyAdd(Dot(u, xb, stb, ones), w1 * xsb, c1);
+            u = Unpack(r0 + 2 * rb + p * 32, mask);
+            a2 = Avx512F.FusedMultiplyAdd(Dot(u, xa, sta, ones), w2 * xsa, a2);
+            c2 = Avx512F.FusedMultiplyAdd(Dot(u, xb, stb, ones), w2 * xsb, c2);
+            u = Unpack(r0 + 3 * rb + p * 32, mask);
+            a3 = Avx512F.FusedMultiplyAdd(Dot(u, xa, sta, ones), w3 * xsa, a3);
+            c3 = Avx512F.FusedMultiplyAdd(Dot(u, xb, stb, ones), w3 * xsb, c3);
+        }
+        var ya = j.Y + (long)i * j.N + n;
+        var yb = ya + j.N;
+        var sa = Sum4(a0.GetLower() + a0.GetUpper(), a1.GetLower() + a1.GetUpper(), a2.GetLower() + a2.GetUpper(), a3.GetLower() + a3.GetUpper());
+        var sb = Sum4(c0.GetLower() + c0.GetUpper(), c1.GetLower() + c1.GetUpper(), c2.GetLower() + c2.GetUpper(), c3.GetLower() + c3.GetUpper());
+        if (j.Accumulate) { sa += Vector128.Load(ya); sb += Vector128.Load(yb); }
+        sa.Store(ya);
+        sb.Store(yb);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<byte> Unpack(byte* codes, Vector256<byte> mask)
+    {
+        var packed = Vector256.Load(codes);
+        return Vector512.Create(packed & mask, Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Dot(Vector512<byte> u, Vector512<sbyte> x, Vector512<int> start, Vector512<short> ones) =>
+        Avx512F.ConvertToVector512Single(start + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, x), ones));
+
     /// <summary>The four vectors' element sums, by pairwise horizontal adds (a few instructions instead of four reductions).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> Sum4(Vector256<float> a0, Vector256<float> a1, Vector256<float> a2, Vector256<float> a3)
@@ -392,10 +485,7 @@ public static unsafe class QuantizedMatMul
     private static Vector512<float> Pair(byte* codes, Vector512<sbyte> x, Vector512<int> start, Vector512<float> scale,
         Vector256<byte> mask, Vector512<short> ones, Vector512<float> acc)
     {
-        var packed = Vector256.Load(codes);
-        var u = Vector512.Create(packed & mask, Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask);
-        var d = start + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, x), ones);
-        return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d), scale, acc);
+        return Avx512F.FusedMultiplyAdd(Dot(Unpack(codes, mask), x, start, ones), scale, acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -538,6 +628,47 @@ public static unsafe class QuantizedMatMul
             }
         }
         return Vector256.Sum(acc);
+    }
+
+    /// <summary>Four output channels of 8-bit codes, one 32-block per 512-bit step (codes widened to i16, minus the zero, vpmaddwd).</summary>
+    private static void FourRows16x512(ref Job j, int n, int i, float* rowScales)
+    {
+        var rb = j.RowBytes;
+        var r0 = j.Codes + (long)n * rb;
+        var xq = j.Xq16 + (long)i * j.Blocks * Block;
+        var xs = j.Xs + (long)i * j.Blocks;
+        var groups = j.Groups;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        var symmetric = Vector512.Create((short)j.Zero);
+        for (int g = 0, b = 0; g < groups; g++)
+        {
+            var bEnd = g == groups - 1 ? j.Blocks : Math.Min(j.Blocks, b + j.BlocksPerGroup);
+            float s0 = rowScales[g], s1 = rowScales[groups + g], s2 = rowScales[2 * groups + g], s3 = rowScales[3 * groups + g];
+            Vector512<short> z0 = symmetric, z1 = symmetric, z2 = symmetric, z3 = symmetric;
+            if (j.Zeros is not null)
+            {
+                var zr = j.Zeros + (long)n * groups + g;
+                z0 = Vector512.Create((short)zr[0]); z1 = Vector512.Create((short)zr[groups]);
+                z2 = Vector512.Create((short)zr[2 * groups]); z3 = Vector512.Create((short)zr[3 * groups]);
+            }
+            for (; b < bEnd; b++)
+            {
+                var x = Vector512.Load(xq + b * Block);
+                var sx = xs[b];
+                var d0 = Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(r0 + b * Block)) - z0, x);
+                var d1 = Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(r0 + rb + b * Block)) - z1, x);
+                var d2 = Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(r0 + 2 * rb + b * Block)) - z2, x);
+                var d3 = Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(r0 + 3 * rb + b * Block)) - z3, x);
+                a0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d0), Vector512.Create(sx * s0), a0);
+                a1 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d1), Vector512.Create(sx * s1), a1);
+                a2 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d2), Vector512.Create(sx * s2), a2);
+                a3 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d3), Vector512.Create(sx * s3), a3);
+            }
+        }
+        var sums = Sum4(a0.GetLower() + a0.GetUpper(), a1.GetLower() + a1.GetUpper(), a2.GetLower() + a2.GetUpper(), a3.GetLower() + a3.GetUpper());
+        var y = j.Y + (long)i * j.N + n;
+        if (j.Accumulate) sums += Vector128.Load(y);
+        sums.Store(y);
     }
 
     /// <summary>The same on portable 128-bit vectors, products in i32.</summary>
