@@ -342,6 +342,12 @@ public static unsafe class QuantizedMatMul
                 s2 = xs * rowScales[2 * groups + g];
                 s3 = xs * rowScales[3 * groups + g];
             }
+            // The next four rows follow these in memory: ask for them now, so streaming weights from memory overlaps the math.
+            var ahead = r0 + 8 * rb + p * 32;
+            Sse.Prefetch0(ahead);
+            Sse.Prefetch0(ahead + rb);
+            Sse.Prefetch0(ahead + 2 * rb);
+            Sse.Prefetch0(ahead + 3 * rb);
             a0 = Pair(r0 + p * 32, x, st, s0, mask, ones, a0);
             a1 = Pair(r0 + rb + p * 32, x, st, s1, mask, ones, a1);
             a2 = Pair(r0 + 2 * rb + p * 32, x, st, s2, mask, ones, a2);
@@ -655,6 +661,11 @@ public static unsafe class QuantizedMatMul
             {
                 var x = Vector512.Load(xq + b * Block);
                 var sx = xs[b];
+                var ahead = r0 + 8 * rb + b * Block;
+                Sse.Prefetch0(ahead);
+                Sse.Prefetch0(ahead + rb);
+                Sse.Prefetch0(ahead + 2 * rb);
+                Sse.Prefetch0(ahead + 3 * rb);
                 var d0 = Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(r0 + b * Block)) - z0, x);
                 var d1 = Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(r0 + rb + b * Block)) - z1, x);
                 var d2 = Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(r0 + 2 * rb + b * Block)) - z2, x);
