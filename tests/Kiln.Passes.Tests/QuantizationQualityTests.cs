@@ -22,10 +22,13 @@ public sealed class QuantizationQualityTests(ITestOutputHelper output)
             Path.Combine(Fixtures.RepoRoot, "examples/text-generation/train/eval-tokens.pb"), Path.Combine(Fixtures.RepoRoot, "examples/text-generation/train/calibration-tokens.pb")),
     };
 
+    // Each (model, pipeline) is evaluated once per test run: several tests compare against the same RTN result.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string, string), Lazy<EvalResult>> Results = new();
+
     private EvalResult Eval(string subject, string pass)
     {
         var s = Subjects[subject];
-        var r = Cli.Eval.Run(s.Model, "fold,dce,cse,fuse," + pass, s.Tokens, s.Calibration, null);
+        var r = Results.GetOrAdd((subject, pass), _ => new Lazy<EvalResult>(() => Cli.Eval.Run(s.Model, "fold,dce,cse,fuse," + pass, s.Tokens, s.Calibration, null))).Value;
         output.WriteLine($"{subject} {pass}: ppl {r.PplFloat:0.####} → {r.Ppl:0.####}, KLD mean {r.KldMean:0.######} p99 {r.KldP99:0.######}, top-1 {r.Top1:P2}, {r.BitsPerWeight:0.##} bits/weight");
         return r;
     }

@@ -230,50 +230,25 @@ public static unsafe class QuantizedMatMul
         // Each row's scales as f32, once per call (the block loop multiplies by them 32 codes at a time).
         var rowScales = stackalloc float[j.Groups * 4 + 16];  // slack for 16-float loads
         var n = n0;
-        if (j.Bits == 8)
-        {
-            if (j.Vnni && Wide512)
-                for (; n + 4 <= n1; n += 4)
-                {
-                    HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups * 4);
-                    for (var i = 0; i < j.M; i++) FourRows16x512(ref j, n, i, rowScales);
-                }
-            for (; n < n1; n++)
-            {
-                HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups);
-                for (var i = 0; i < j.M; i++)
-                {
-                    var dot = j.Vnni ? OneRow16(ref j, n, i, rowScales) : OneRow16Portable(ref j, n, i, rowScales);
-                    ref var y = ref j.Y[(long)i * j.N + n];
-                    y = j.Accumulate ? y + dot : dot;
-                }
-            }
-            return;
-        }
-        if (j.Pairs > 0)
-        {
+        // Four output channels at a time where a kernel exists for the format and CPU; the rest one at a time.
+        delegate*<ref Job, int, int, float*, void> four = j.Bits == 8 ? (j.Vnni && Wide512 ? &FourRows16x512 : null)
+            : j.Pairs > 0 ? &FourRowsPairs512 : j.Vnni ? &FourRowsVnni : null;
+        if (four != null)
             for (; n + 4 <= n1; n += 4)
             {
                 HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups * 4);
                 var i = 0;
-                for (; i + 2 <= j.M; i += 2) FourRowsTwoTokensPairs512(ref j, n, i, rowScales);
-                if (i < j.M) FourRowsPairs512(ref j, n, i, rowScales);
+                if (j.Pairs > 0)
+                    for (; i + 2 <= j.M; i += 2) FourRowsTwoTokensPairs512(ref j, n, i, rowScales);
+                for (; i < j.M; i++) four(ref j, n, i, rowScales);
             }
-        }
-        if (j.Vnni)
-        {
-            for (; n + 4 <= n1; n += 4)
-            {
-                HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups * 4);
-                for (var i = 0; i < j.M; i++) FourRowsVnni(ref j, n, i, rowScales);
-            }
-        }
+        delegate*<ref Job, int, int, float*, float> one = j.Bits == 8 ? (j.Vnni ? &OneRow16 : &OneRow16Portable) : (j.Vnni ? &OneRowVnni : &OneRowPortable);
         for (; n < n1; n++)
         {
             HalfToSingle(j.Scales + (long)n * j.Groups, rowScales, j.Groups);
             for (var i = 0; i < j.M; i++)
             {
-                var dot = j.Vnni ? OneRowVnni(ref j, n, i, rowScales) : OneRowPortable(ref j, n, i, rowScales);
+                var dot = one(ref j, n, i, rowScales);
                 ref var y = ref j.Y[(long)i * j.N + n];
                 y = j.Accumulate ? y + dot : dot;
             }
