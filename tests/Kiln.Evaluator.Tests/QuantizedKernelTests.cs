@@ -111,6 +111,27 @@ public sealed class QuantizedKernelTests
     }
 
     [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Int8_activations_for_8_bit_weights_match_their_reference(bool symmetric)
+    {
+        var l = QuantizedLayout.Create(8, 20, 160, 32, symmetric);
+        var q = QuantizedWeights.Pack(Random(20 * 160, 6), l);
+        var deq = q.Dequantize();
+        var x = Random(3 * 160, 7, outlierEvery: 19);
+        var xr = QuantizedMatMul.RoundActivations(x, 160, 8, activationBits: 8);
+        var y = new float[3 * 20];
+        QuantizedMatMul.Multiply(x, 3, l, q.Codes, q.Scales, q.Zeros, y, activationBits: 8);
+        for (var i = 0; i < 3; i++)
+            for (var r = 0; r < 20; r++)
+            {
+                double e = 0;
+                for (var k = 0; k < 160; k++) e += (double)xr[i * 160 + k] * deq[r * 160 + k];
+                Assert.True(Math.Abs(y[i * 20 + r] - e) <= 1e-4 * (1 + Math.Abs(e)), $"y[{i}, {r}] = {y[i * 20 + r]}, expected {e}");
+            }
+    }
+
+    [Theory]
     [InlineData(4, 127f)]
     [InlineData(8, 32767f)]
     public void Activation_rounding_error_is_within_half_a_step_of_each_block(int weightBits, float steps)

@@ -58,4 +58,16 @@ public sealed class QuantizationQualityTests(ITestOutputHelper output)
         Assert.True(calibrated.KldMean < rtn.KldMean, $"{method} mean KLD {calibrated.KldMean} is not below RTN's {rtn.KldMean}");
         Assert.Equal(rtn.PplFloat, calibrated.PplFloat, 9);
     }
+
+    [Theory]
+    [InlineData("stories260k")]
+    [InlineData("kjv")]
+    public void Smoothquant_keeps_the_float_model_and_w8a8_stays_close(string subject)
+    {
+        var smoothed = Eval(subject, "smoothquant{alpha=0.5}");
+        Assert.True(smoothed.KldMean < 1e-8, $"smoothing changed the float model: mean KLD {smoothed.KldMean}");
+        var w8a8 = Eval(subject, "smoothquant{alpha=0.5},quantize{bits=8},quantize-activations{bits=8 mode=dynamic}");
+        var rtn4 = Eval(subject, "quantize{bits=4 group=32}");
+        Assert.True(w8a8.KldMean < 0.002 && w8a8.KldMean < rtn4.KldMean / 10, $"W8A8 mean KLD {w8a8.KldMean} (RTN-4 g32 {rtn4.KldMean})");
+    }
 }

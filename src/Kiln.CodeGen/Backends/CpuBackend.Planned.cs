@@ -170,12 +170,12 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 if (c.LastRowsOnly is { } condition)
                 {
                     w.Open($"if ({condition})");
-                    w.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}));");
+                    w.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false, {n.Attr<IntAttr>("activation_bits")?.Value ?? 0});");
                     w.Close();
                     w.Open("else");
                     last = true;
                 }
-                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)});");
+                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)}, {n.Attr<IntAttr>("activation_bits")?.Value ?? 0});");
                 if (last) w.Close();
                 break;
             }

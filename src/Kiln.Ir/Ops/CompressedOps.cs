@@ -18,7 +18,8 @@ internal static class CompressedOps
     public static void Register(OpRegistry r)
     {
         // Y = A·Wᵀ (+ C), then an optional activation, with W quantized; A [..., columns] → Y [..., rows].
-        r.Add("QuantizedMatMul", "A, codes, scales, zero_points?, C?", "Y", LayoutAttrs + ", activation:string=", c =>
+        // activation_bits: 0 lets the kernel choose how A is quantized on the fly; 8 asks int8 (W8A8, quantize-activations).
+        r.Add("QuantizedMatMul", "A, codes, scales, zero_points?, C?", "Y", LayoutAttrs + ", activation:string=, activation_bits:int=0", c =>
         {
             var a = c.ShapeOf(0);
             var codes = c.ShapeOf(1);

@@ -74,6 +74,8 @@ public static class PassRegistry
         ["cse"] = () => new CommonSubexpressionElimination(),
         ["fuse"] = () => new Fusion(),
         ["quantize"] = () => new Quantize(),
+        ["smoothquant"] = () => new SmoothQuant(),
+        ["quantize-activations"] = () => new QuantizeActivations(),
     };
 
     public static IEnumerable<IPass> All => Factories.Values.Select(f => f());

@@ -49,9 +49,12 @@ public static unsafe class QuantizedMatMul
     private static bool Wide512 => Avx512BW.IsSupported && Avx512F.IsSupported;
 
     /// <summary>y[m, n] (+)= Σ_k x[m, k]·W[n, k] with x quantized to int8 per 32-block.</summary>
+    /// <param name="activationBits">0: the kernel's choice (int16 for 8-bit weights, int8 for 4-bit); 8: int8 activations
+    /// for 8-bit weights too (W8A8, as quantize-activations asks).</param>
     public static void Multiply(ReadOnlySpan<float> x, int m, QuantizedLayout l, ReadOnlySpan<byte> codes, ReadOnlySpan<Half> scales,
-        ReadOnlySpan<byte> zeros, Span<float> y, bool accumulate = false)
+        ReadOnlySpan<byte> zeros, Span<float> y, bool accumulate = false, int activationBits = 0)
     {
+        if (activationBits is not (0 or 8 or 16)) throw new KernelException($"activations are quantized to 8 or 16 bits, not {activationBits}");
         if (x.Length < (long)m * l.Columns || y.Length < (long)m * l.Rows || codes.Length < l.CodeBytes || scales.Length < l.Rows * l.Groups
             || !l.Symmetric && zeros.Length < l.Rows * l.Groups)
             throw new KernelException($"quantized MatMul ({l.Name}, {l.Rows}×{l.Columns}) got x of {x.Length}, y of {y.Length}, {codes.Length} code bytes, {scales.Length} scales");
@@ -84,7 +87,7 @@ public static unsafe class QuantizedMatMul
         {
             for (var i = 0; i < m; i++)
             {
-                if (wide) QuantizeRow16(px + (long)i * l.Columns, l.Columns, blocks, pq16 + (long)i * blocks * Block, pxs + (long)i * blocks);
+                if (wide) QuantizeRow16(px + (long)i * l.Columns, l.Columns, blocks, pq16 + (long)i * blocks * Block, pxs + (long)i * blocks, activationBits == 8 ? 127f : 32767f);
                 else QuantizeRow(px + (long)i * l.Columns, l.Columns, blocks, pq + (long)i * blocks * Block, pxs + (long)i * blocks,
                     pl + (long)i * blocks * 8, l.Symmetric ? l.SymmetricZero : 0, vnni);
                 if (pairs > 0)
@@ -189,8 +192,8 @@ public static unsafe class QuantizedMatMul
         }
     }
 
-    /// <summary>One row of x as int16 codes per 32-block (scale max|x|/32767), for 8-bit weights.</summary>
-    private static void QuantizeRow16(float* x, int k, int blocks, short* q, float* scale)
+    /// <summary>One row of x as int16 codes per 32-block (scale max|x|/<paramref name="levels"/>: 32767, or 127 for int8 values), for 8-bit weights.</summary>
+    private static void QuantizeRow16(float* x, int k, int blocks, short* q, float* scale, float levels)
     {
         for (var b = 0; b < blocks; b++)
         {
@@ -198,8 +201,8 @@ public static unsafe class QuantizedMatMul
             var src = x + (long)b * Block;
             var max = 0f;
             for (var j = 0; j < count; j++) max = MathF.Max(max, MathF.Abs(src[j]));
-            scale[b] = max / 32767f;
-            var inv = max > 0 ? 32767f / max : 0f;
+            scale[b] = max / levels;
+            var inv = max > 0 ? levels / max : 0f;
             var dst = q + (long)b * Block;
             var j2 = 0;
             if (Vector256.IsHardwareAccelerated)
@@ -689,7 +692,7 @@ public static unsafe class QuantizedMatMul
     /// x as the kernels see it for weights of <paramref name="weightBits"/> bits: each 32-block rounded to int8 codes
     /// (int16 for 8-bit weights) and scaled back (for tests and error analysis).
     /// </summary>
-    public static float[] RoundActivations(ReadOnlySpan<float> x, int columns, int weightBits = 4)
+    public static float[] RoundActivations(ReadOnlySpan<float> x, int columns, int weightBits = 4, int activationBits = 0)
     {
         var rows = x.Length / columns;
         var blocks = (columns + Block - 1) / Block;
@@ -706,7 +709,7 @@ public static unsafe class QuantizedMatMul
         {
             for (var r = 0; r < rows; r++)
             {
-                if (weightBits == 8) QuantizeRow16(px + (long)r * columns, columns, blocks, pq16, ps);
+                if (weightBits == 8) QuantizeRow16(px + (long)r * columns, columns, blocks, pq16, ps, activationBits == 8 ? 127f : 32767f);
                 else QuantizeRow(px + (long)r * columns, columns, blocks, pq, ps, pl, 0, false);
                 for (var k = 0; k < columns; k++) result[r * columns + k] = (weightBits == 8 ? q16[k] : q[k]) * s[k / Block];
             }
