@@ -9,8 +9,8 @@ namespace Kiln.Runtime.Kernels;
 /// y = x·Wᵀ for a quantized W (<see cref="QuantizedLayout"/>: int8 or int4 codes, f16 scales per group). On 2 cores
 /// a quantized GEMV is compute-bound, so the product runs on integers, as the fast CPU engines do: each row of x is
 /// quantized on the fly to int8 in blocks of 32 (one f32 scale per block), and each block's dot product of unsigned
-/// weight codes with signed activation codes is one AVX-VNNI <c>vpdpbusd</c> (u8·s8 summed by fours into 8 i32
-/// lanes). The zero point is taken out exactly in the integer domain: the accumulator of a block starts at
+/// weight codes with signed activation codes is u8·s8 summed by fours into i32 lanes: one AVX-VNNI <c>vpdpbusd</c>,
+/// or <c>vpmaddubsw</c> + <c>vpmaddwd</c> where the CPU lacks it (symmetric 4-bit: two blocks per AVX-512 step). The zero point is taken out exactly in the integer domain: the accumulator of a block starts at
 /// −zero·Σxq lane by lane (computed once per activation block), so the lanes hold Σ(code − zero)·xq. The i32 lanes
 /// are then scaled by (activation scale × weight scale) into f32 accumulators. Without AVX-VNNI the same integer
 /// math runs on portable <see cref="Vector128"/> code. Output channels are split across threads.
@@ -331,7 +331,7 @@ public static unsafe class QuantizedMatMul
             a2 = Pair(r0 + 2 * rb + p * 32, x, st, s2, mask, ones, a2);
             a3 = Pair(r0 + 3 * rb + p * 32, x, st, s3, mask, ones, a3);
         }
-        var sums = Sum4(a0.GetLower() + a0.GetUpper(), a1.GetLower() + a1.GetUpper(), a2.GetLower() + a2.GetUpper(), a3.GetLower() + a3.GetUpper());
+        var sums = Sum4(a0, a1, a2, a3);
         var blocks = j.Blocks;
         if ((blocks & 1) != 0)
         {
@@ -347,9 +347,7 @@ public static unsafe class QuantizedMatMul
                 sums = sums.WithElement(r, sums.GetElement(r) + Vector256.Sum(Avx.ConvertToVector256Single(d)) * sx * rowScales[r * groups + g]);
             }
         }
-        var y = j.Y + (long)i * j.N + n;
-        if (j.Accumulate) sums += Vector128.Load(y);
-        sums.Store(y);
+        StoreFour(ref j, n, i, sums);
     }
 
     /// <summary>
@@ -437,13 +435,8 @@ public static unsafe class QuantizedMatMul
             a3 = Avx512F.FusedMultiplyAdd(Dot(u, xa, sta, ones), w3 * xsa, a3);
             c3 = Avx512F.FusedMultiplyAdd(Dot(u, xb, stb, ones), w3 * xsb, c3);
         }
-        var ya = j.Y + (long)i * j.N + n;
-        var yb = ya + j.N;
-        var sa = Sum4(a0.GetLower() + a0.GetUpper(), a1.GetLower() + a1.GetUpper(), a2.GetLower() + a2.GetUpper(), a3.GetLower() + a3.GetUpper());
-        var sb = Sum4(c0.GetLower() + c0.GetUpper(), c1.GetLower() + c1.GetUpper(), c2.GetLower() + c2.GetUpper(), c3.GetLower() + c3.GetUpper());
-        if (j.Accumulate) { sa += Vector128.Load(ya); sb += Vector128.Load(yb); }
-        sa.Store(ya);
-        sb.Store(yb);
+        StoreFour(ref j, n, i, Sum4(a0, a1, a2, a3));
+        StoreFour(ref j, n, i + 1, Sum4(c0, c1, c2, c3));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -456,6 +449,19 @@ public static unsafe class QuantizedMatMul
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Dot(Vector512<byte> u, Vector512<sbyte> x, Vector512<int> start, Vector512<short> ones) =>
         Avx512F.ConvertToVector512Single(start + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, x), ones));
+
+    /// <summary>y[i, n..n+3] (+)= the four channels' sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreFour(ref Job j, int n, int i, Vector128<float> sums)
+    {
+        var y = j.Y + (long)i * j.N + n;
+        if (j.Accumulate) sums += Vector128.Load(y);
+        sums.Store(y);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Sum4(Vector512<float> a0, Vector512<float> a1, Vector512<float> a2, Vector512<float> a3) =>
+        Sum4(a0.GetLower() + a0.GetUpper(), a1.GetLower() + a1.GetUpper(), a2.GetLower() + a2.GetUpper(), a3.GetLower() + a3.GetUpper());
 
     /// <summary>The four vectors' element sums, by pairwise horizontal adds (a few instructions instead of four reductions).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -522,10 +528,7 @@ public static unsafe class QuantizedMatMul
                 a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(d3), Vector256.Create(sx * s3), a3);
             }
         }
-        var y = j.Y + (long)i * j.N + n;
-        var sums = Sum4(a0, a1, a2, a3);
-        if (j.Accumulate) sums += Vector128.Load(y);
-        sums.Store(y);
+        StoreFour(ref j, n, i, Sum4(a0, a1, a2, a3));
     }
 
     private static float OneRowVnni(ref Job j, int n, int i, float* rowScales)
@@ -654,10 +657,7 @@ public static unsafe class QuantizedMatMul
                 a3 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d3), Vector512.Create(sx * s3), a3);
             }
         }
-        var sums = Sum4(a0.GetLower() + a0.GetUpper(), a1.GetLower() + a1.GetUpper(), a2.GetLower() + a2.GetUpper(), a3.GetLower() + a3.GetUpper());
-        var y = j.Y + (long)i * j.N + n;
-        if (j.Accumulate) sums += Vector128.Load(y);
-        sums.Store(y);
+        StoreFour(ref j, n, i, Sum4(a0, a1, a2, a3));
     }
 
     /// <summary>The same on portable 128-bit vectors, products in i32.</summary>
