@@ -13,14 +13,6 @@ namespace Kiln.Passes;
 /// </summary>
 public sealed class Awq : IWeightQuantizer
 {
-    public Awq(PassOptions options)
-    {
-        // AWQ reads no GPTQ options: reading them here keeps a shared pipeline string valid.
-        options.Int("damp", 0);
-        options.Bool("act-order", false);
-        options.Int("block", 0);
-    }
-
     public const int GridPoints = 20;
 
     /// <summary>Calibration tokens the search measures the output error on (evenly spaced).</summary>

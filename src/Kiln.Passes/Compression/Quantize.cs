@@ -43,10 +43,13 @@ public sealed class Quantize : IPass
         {
             "rtn" => new RoundToNearest(),
             "gptq" => new Gptq(o),
-            "awq" => new Awq(o),
+            "awq" => new Awq(),
             _ => throw Bad($"option 'method' must be rtn, gptq or awq, not '{method}'"),
         };
-        if (method == "rtn") { o.Int("damp", 0); o.Bool("act-order", false); o.Int("block", 0); }
+        // GPTQ's options given to another method would be ignored: refuse them instead.
+        if (method != "gptq")
+            foreach (var key in new[] { "damp", "act-order", "block" })
+                if (o.String(key) is not null) throw Bad($"option '{key}' applies to method=gptq only");
 
         var layers = QuantizableLayers.Find(ctx.Graph);
         var done = new Dictionary<(Value Weight, bool Transposed), QuantizedConstants>();
