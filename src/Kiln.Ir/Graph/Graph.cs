@@ -48,6 +48,14 @@ public sealed class Graph
         return null;
     }
 
+    /// <summary><paramref name="name"/> if no value in scope has it, else the first of name2, name3, … that is free.</summary>
+    public string UniqueName(string name)
+    {
+        var unique = name;
+        for (var k = 2; Lookup(unique) is not null; k++) unique = name + k;
+        return unique;
+    }
+
     /// <summary>Looks a value up in this graph only.</summary>
     public Value? LookupLocal(string name) => _byName.GetValueOrDefault(name);
 

@@ -11,8 +11,8 @@ namespace Kiln.Passes;
 /// of a 2-D constant table) becomes <c>kiln:QuantizedGather</c>. A table that is both an embedding and a classifier
 /// (a tied Gemm(h, E, transB=1)) is quantized once and read by both.
 /// <para>
-/// Options: <c>bits</c> 4 or 8; <c>group</c> inputs per scale (32, 64, 128, …; 0 = one per output channel);
-/// (default 32); <c>sym</c> symmetric codes, or asymmetric with u8 zero points; <c>method</c> rtn (round to nearest), gptq or awq
+/// Options: <c>bits</c> 4 or 8; <c>group</c> inputs per scale (32, 64, 128, …, default 32; 0 = one per output
+/// channel); <c>sym</c> symmetric codes, or asymmetric with u8 zero points; <c>method</c> rtn (round to nearest), gptq or awq
 /// (both need calibration data); <c>embedding</c> the format of embedding tables and of the classifier (the weight
 /// whose product is a graph output): <c>8</c> (int8 in groups of 32, the default for 4-bit passes: the tied table is read
 /// every token, and 8 bits keep its error an order below the 4-bit layers'), <c>same</c> (as the other layers) or
@@ -180,12 +180,7 @@ public sealed record QuantizedConstants(QuantizedLayout Layout, Value Codes, Val
     {
         var m = result.Matrix;
         var l = m.Layout;
-        string Name(string suffix)
-        {
-            var name = $"{weight.Name}.{suffix}";
-            for (var k = 2; g.Lookup(name) is not null; k++) name = $"{weight.Name}.{suffix}{k}";
-            return name;
-        }
+        string Name(string suffix) => g.UniqueName($"{weight.Name}.{suffix}");
         var codes = g.AddConstant(Name($"q{l.Bits}"), new MemoryTensorData(ElementType.U8, [l.Rows, l.RowBytes], m.Codes));
         var scales = g.AddConstant(Name("scales"), TensorData.FromArray(ElementType.F16, [l.Rows, l.Groups], m.Scales));
         var zeros = m.Zeros is null ? null : g.AddConstant(Name("zeros"), new MemoryTensorData(ElementType.U8, [l.Rows, l.Groups], m.Zeros));
@@ -205,9 +200,6 @@ public sealed record QuantizedConstants(QuantizedLayout Layout, Value Codes, Val
 /// <summary>A node that reads a 2-D constant weight in a way quantization can rewrite.</summary>
 public sealed record QuantizableLayer(Node Node, Value Weight, bool RowsAreOutputs, bool IsEmbedding, bool IsClassifier)
 {
-    /// <summary>The activations the product reads (null for an embedding lookup).</summary>
-    public Value? Input => IsEmbedding ? null : Node.Inputs[0];
-
     /// <summary>The weight as [outputs, inputs] floats (transposed from MatMul's [inputs, outputs]).</summary>
     public float[] WeightRows()
     {
@@ -229,9 +221,7 @@ public sealed record QuantizableLayer(Node Node, Value Weight, bool RowsAreOutpu
         var added = new List<Node>();
         Node Insert(string op, Value?[] inputs, string outName, IrType type, Dictionary<string, AttrValue>? attrs, string? name)
         {
-            var unique = outName;
-            for (var k = 2; g.Lookup(unique) is not null; k++) unique = outName + k;
-            var node = g.AddNode(op, op == "Mul" ? "" : "kiln", name, inputs, [unique], attrs, [type]);
+            var node = g.AddNode(op, op == "Mul" ? "" : "kiln", name, inputs, [g.UniqueName(outName)], attrs, [type]);
             g.Nodes.Remove(node);
             g.Nodes.Insert(index + 1 + added.Count, node);
             added.Add(node);

@@ -67,16 +67,16 @@ public sealed class SmoothQuant : IPass
             var s = new float[k];
             for (var j = 0; j < k; j++)
                 s[j] = act[j] == 0 || wmax[j] == 0 ? 1f : (float)Math.Max(1e-5, Math.Pow(act[j], alpha) / Math.Pow(wmax[j], 1 - alpha));
-            Replace(g, norm, 1, Scale(norm.Inputs[1]!.Data!.ToArray<float>(), s, divide: true));
+            Replace(g, norm, 1, Divide(norm.Inputs[1]!.Data!.ToArray<float>(), s));
             if (norm.Inputs.Count > 2 && norm.Inputs[2] is { Kind: ValueKind.Constant, Data.Elem: ElementType.F32 } bias)
-                Replace(g, norm, 2, Scale(bias.Data!.ToArray<float>(), s, divide: true));
+                Replace(g, norm, 2, Divide(bias.Data!.ToArray<float>(), s));
             for (var i = 0; i < weights.Count; i++)
             {
                 var n = (int)weights[i].Data!.Dims[1];
                 var w = data2[i];
                 for (var j = 0; j < k; j++)
                     for (var c = 0; c < n; c++) w[j * n + c] *= s[j];
-                var fresh = g.AddConstant(Unique(g, weights[i].Name + ".smoothed"), TensorData.FromArray(ElementType.F32, weights[i].Data!.Dims, w));
+                var fresh = g.AddConstant(g.UniqueName(weights[i].Name + ".smoothed"), TensorData.FromArray(ElementType.F32, weights[i].Data!.Dims, w));
                 readers[i].SetInput(1, fresh);
                 if (weights[i].Uses.Count == 0) g.RemoveConstant(weights[i]);
             }
@@ -85,26 +85,19 @@ public sealed class SmoothQuant : IPass
         }
     }
 
-    private static float[] Scale(float[] v, float[] s, bool divide)
+    private static float[] Divide(float[] v, float[] s)
     {
         var r = new float[v.Length];
-        for (var i = 0; i < v.Length; i++) r[i] = divide ? v[i] / s[i % s.Length] : v[i] * s[i % s.Length];
+        for (var i = 0; i < v.Length; i++) r[i] = v[i] / s[i % s.Length];
         return r;
     }
 
     private static void Replace(Graph g, Node n, int input, float[] values)
     {
         var old = n.Inputs[input]!;
-        var fresh = g.AddConstant(Unique(g, old.Name + ".smoothed"), TensorData.FromArray(ElementType.F32, old.Data!.Dims, values));
+        var fresh = g.AddConstant(g.UniqueName(old.Name + ".smoothed"), TensorData.FromArray(ElementType.F32, old.Data!.Dims, values));
         n.SetInput(input, fresh);
         if (old.Uses.Count == 0) g.RemoveConstant(old);
-    }
-
-    private static string Unique(Graph g, string name)
-    {
-        var unique = name;
-        for (var k = 2; g.Lookup(unique) is not null; k++) unique = name + k;
-        return unique;
     }
 
     private static KilnException Bad(string what) => new(new Diagnostic(DiagnosticCode.InvalidPipeline, $"pass 'smoothquant': {what}"));

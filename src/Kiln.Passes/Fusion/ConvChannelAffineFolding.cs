@@ -67,18 +67,11 @@ public sealed class ConvChannelAffineFolding : IFusionPattern
             for (var i = 0; i < per; i++) weights[o * per + i] *= s[o];
         var bias = conv.Inputs.Count > 2 && conv.Inputs[2]?.Data is { } bd ? bd.ToArray<float>() : new float[s.Length];
         for (var o = 0; o < s.Length; o++) bias[o] = bias[o] * s[o] + t[o];
-        var wName = Unique(g, conv.Inputs[1]!.Name + ".folded");
-        var bName = Unique(g, (conv.Name ?? "conv") + ".bias.folded");
+        var wName = g.UniqueName(conv.Inputs[1]!.Name + ".folded");
+        var bName = g.UniqueName((conv.Name ?? "conv") + ".bias.folded");
         var newW = g.AddConstant(wName, TensorData.FromArray(ElementType.F32, w.Dims, weights));
         var newB = g.AddConstant(bName, TensorData.FromArray(ElementType.F32, [s.Length], bias));
         Replace(g, last, last.Outputs[0]!, "", "Conv", [conv.Inputs[0], newW, newB], new Dictionary<string, AttrValue>(conv.Attributes));
         return true;
-    }
-
-    private static string Unique(Graph g, string name)
-    {
-        var n = name;
-        for (var k = 2; g.Lookup(n) is not null; k++) n = name + k;
-        return n;
     }
 }
