@@ -18,7 +18,8 @@ public sealed class MatMulKernelTests
     [InlineData(37, 53, 71)]
     [InlineData(129, 300, 65)]
     [InlineData(64, 777, 96)]
-    [InlineData(1, 288, 288)] // one decode row: the streaming GEMV path, 128-column blocks
+    [InlineData(1, 288, 288)] // one decode row: the streaming GEMV path (persistent B: its packed panels)
+    [InlineData(2, 129, 141)] // odd K, a partial last panel
     [InlineData(3, 300, 1100)] // a few rows, column tail, two threads
     [InlineData(4, 2048, 520)]
     public void Multiply_matches_a_naive_loop(int m, int k, int n)
@@ -71,5 +72,30 @@ public sealed class MatMulKernelTests
                 for (var p = 0; p < k; p++) s += (double)a[i * k + p] * bT[j * k + p];
                 Assert.True(Math.Abs(c[i * n + j] - s) <= 1e-4 * Math.Max(1, Math.Abs(s)), $"[{i},{j}] got {c[i * n + j]}, expected {s}");
             }
+    }
+
+    [Theory]
+    [InlineData(1, 288, 288)]
+    [InlineData(3, 77, 700)] // odd K, a partial last panel, two threads
+    [InlineData(4, 1024, 33)]
+    public void Few_rows_against_a_persistent_weight_accumulate(int m, int k, int n)
+    {
+        var a = Random(m * k, 8);
+        var b = Random(k * n, 9);
+        var c0 = Random(m * n, 10);
+        var weights = Tensor.Wrap(DType.F32, [k, n], System.Runtime.InteropServices.MemoryMarshal.AsBytes(b.AsSpan()).ToArray(), persistent: true);
+        // Twice: the first call packs the panels, the second reads the cached copy.
+        for (var call = 0; call < 2; call++)
+        {
+            var c = (float[])c0.Clone();
+            MatMul.Gemm(a, k, false, weights.Span<float>(), n, false, c, n, m, n, k, accumulate: true, weights, 0);
+            for (var i = 0; i < m; i++)
+                for (var j = 0; j < n; j++)
+                {
+                    double s = c0[i * n + j];
+                    for (var p = 0; p < k; p++) s += (double)a[i * k + p] * b[p * n + j];
+                    Assert.True(Math.Abs(c[i * n + j] - s) <= 1e-4 * Math.Max(1, Math.Abs(s)), $"call {call} [{i},{j}] got {c[i * n + j]}, expected {s}");
+                }
+        }
     }
 }

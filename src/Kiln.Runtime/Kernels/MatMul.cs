@@ -40,8 +40,14 @@ public static unsafe class MatMul
         }
         if (m <= GemvMaxRows && !transA && (long)n * k >= 1 << 14)
         {
-            // A few rows (decoding one token): streaming B once at memory speed beats packing it into panels.
-            Gemv(a, lda, b, ldb, transB, c, ldc, m, n, k, accumulate);
+            // A few rows (decoding one token): B is streamed once. A model weight stored [K×N] is read from its packed
+            // panels (the same copy prefill's GEMM uses), where each panel is one sequential run of memory; read in
+            // place, a column strip would jump a row's length every few cache lines, which the hardware prefetcher
+            // follows poorly.
+            if (weights is { Persistent: true } && !transB && Nr == 32 && Vector512.IsHardwareAccelerated)
+                GemvPacked(a, lda, Packed(b, ldb, transB, k, n, Nr, weights, weightsOffset), c, ldc, m, n, k, accumulate);
+            else
+                Gemv(a, lda, b, ldb, transB, c, ldc, m, n, k, accumulate);
             return;
         }
         float[]? aT = null;
@@ -59,15 +65,7 @@ public static unsafe class MatMul
         float[] packed;
         float[]? rented = null;
         if (weights is { Persistent: true })
-        {
-            var perTensor = PackCache.GetOrCreateValue(weights);
-            if (!perTensor.TryGetValue((weightsOffset, transB), out packed!))
-            {
-                packed = new float[(long)panels * nr * k];
-                PackB(b, ldb, transB, k, n, nr, packed);
-                perTensor[(weightsOffset, transB)] = packed;
-            }
-        }
+            packed = Packed(b, ldb, transB, k, n, nr, weights, weightsOffset);
         else
         {
             rented = System.Buffers.ArrayPool<float>.Shared.Rent(panels * nr * k);
@@ -84,7 +82,25 @@ public static unsafe class MatMul
         }
     }
 
-    /// <summary>Rows up to which <see cref="Gemm"/> streams B directly instead of packing it.</summary>
+    /// <summary>The packed panels of a persistent weight, packed on first use and kept for the weight's lifetime.</summary>
+    private static float[] Packed(ReadOnlySpan<float> b, int ldb, bool transB, int k, int n, int nr, Tensor weights, long weightsOffset)
+    {
+        var perTensor = PackCache.GetOrCreateValue(weights);
+        if (perTensor.TryGetValue((weightsOffset, transB), out var packed)) return packed;
+        lock (perTensor)
+        {
+            // Packed once even when two sessions on two threads first meet the weight together.
+            if (!perTensor.TryGetValue((weightsOffset, transB), out packed))
+            {
+                packed = new float[(long)((n + nr - 1) / nr) * nr * k];
+                PackB(b, ldb, transB, k, n, nr, packed);
+                perTensor[(weightsOffset, transB)] = packed;
+            }
+            return packed;
+        }
+    }
+
+    /// <summary>Rows up to which <see cref="Gemm"/> reads B once as a matrix-vector product instead of through the blocked GEMM.</summary>
     public const int GemvMaxRows = 4;
 
     /// <summary>
@@ -106,6 +122,75 @@ public static unsafe class MatMul
             chunk = (chunk + 15) / 16 * 16;
             var job = new GemvJob { A = pa, B = pb, C = pc, Lda = lda, Ldb = ldb, Ldc = ldc, M = m, N = n, K = k, Chunk = chunk, TransB = transB, Accumulate = accumulate };
             WorkerTeam.For(threads, threads, &GemvColumns, &job);
+        }
+    }
+
+    /// <summary>C (+)= A·B for a few rows of A, B given as the GEMM's packed panels (<see cref="Nr"/> = 32 columns × K, contiguous).</summary>
+    private static void GemvPacked(ReadOnlySpan<float> a, int lda, float[] packed, Span<float> c, int ldc, int m, int n, int k, bool accumulate)
+    {
+        fixed (float* pa = a)
+        fixed (float* pb = packed)
+        fixed (float* pc = c)
+        {
+            var panels = (n + 31) / 32;
+            // Every core, even for a 288×288 weight: a decode step's layers come from L3 at tens of GB/s per core, and
+            // waking the team (well under a microsecond) is cheaper than leaving the other core idle for several.
+            var threads = _single ? 1 : Math.Min(MaxThreads, panels);
+            var chunk = (panels + threads - 1) / threads;
+            var job = new GemvJob { A = pa, B = pb, C = pc, Lda = lda, Ldc = ldc, M = m, N = n, K = k, Chunk = chunk, Accumulate = accumulate };
+            WorkerTeam.For(threads, threads, &GemvPanels, &job);
+        }
+    }
+
+    private static void GemvPanels(void* state, int t)
+    {
+        ref var j = ref *(GemvJob*)state;
+        var panels = (j.N + 31) / 32;
+        var p0 = t * j.Chunk;
+        var p1 = Math.Min(panels, p0 + j.Chunk);
+        var k = j.K;
+        var tail = stackalloc float[32];
+        for (var i = 0; i < j.M; i++)
+        {
+            var x = j.A + (long)i * j.Lda;
+            var y = j.C + (long)i * j.Ldc;
+            for (var panel = p0; panel < p1; panel++)
+            {
+                var b = j.B + (long)panel * 32 * k;
+                // Even and odd rows of the panel in separate chains: four independent FMAs per two rows.
+                Vector512<float> e0 = default, e1 = default, o0 = default, o1 = default;
+                var p = 0;
+                for (; p + 2 <= k; p += 2, b += 64)
+                {
+                    var xe = Vector512.Create(x[p]);
+                    var xo = Vector512.Create(x[p + 1]);
+                    e0 = Vector512.FusedMultiplyAdd(Vector512.Load(b), xe, e0);
+                    e1 = Vector512.FusedMultiplyAdd(Vector512.Load(b + 16), xe, e1);
+                    o0 = Vector512.FusedMultiplyAdd(Vector512.Load(b + 32), xo, o0);
+                    o1 = Vector512.FusedMultiplyAdd(Vector512.Load(b + 48), xo, o1);
+                }
+                if (p < k)
+                {
+                    var xe = Vector512.Create(x[p]);
+                    e0 = Vector512.FusedMultiplyAdd(Vector512.Load(b), xe, e0);
+                    e1 = Vector512.FusedMultiplyAdd(Vector512.Load(b + 16), xe, e1);
+                }
+                e0 += o0;
+                e1 += o1;
+                var j0 = panel * 32;
+                if (j0 + 32 <= j.N)
+                {
+                    Store(y + j0, e0, j.Accumulate);
+                    Store(y + j0 + 16, e1, j.Accumulate);
+                }
+                else
+                {
+                    // The last panel is zero-padded past N: keep only its real columns.
+                    e0.Store(tail);
+                    e1.Store(tail + 16);
+                    for (var c = 0; c < j.N - j0; c++) y[j0 + c] = j.Accumulate ? y[j0 + c] + tail[c] : tail[c];
+                }
+            }
         }
     }
 
@@ -173,7 +258,7 @@ public static unsafe class MatMul
 
     private static void Store(float* y, Vector512<float> v, bool accumulate) => (accumulate ? Vector512.Load(y) + v : v).Store(y);
 
-    /// <summary>y[j] (+)= x·B[j, :] for j in [j0, j1) with B stored [n×k] (a transposed weight): four rows of B per pass over x.</summary>
+    /// <summary>y[j] (+)= x·B[j, :] for j in [j0, j1) with B stored [n×k] (a transposed weight): four rows at a time, each read to its end.</summary>
     private static void GemvTransposedRows(float* x, float* b, int ldb, float* y, int j0, int j1, int k, bool accumulate)
     {
         var j = j0;
@@ -181,15 +266,12 @@ public static unsafe class MatMul
         for (; j + 4 <= j1 && kv > 0; j += 4)
         {
             float* r0 = b + (long)j * ldb, r1 = r0 + ldb, r2 = r1 + ldb, r3 = r2 + ldb;
-            Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
-            for (var p = 0; p < kv; p += 16)
-            {
-                var xv = Vector512.Load(x + p);
-                s0 = Vector512.FusedMultiplyAdd(Vector512.Load(r0 + p), xv, s0);
-                s1 = Vector512.FusedMultiplyAdd(Vector512.Load(r1 + p), xv, s1);
-                s2 = Vector512.FusedMultiplyAdd(Vector512.Load(r2 + p), xv, s2);
-                s3 = Vector512.FusedMultiplyAdd(Vector512.Load(r3 + p), xv, s3);
-            }
+            // Each row is read to its end before the next: one sequential stream the hardware prefetcher follows
+            // (interleaving four short rows line by line defeats it). Two chains per row hide the FMA latency.
+            var s0 = RowDot(r0, x, kv);
+            var s1 = RowDot(r1, x, kv);
+            var s2 = RowDot(r2, x, kv);
+            var s3 = RowDot(r3, x, kv);
             float d0 = Vector512.Sum(s0), d1 = Vector512.Sum(s1), d2 = Vector512.Sum(s2), d3 = Vector512.Sum(s3);
             for (var p = kv; p < k; p++) { d0 += r0[p] * x[p]; d1 += r1[p] * x[p]; d2 += r2[p] * x[p]; d3 += r3[p] * x[p]; }
             if (accumulate) { y[j] += d0; y[j + 1] += d1; y[j + 2] += d2; y[j + 3] += d3; }
@@ -200,6 +282,20 @@ public static unsafe class MatMul
             var dot = System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>(x, k), new ReadOnlySpan<float>(b + (long)j * ldb, k));
             y[j] = accumulate ? y[j] + dot : dot;
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> RowDot(float* row, float* x, int kv)
+    {
+        Vector512<float> a = default, b = default;
+        var p = 0;
+        for (; p + 32 <= kv; p += 32)
+        {
+            a = Vector512.FusedMultiplyAdd(Vector512.Load(row + p), Vector512.Load(x + p), a);
+            b = Vector512.FusedMultiplyAdd(Vector512.Load(row + p + 16), Vector512.Load(x + p + 16), b);
+        }
+        if (p < kv) a = Vector512.FusedMultiplyAdd(Vector512.Load(row + p), Vector512.Load(x + p), a);
+        return a + b;
     }
 
     private static void Run(ReadOnlySpan<float> a, int lda, float[] packed, Span<float> c, int ldc, int m, int n, int k, int nr, int panels, bool accumulate)
