@@ -75,7 +75,8 @@ public sealed class QuantizedKernelTests
         var l = QuantizedLayout.Create(bits, rows, columns, group, symmetric);
         var q = QuantizedWeights.Pack(Random(rows * columns, 2), l);
         var deq = q.Dequantize();
-        foreach (var m in new[] { 1, 3, 4 })
+        // 1–4 rows: decode's integer kernels; 16 and more (DequantizedGemmRows): prefill's f32 GEMM over dequantized weights.
+        foreach (var m in new[] { 1, 3, 4, QuantizedMatMul.DequantizedGemmRows, 37 })
         {
             var x = Random(m * columns, 3, outlierEvery: 17);
             var xr = QuantizedMatMul.RoundActivations(x, columns, bits);
@@ -90,14 +91,15 @@ public sealed class QuantizedKernelTests
             var previous = QuantizedMatMul.UseIntegerDotProduct;
             try
             {
-                foreach (var vnni in new[] { false, true })
+                foreach (var integer in new[] { false, true })
                 {
-                    if (vnni && !System.Runtime.Intrinsics.X86.AvxVnni.IsSupported) continue;
-                    QuantizedMatMul.UseIntegerDotProduct = vnni;
+                    // The x86 integer path needs AVX2 and FMA (it takes vpdpbusd where AVX-VNNI exists, else vpmaddubsw).
+                    if (integer && !(System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported)) continue;
+                    QuantizedMatMul.UseIntegerDotProduct = integer;
                     var y = new float[m * rows];
                     QuantizedMatMul.Multiply(x, m, l, q.Codes, q.Scales, q.Zeros, y);
                     for (var i = 0; i < y.Length; i++)
-                        Assert.True(Math.Abs(y[i] - expected[i]) <= 1e-4 * (1 + Math.Abs(expected[i])), $"vnni={vnni} m={m} y[{i}] = {y[i]}, expected {expected[i]}");
+                        Assert.True(Math.Abs(y[i] - expected[i]) <= 1e-4 * (1 + Math.Abs(expected[i])), $"integer={integer} m={m} y[{i}] = {y[i]}, expected {expected[i]}");
                     // Accumulating adds onto what y holds.
                     QuantizedMatMul.Multiply(x, m, l, q.Codes, q.Scales, q.Zeros, y, accumulate: true);
                     for (var i = 0; i < y.Length; i++) Assert.True(Math.Abs(y[i] - 2 * expected[i]) <= 2e-4 * (1 + Math.Abs(expected[i])));
@@ -111,18 +113,19 @@ public sealed class QuantizedKernelTests
     }
 
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void Int8_activations_for_8_bit_weights_match_their_reference(bool symmetric)
+    [InlineData(true, 3)]
+    [InlineData(false, 3)]
+    [InlineData(true, 20)]
+    public void Int8_activations_for_8_bit_weights_match_their_reference(bool symmetric, int m)
     {
         var l = QuantizedLayout.Create(8, 20, 160, 32, symmetric);
         var q = QuantizedWeights.Pack(Random(20 * 160, 6), l);
         var deq = q.Dequantize();
-        var x = Random(3 * 160, 7, outlierEvery: 19);
+        var x = Random(m * 160, 7, outlierEvery: 19);
         var xr = QuantizedMatMul.RoundActivations(x, 160, 8, activationBits: 8);
-        var y = new float[3 * 20];
-        QuantizedMatMul.Multiply(x, 3, l, q.Codes, q.Scales, q.Zeros, y, activationBits: 8);
-        for (var i = 0; i < 3; i++)
+        var y = new float[m * 20];
+        QuantizedMatMul.Multiply(x, m, l, q.Codes, q.Scales, q.Zeros, y, activationBits: 8);
+        for (var i = 0; i < m; i++)
             for (var r = 0; r < 20; r++)
             {
                 double e = 0;

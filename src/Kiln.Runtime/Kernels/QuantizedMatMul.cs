@@ -20,7 +20,7 @@ namespace Kiln.Runtime.Kernels;
 /// keep small; 4-bit weights' own error is ~16× larger, so int8 activations cost them nothing measurable.
 /// </para>
 /// </summary>
-public static unsafe class QuantizedMatMul
+public static unsafe partial class QuantizedMatMul
 {
     /// <summary>Whether the x86 integer path runs (AVX2 with FMA; AVX-VNNI where the CPU has it). Tests turn it off to check the portable path.</summary>
     public static bool UseIntegerDotProduct { get; set; } = Avx2.IsSupported && Fma.IsSupported;
@@ -59,6 +59,16 @@ public static unsafe class QuantizedMatMul
             || !l.Symmetric && zeros.Length < l.Rows * l.Groups)
             throw new KernelException($"quantized MatMul ({l.Name}, {l.Rows}×{l.Columns}) got x of {x.Length}, y of {y.Length}, {codes.Length} code bytes, {scales.Length} scales");
         if (m == 0) return;
+        if (UsesDequantizedGemm(m))
+        {
+            fixed (float* px = x)
+            fixed (float* py = y)
+            fixed (byte* pc = codes)
+            fixed (Half* ps = scales)
+            fixed (byte* pz = zeros)
+                MultiplyDequantized(px, m, l, pc, ps, pz, py, accumulate, activationBits);
+            return;
+        }
         var blocks = l.Blocks;
         var wide = l.Bits == 8;
         var xq = Grow(ref _xq, wide ? 1 : m * blocks * Block);

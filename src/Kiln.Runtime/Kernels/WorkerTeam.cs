@@ -43,9 +43,11 @@ public static unsafe class WorkerTeam
     /// <summary>
     /// Runs <paramref name="body"/>(<paramref name="state"/>, i) for every i in [0, <paramref name="count"/>) on up
     /// to <paramref name="threads"/> threads, the caller included; returns when all are done. Nested or concurrent
-    /// calls from other threads run their items on the calling thread alone.
+    /// calls from other threads run their items on the calling thread alone. Items are claimed
+    /// <paramref name="chunk"/> at a time (0: a quarter of an even share): 1 for items long enough that an uneven
+    /// last claim would leave a core idle.
     /// </summary>
-    public static void For(int count, int threads, delegate*<void*, int, void> body, void* state)
+    public static void For(int count, int threads, delegate*<void*, int, void> body, void* state, int chunk = 0)
     {
         if (count <= 0) return;
         if (count == 1 || threads <= 1 || _inside || !Monitor.TryEnter(Gate))
@@ -60,7 +62,7 @@ public static unsafe class WorkerTeam
             _state = state;
             _count = count;
             // Items are claimed a few chunks per thread at a time: one shared claim per item costs more than a small item.
-            _chunk = Math.Max(1, count / (threads * 4));
+            _chunk = chunk > 0 ? chunk : Math.Max(1, count / (threads * 4));
             _failure = null;
             Volatile.Write(ref _remaining, count);
             Volatile.Write(ref _seats, threads - 1);
