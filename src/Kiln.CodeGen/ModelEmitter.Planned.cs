@@ -27,6 +27,9 @@ public sealed partial class ModelEmitter
     // The symbol a decoding step binds to the cache's length (past_seq), when there is one.
     private string? _stepPastSymbol;
 
+    // The KV cache format the planned decoding step reads and writes: 32 (f32) or 8 (int8, quantize-kv).
+    private int _stepKvBits = 32;
+
     private int NodeId(Node n)
     {
         if (_nodeIds.TryGetValue(n, out var id)) return id;
@@ -171,6 +174,11 @@ public sealed partial class ModelEmitter
             logitsNode = cls;
             operands[logits] = lo with { Span = "logits", Storage = PlannedStorage.Logits };
             var covered = new HashSet<int> { io2.Logits };
+            // quantize-kv: the cache holds int8 when every attention reading a present asks for it (one cache, one format).
+            var presents = io2.PresentKeys.Concat(io2.PresentValues).Select(i => g.Outputs[i].Value).ToList();
+            var readers = presents.SelectMany(v => v.Uses.Where(u => needed.Contains(u.Node)).Select(u => u.Node)).ToList();
+            var int8Cache = readers.Count > 0 && readers.All(r => r.QualifiedOp == "kiln:GroupQueryAttention" && r.Attr<IntAttr>("kv_bits")?.Value == 8);
+            _stepKvBits = int8Cache ? 8 : 32;
             for (var layer = 0; layer < io2.PresentKeys.Length; layer++)
                 foreach (var (outIndex, pastIndex, which) in new[] { (io2.PresentKeys[layer], io2.PastKeys[layer], "Keys"), (io2.PresentValues[layer], io2.PastValues[layer], "Values") })
                 {
@@ -182,7 +190,9 @@ public sealed partial class ModelEmitter
                     if (axis != 2 && axis != -2) return $"'{cat.Name}' appends along axis {axis}, not the sequence axis";
                     if (v.Uses.Any(u => needed.Contains(u.Node) && !(u.Node.QualifiedOp == "kiln:GroupQueryAttention" && u.Index is 1 or 2)))
                         return $"present '{v.Name}' is read by something other than attention";
-                    operands[v] = pv with { Span = $"cache.{which}({layer})", Storage = PlannedStorage.KvCache, HeadStride = $"cache.Capacity * {pv.Dims[3]}" };
+                    operands[v] = int8Cache
+                        ? pv with { Span = $"cache.{which[..^1]}Codes({layer})", KvScales = $"cache.{which[..^1]}Scales({layer})", Storage = PlannedStorage.KvCache, HeadStride = $"cache.Capacity * {pv.Dims[3]}" }
+                        : pv with { Span = $"cache.{which}({layer})", Storage = PlannedStorage.KvCache, HeadStride = $"cache.Capacity * {pv.Dims[3]}" };
                 }
             if (covered.Count != g.Outputs.Count) return "the decoder has outputs besides logits and presents";
         }

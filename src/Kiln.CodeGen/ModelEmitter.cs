@@ -498,6 +498,12 @@ public sealed partial class ModelEmitter
             {
                 w.Line($"public int VocabularySize => {st.Io.Vocabulary!.Value};");
                 w.Line();
+                if (_stepKvBits != 32)
+                {
+                    w.Line("/// <summary>The session's KV cache holds int8 keys and values with a scale per position and head (quantize-kv).</summary>");
+                    w.Line($"public int KvCacheBits => {_stepKvBits};");
+                    w.Line();
+                }
                 w.Line("/// <summary>One planned decoding step: the new keys and values go into the cache after cache.Length, the logits into <paramref name=\"logits\"/>; allocates nothing.</summary>");
                 w.Open("public void Step(ReadOnlySpan<long> tokens, int batch, int seq, KvCache cache, Span<float> logits, bool lastPositionOnly = false)");
                 w.Open("lock (_gate)");

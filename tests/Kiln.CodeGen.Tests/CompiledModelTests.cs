@@ -74,6 +74,32 @@ public sealed class CompiledModelTests : IDisposable
     }
 
     [Fact]
+    public void An_int8_kv_cache_session_matches_whole_sequence_runs_that_round_keys_and_values_the_same_way()
+    {
+        using var runner = Compile(Fixtures.Model("stories260k/model.onnx"), "fold,dce,cse,fuse,quantize-kv{bits=8}");
+        var planned = Assert.IsAssignableFrom<Runtime.Decoding.IPlannedDecoder>(runner.Model);
+        Assert.Equal(8, planned.KvCacheBits);
+        using var session = new Runtime.Decoding.DecoderSession(runner.Model, runner.Model.DecoderLayout!, new Runtime.Decoding.DecoderOptions { MaxContext = 64 });
+        // The reference: the same compiled model's Run (no cache object: f32 presents fed back, attention rounds them).
+        var model = runner.Model;
+        var inputs = new object?[model.InputNames.Count];
+        for (var i = 1; i < inputs.Length; i++) inputs[i] = Tensor.Zeros(DType.F32, [1, 4, 0, 8]);
+        long[] prompt = [1, 403, 407, 261, 378, 99];
+        var fromCache = session.Prefill(prompt).ToArray();
+        long token = 0;
+        for (var step = 0; step < 20; step++)
+        {
+            inputs[0] = step == 0 ? Tensor.FromArray(DType.I64, [1, prompt.Length], prompt) : Tensor.FromArray(DType.I64, [1, 1], new[] { token });
+            var outs = model.RunValues(inputs);
+            var logits = ((Tensor)outs[0]!).Span<float>()[^512..].ToArray();
+            for (var i = 0; i < 512; i++) Assert.True(Math.Abs(logits[i] - fromCache[i]) <= 1e-3f, $"step {step}: logit {i} is {fromCache[i]} from the int8 cache, {logits[i]} from the rounded run");
+            for (var i = 1; i < inputs.Length; i++) inputs[i] = outs[i];
+            token = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits);
+            fromCache = session.Decode(token).ToArray();
+        }
+    }
+
+    [Fact]
     public void The_decoder_session_generates_the_greedy_tokens_and_refuses_to_run_past_its_context()
     {
         var expected = File.ReadAllLines(Fixtures.Model("stories260k/greedy_200.txt")).First(l => l.Length > 0 && !l.StartsWith('#'))

@@ -70,4 +70,16 @@ public sealed class QuantizationQualityTests(ITestOutputHelper output)
         var rtn4 = Eval(subject, "quantize{bits=4 group=32}");
         Assert.True(w8a8.KldMean < 0.002 && w8a8.KldMean < rtn4.KldMean / 10, $"W8A8 mean KLD {w8a8.KldMean} (RTN-4 g32 {rtn4.KldMean})");
     }
+
+    [Theory]
+    [InlineData("stories260k")]
+    [InlineData("kjv")]
+    public void An_int8_kv_cache_costs_little_and_changes_no_weight(string subject)
+    {
+        var kv = Eval(subject, "quantize-kv{bits=8}");
+        var rtn4 = Eval(subject, "quantize{bits=4 group=32}");
+        Assert.True(kv.KldMean > 0, "the int8 KV cache changed nothing: is attention reading rounded keys?");
+        Assert.True(kv.KldMean < 0.005 && kv.KldMean < rtn4.KldMean / 10 && kv.Top1 > 0.97, $"int8 KV mean KLD {kv.KldMean}, top-1 {kv.Top1} (RTN-4 g32 {rtn4.KldMean})");
+        Assert.Equal(kv.WeightBytesFloat, kv.WeightBytes);
+    }
 }

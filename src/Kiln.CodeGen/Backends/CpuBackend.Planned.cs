@@ -206,7 +206,13 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                     strides = $"{mask.Span}, 0, 0, ({rows} == 1 ? 0 : {cols}), ({cols} == 1 ? 0 : 1)";
                 }
                 var headStride = k.HeadStride ?? $"{k.Dims[2]} * {k.Dims[3]}";
-                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.Attention({x.Span}, {k.Span}, {v.Span}, {strides}, {y.Span}, {x.Dims[0]}, {x.Dims[1]}, {x.Dims[2]}, {x.Dims[3]}, {k.Dims[1]}, {k.Dims[2]}, {headStride}, {scale});");
+                var dims = $"{x.Dims[0]}, {x.Dims[1]}, {x.Dims[2]}, {x.Dims[3]}, {k.Dims[1]}, {k.Dims[2]}";
+                if (k.KvScales is { } keyScales && v.KvScales is { } valueScales)
+                    w.Line($"Kiln.Runtime.Kernels.ArenaKernels.AttentionInt8({x.Span}, {k.Span}, {keyScales}, {v.Span}, {valueScales}, {strides}, {y.Span}, {dims}, cache.Capacity, {scale});");
+                else if (n.Attr<IntAttr>("kv_bits")?.Value == 8)
+                    w.Line($"Kiln.Runtime.Kernels.ArenaKernels.AttentionRoundedKv({x.Span}, {k.Span}, {v.Span}, {strides}, {y.Span}, {dims}, {headStride}, {scale});");
+                else
+                    w.Line($"Kiln.Runtime.Kernels.ArenaKernels.Attention({x.Span}, {k.Span}, {v.Span}, {strides}, {y.Span}, {dims}, {headStride}, {scale});");
                 break;
             }
             default:
@@ -309,7 +315,10 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
         {
             // The past already sits in the cache: only the new positions are written, after it.
             var fresh = c.In(1)!;
-            w.Line($"Kiln.Runtime.Kernels.ArenaKernels.KvAppend({fresh.Span}, {y.Span}, {fresh.Dims[0]} * {fresh.Dims[1]}, {fresh.Dims[2]}, {fresh.Dims[3]}, cache.Length, cache.Capacity);");
+            if (y.KvScales is { } scales)
+                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.KvAppendInt8({fresh.Span}, {y.Span}, {scales}, {fresh.Dims[0]} * {fresh.Dims[1]}, {fresh.Dims[2]}, {fresh.Dims[3]}, cache.Length, cache.Capacity);");
+            else
+                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.KvAppend({fresh.Span}, {y.Span}, {fresh.Dims[0]} * {fresh.Dims[1]}, {fresh.Dims[2]}, {fresh.Dims[3]}, cache.Length, cache.Capacity);");
             return;
         }
         var outer = axis == 0 ? "1" : "(" + string.Join(" * ", y.Dims.Take(axis)) + ")";

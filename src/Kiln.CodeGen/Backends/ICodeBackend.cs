@@ -78,6 +78,9 @@ public enum PlannedStorage { Input, Constant, Known, Arena, Output, Alias, Logit
 /// </summary>
 public sealed record PlannedOperand(Value Value, ElementType Elem, string[] Dims, string Span, PlannedStorage Storage, string? WeightField, string? HeadStride)
 {
+    /// <summary>For keys or values in an int8 KV cache: the span of their scales (<see cref="Span"/> is then the int8 codes).</summary>
+    public string? KvScales { get; init; }
+
     public int Rank => Dims.Length;
 
     /// <summary>The element count as a C# int expression.</summary>

@@ -24,7 +24,8 @@ internal static class FusedOps
         r.Add("RotaryEmbedding", "X, cos, sin", "Y", "interleaved:int=1", Rules.SameAsInput, domain: Domain);
         // softmax(Q·Kᵀ·scale + mask)·V with K/V shared by groups of query heads (grouped-query attention).
         // Q [b, heads, s, d], K and V [b, kv_heads, t, d], mask additive and broadcastable to [b, heads, s, t].
-        r.Add("GroupQueryAttention", "Q, K, V, mask?", "Y", "scale:float!", c =>
+        // kv_bits=8 (quantize-kv): K and V are read as an int8 KV cache holds them, per position and head.
+        r.Add("GroupQueryAttention", "Q, K, V, mask?", "Y", "scale:float!, kv_bits:int=0", c =>
         {
             c.Set(0, c.InputType(0));
         }, domain: Domain);

@@ -76,6 +76,7 @@ public static class PassRegistry
         ["quantize"] = () => new Quantize(),
         ["smoothquant"] = () => new SmoothQuant(),
         ["quantize-activations"] = () => new QuantizeActivations(),
+        ["quantize-kv"] = () => new QuantizeKv(),
     };
 
     public static IEnumerable<IPass> All => Factories.Values.Select(f => f());

@@ -56,7 +56,7 @@ public sealed class DecoderSession : IDisposable
         if (model is IPlannedDecoder planned)
         {
             _planned = planned;
-            _cache = new KvCache(layout.PastKeys.Length, Options.BatchSize, layout.KvHeads, layout.HeadDim, Options.MaxContext);
+            _cache = new KvCache(layout.PastKeys.Length, Options.BatchSize, layout.KvHeads, layout.HeadDim, Options.MaxContext, planned.KvCacheBits);
         }
         Reset();
     }

@@ -9,18 +9,40 @@ public sealed class KvCache
 {
     private readonly float[][] _keys;
     private readonly float[][] _values;
+    private readonly sbyte[][] _keyCodes;
+    private readonly sbyte[][] _valueCodes;
+    private readonly float[][] _keyScales;
+    private readonly float[][] _valueScales;
 
-    public KvCache(int layers, int batch, int kvHeads, int headDim, int capacity)
+    /// <param name="bits">32: f32 keys and values; 8: int8 codes with one f32 scale per position and head
+    /// (<c>quantize-kv{bits=8}</c>), a quarter of the memory and of the bytes attention reads per token.</param>
+    public KvCache(int layers, int batch, int kvHeads, int headDim, int capacity, int bits = 32)
     {
-        Layers = layers; Batch = batch; KvHeads = kvHeads; HeadDim = headDim; Capacity = capacity;
+        if (bits is not (32 or 8)) throw new KernelException($"a KV cache holds f32 (32) or int8 (8) entries, not {bits}-bit");
+        Layers = layers; Batch = batch; KvHeads = kvHeads; HeadDim = headDim; Capacity = capacity; Bits = bits;
         var per = checked((long)batch * kvHeads * capacity * headDim);
         if (per > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(capacity), $"a KV cache of {capacity} positions × {batch} rows × {kvHeads} heads × {headDim} needs more than one array per layer can hold");
-        _keys = new float[layers][];
-        _values = new float[layers][];
+        var rows = (int)((long)batch * kvHeads * capacity);
+        _keys = new float[bits == 32 ? layers : 0][];
+        _values = new float[bits == 32 ? layers : 0][];
+        _keyCodes = new sbyte[bits == 8 ? layers : 0][];
+        _valueCodes = new sbyte[bits == 8 ? layers : 0][];
+        _keyScales = new float[bits == 8 ? layers : 0][];
+        _valueScales = new float[bits == 8 ? layers : 0][];
         for (var i = 0; i < layers; i++)
         {
-            _keys[i] = GC.AllocateUninitializedArray<float>((int)per);
-            _values[i] = GC.AllocateUninitializedArray<float>((int)per);
+            if (bits == 32)
+            {
+                _keys[i] = GC.AllocateUninitializedArray<float>((int)per);
+                _values[i] = GC.AllocateUninitializedArray<float>((int)per);
+            }
+            else
+            {
+                _keyCodes[i] = GC.AllocateUninitializedArray<sbyte>((int)per);
+                _valueCodes[i] = GC.AllocateUninitializedArray<sbyte>((int)per);
+                _keyScales[i] = GC.AllocateUninitializedArray<float>(rows);
+                _valueScales[i] = GC.AllocateUninitializedArray<float>(rows);
+            }
         }
     }
 
@@ -30,15 +52,31 @@ public sealed class KvCache
     public int HeadDim { get; }
     public int Capacity { get; }
 
+    /// <summary>32 (f32 entries) or 8 (int8 codes and a scale per position and head).</summary>
+    public int Bits { get; }
+
     /// <summary>Positions filled (per row).</summary>
     public int Length { get; set; }
 
-    public Span<float> Keys(int layer) => _keys[layer];
+    public Span<float> Keys(int layer) => Bits == 32 ? _keys[layer] : throw Int8(nameof(Keys));
 
-    public Span<float> Values(int layer) => _values[layer];
+    public Span<float> Values(int layer) => Bits == 32 ? _values[layer] : throw Int8(nameof(Values));
+
+    /// <summary>int8 keys [batch·kv heads, capacity, head dim]; <see cref="KeyScales"/> holds one scale per position and head.</summary>
+    public Span<sbyte> KeyCodes(int layer) => Bits == 8 ? _keyCodes[layer] : throw F32(nameof(KeyCodes));
+
+    public Span<float> KeyScales(int layer) => Bits == 8 ? _keyScales[layer] : throw F32(nameof(KeyScales));
+
+    public Span<sbyte> ValueCodes(int layer) => Bits == 8 ? _valueCodes[layer] : throw F32(nameof(ValueCodes));
+
+    public Span<float> ValueScales(int layer) => Bits == 8 ? _valueScales[layer] : throw F32(nameof(ValueScales));
 
     /// <summary>Bytes the cache holds.</summary>
-    public long Bytes => 2L * Layers * Batch * KvHeads * Capacity * HeadDim * sizeof(float);
+    public long Bytes => 2L * Layers * Batch * KvHeads * Capacity * (Bits == 32 ? HeadDim * sizeof(float) : HeadDim + sizeof(float));
+
+    private static KernelException Int8(string what) => new($"this KV cache holds int8 entries: {what} is only for an f32 cache");
+
+    private static KernelException F32(string what) => new($"this KV cache holds f32 entries: {what} is only for an int8 cache");
 }
 
 /// <summary>
@@ -58,4 +96,7 @@ public interface IPlannedDecoder
     /// largest product of a small model's step).
     /// </summary>
     void Step(ReadOnlySpan<long> tokens, int batch, int seq, KvCache cache, Span<float> logits, bool lastPositionOnly = false);
+
+    /// <summary>The cache entries this step reads and writes: 32 (f32) or 8 (int8, after <c>quantize-kv{bits=8}</c>).</summary>
+    int KvCacheBits => 32;
 }

@@ -20,7 +20,7 @@ public readonly struct DivOp<T> : IBinaryOp<T> where T : INumberBase<T> { public
 /// of the model's activation arena, output tensors, the KV cache) and allocate nothing. Shapes arrive as spans
 /// (stack-allocated by the caller); rank is at most 8.
 /// </summary>
-public static unsafe class ArenaKernels
+public static unsafe partial class ArenaKernels
 {
     private const int MaxRank = 8;
 
@@ -279,6 +279,9 @@ public static unsafe class ArenaKernels
     private struct AttentionJob
     {
         public float* Q, K, V, Mask, O;
+        // An int8 cache instead of K and V: codes [kv heads, capacity, d] and a scale per position (KvStride = capacity·d).
+        public sbyte* KCodes, VCodes;
+        public float* KScales, VScales;
         public long M0, M1, M2, M3;
         public int H, S, D, Kvh, T, KvStride;
         public float Scale;
@@ -290,8 +293,11 @@ public static unsafe class ArenaKernels
         int h = j.H, s = j.S, d = j.D, t = j.T, group = h / j.Kvh;
         int bi = bh / h, hi = bh % h, kv = bi * j.Kvh + hi / group;
         var Q = new ReadOnlySpan<float>(j.Q + (long)bh * s * d, s * d);
-        var K = new ReadOnlySpan<float>(j.K + (long)kv * j.KvStride, t * d);
-        var V = new ReadOnlySpan<float>(j.V + (long)kv * j.KvStride, t * d);
+        var int8 = j.KCodes != null;
+        var K = int8 ? default : new ReadOnlySpan<float>(j.K + (long)kv * j.KvStride, t * d);
+        var V = int8 ? default : new ReadOnlySpan<float>(j.V + (long)kv * j.KvStride, t * d);
+        sbyte* kc = int8 ? j.KCodes + (long)kv * j.KvStride : null, vc = int8 ? j.VCodes + (long)kv * j.KvStride : null;
+        float* ks = int8 ? j.KScales + (long)kv * (j.KvStride / d) : null, vs = int8 ? j.VScales + (long)kv * (j.KvStride / d) : null;
         var O = new Span<float>(j.O + (long)bh * s * d, s * d);
         // Narrow heads or many queries: K and V transposed to [d, t], so scores and outputs run as d vector
         // operations of length t (d = 8 makes t dot products of length 8 mostly overhead). One query over wide
@@ -306,7 +312,14 @@ public static unsafe class ArenaKernels
             var scores = rented is null ? stack : rented.AsSpan(0, t);
             var kt = transpose ? rented.AsSpan(t, t * d) : default;
             var vt = transpose ? rented.AsSpan(t + t * d, t * d) : default;
-            if (transpose)
+            if (transpose && int8)
+                for (var c = 0; c < d; c++)
+                    for (var p = 0; p < t; p++)
+                    {
+                        kt[c * t + p] = kc[(long)p * d + c] * ks[p];
+                        vt[c * t + p] = vc[(long)p * d + c] * vs[p];
+                    }
+            else if (transpose)
                 for (var c = 0; c < d; c++)
                     for (var p = 0; p < t; p++)
                     {
@@ -321,6 +334,8 @@ public static unsafe class ArenaKernels
                     scores.Clear();
                     for (var c = 0; c < d; c++) TensorPrimitives.MultiplyAdd(kt.Slice(c * t, t), qi[c] * j.Scale, scores, scores);
                 }
+                else if (int8)
+                    for (var p = 0; p < t; p++) scores[p] = SmallDotInt8(qi, kc + (long)p * d) * (ks[p] * j.Scale);
                 else
                     for (var p = 0; p < t; p++) scores[p] = SmallDot(qi, K.Slice(p * d, d)) * j.Scale;
                 if (j.Mask != null)
@@ -337,6 +352,11 @@ public static unsafe class ArenaKernels
                 var inv = 1f / TensorPrimitives.Sum(scores);
                 if (transpose)
                     for (var c = 0; c < d; c++) oi[c] = TensorPrimitives.Dot(scores, vt.Slice(c * t, t)) * inv;
+                else if (int8)
+                {
+                    oi.Clear();
+                    for (var p = 0; p < t; p++) SmallAxpyInt8(vc + (long)p * d, scores[p] * inv * vs[p], oi);
+                }
                 else
                 {
                     oi.Clear();

@@ -172,9 +172,18 @@ public static class Fused
     }
 
     /// <summary>softmax(Q·Kᵀ·scale + mask)·V, query head j reading key/value head j / (heads / kvHeads).</summary>
-    public static Tensor GroupQueryAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale)
+    /// <param name="kvBits">8: K and V rounded as an int8 KV cache stores them (<see cref="ArenaKernels.QuantizeKvRow"/>), per position and head.</param>
+    public static Tensor GroupQueryAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, int kvBits = 0)
     {
         RequireF32("GroupQueryAttention", q, k, v, mask);
+        if (kvBits is not (0 or 8 or 32)) throw new KernelException($"GroupQueryAttention: kv_bits={kvBits} (0 or 32: f32, 8: int8 cache)");
+        if (kvBits == 8 && k.Rank == 4 && v.Rank == 4)
+        {
+            k = Tensor.FromArray(DType.F32, k.Shape, k.Span<float>().ToArray());
+            v = Tensor.FromArray(DType.F32, v.Shape, v.Span<float>().ToArray());
+            ArenaKernels.RoundKvRows(k.Span<float>(), k.Shape[3]);
+            ArenaKernels.RoundKvRows(v.Span<float>(), v.Shape[3]);
+        }
         if (q.Rank != 4 || k.Rank != 4 || v.Rank != 4) throw new KernelException($"GroupQueryAttention needs rank-4 Q, K, V, got {q}, {k}, {v}");
         int b = q.Shape[0], h = q.Shape[1], s = q.Shape[2], d = q.Shape[3], kvh = k.Shape[1], t = k.Shape[2];
         if (k.Shape[0] != b || v.Shape[0] != b || v.Shape[1] != kvh || v.Shape[2] != t || k.Shape[3] != d || v.Shape[3] != d || kvh == 0 || h % kvh != 0)
