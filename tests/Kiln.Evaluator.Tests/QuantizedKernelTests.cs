@@ -135,6 +135,36 @@ public sealed class QuantizedKernelTests
     }
 
     [Theory]
+    [InlineData(3)]
+    [InlineData(20)]
+    public void Static_activation_scales_round_every_row_with_the_same_block_scales_and_clamp(int m)
+    {
+        var l = QuantizedLayout.Create(8, 20, 160, 32, true);
+        var q = QuantizedWeights.Pack(Random(20 * 160, 6), l);
+        var deq = q.Dequantize();
+        var x = Random(m * 160, 8, outlierEvery: 23);
+        // Scales calibrated on a narrower range than x reaches: the outliers clamp at ±127 steps.
+        var scales = Enumerable.Range(0, l.Blocks).Select(b => 0.5f / 127f * (b + 1)).ToArray();
+        var xr = QuantizedMatMul.RoundActivations(x, 160, 8, activationBits: 8, activationScales: scales);
+        for (var i = 0; i < xr.Length; i++)
+        {
+            var s = scales[i % 160 / 32];
+            Assert.InRange(Math.Abs(xr[i]), 0, 127 * s + 1e-6f);
+            if (Math.Abs(x[i]) <= 127 * s) Assert.InRange(Math.Abs(xr[i] - x[i]), 0, s / 2 + 1e-6f);
+        }
+        var y = new float[m * 20];
+        QuantizedMatMul.Multiply(x, m, l, q.Codes, q.Scales, q.Zeros, y, activationBits: 8, activationScales: scales);
+        for (var i = 0; i < m; i++)
+            for (var r = 0; r < 20; r++)
+            {
+                double e = 0;
+                for (var k = 0; k < 160; k++) e += (double)xr[i * 160 + k] * deq[r * 160 + k];
+                Assert.True(Math.Abs(y[i * 20 + r] - e) <= 1e-4 * (1 + Math.Abs(e)), $"y[{i}, {r}] = {y[i * 20 + r]}, expected {e}");
+            }
+        Assert.Throws<Kiln.Runtime.KernelException>(() => QuantizedMatMul.Multiply(x, m, l, q.Codes, q.Scales, q.Zeros, y, activationBits: 8, activationScales: scales[..2]));
+    }
+
+    [Theory]
     [InlineData(4, 127f)]
     [InlineData(8, 32767f)]
     public void Activation_rounding_error_is_within_half_a_step_of_each_block(int weightBits, float steps)

@@ -58,4 +58,22 @@ public sealed class PipelineTests
             foreach (var option in pass.OptionNames) Assert.Contains($"`{option}`", doc);
         }
     }
+
+    [Theory]
+    [InlineData("quantize{bits=8},quantize-activations{bits=8 mode=static}", "mode=static needs calibration data")]
+    [InlineData("quantize{bits=8},quantize-activations{bits=8 mode=sometimes}", "mode=sometimes is not a mode")]
+    [InlineData("quantize-kv{bits=8}", "no kiln:GroupQueryAttention in the graph: run fuse before it")]
+    public void Compression_passes_say_what_they_are_missing(string pipeline, string message)
+    {
+        const string text = """
+            graph @g(%x: f32[n, 2]) -> (%y: f32[n, 3]) {
+              const @w: f32[2, 3] = [1.0, -2.0, 3.0, 4.0, 5.0, -6.0]
+              %y: f32[n, 3] = MatMul(%x, @w)
+            }
+            """;
+        using var model = Kiln.Ir.KirParser.ParseModel(text, null, "test.kir");
+        var e = Assert.Throws<KilnException>(() => { PassManager.Run(model, pipeline); });
+        Assert.Equal(DiagnosticCode.InvalidPipeline, e.Diagnostics[0].Code);
+        Assert.Contains(message, e.Message);
+    }
 }

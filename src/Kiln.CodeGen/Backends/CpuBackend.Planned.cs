@@ -61,7 +61,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                     && (n.Attr<IntAttr>("transA")?.Value ?? 0) == 0 && (n.Attr<FloatAttr>("alpha")?.Value ?? 1f) == 1f && (n.Attr<FloatAttr>("beta")?.Value ?? 1f) == 1f
                     ? null : "A·op(W) (+ C) with alpha = beta = 1";
             case "kiln:QuantizedMatMul":
-                return x!.Elem == ElementType.F32 && x.Rank >= 1 && Enumerable.Range(1, 3).All(i => c.In(i) is null or { Storage: PlannedStorage.Constant })
+                return x!.Elem == ElementType.F32 && x.Rank >= 1 && new[] { 1, 2, 3, 5 }.All(i => c.In(i) is null or { Storage: PlannedStorage.Constant })
                     && (c.In(4) is not { } bias || bias.Elem == ElementType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))
                     ? null : "f32 activations, constant codes, C the product's shape or one row";
             case "kiln:QuantizedGather":
@@ -170,12 +170,12 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 if (c.LastRowsOnly is { } condition)
                 {
                     w.Open($"if ({condition})");
-                    w.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false, {n.Attr<IntAttr>("activation_bits")?.Value ?? 0});");
+                    w.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false, {n.Attr<IntAttr>("activation_bits")?.Value ?? 0}, {c.In(5)?.Span ?? "default"});");
                     w.Close();
                     w.Open("else");
                     last = true;
                 }
-                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)}, {n.Attr<IntAttr>("activation_bits")?.Value ?? 0});");
+                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)}, {n.Attr<IntAttr>("activation_bits")?.Value ?? 0}, {c.In(5)?.Span ?? "default"});");
                 if (last) w.Close();
                 break;
             }

@@ -19,7 +19,8 @@ internal static class CompressedOps
     {
         // Y = A·Wᵀ (+ C), then an optional activation, with W quantized; A [..., columns] → Y [..., rows].
         // activation_bits: 0 lets the kernel choose how A is quantized on the fly; 8 asks int8 (W8A8, quantize-activations).
-        r.Add("QuantizedMatMul", "A, codes, scales, zero_points?, C?", "Y", LayoutAttrs + ", activation:string=, activation_bits:int=0", c =>
+        // activation_scales (quantize-activations{mode=static}): f32 [blocks], one fixed int8 scale per 32-block of A's rows.
+        r.Add("QuantizedMatMul", "A, codes, scales, zero_points?, C?, activation_scales?", "Y", LayoutAttrs + ", activation:string=, activation_bits:int=0", c =>
         {
             var a = c.ShapeOf(0);
             var codes = c.ShapeOf(1);

@@ -238,7 +238,7 @@ public static unsafe partial class ArenaKernels
 
     /// <summary>x·Wᵀ for a quantized W (+ C: the product's shape, or one row broadcast to every row), then the activation.</summary>
     public static void QuantizedMatMul(ReadOnlySpan<float> x, Weights.QuantizedLayout layout, ReadOnlySpan<byte> codes, ReadOnlySpan<Half> scales, ReadOnlySpan<byte> zeros,
-        ReadOnlySpan<float> c, Span<float> y, string activation, int activationBits = 0)
+        ReadOnlySpan<float> c, Span<float> y, string activation, int activationBits = 0, ReadOnlySpan<float> activationScales = default)
     {
         var m = x.Length / layout.Columns;
         if (!c.IsEmpty)
@@ -246,7 +246,7 @@ public static unsafe partial class ArenaKernels
             if (c.Length == y.Length) c.CopyTo(y);
             else for (var i = 0; i < m; i++) c.CopyTo(y.Slice(i * layout.Rows, layout.Rows));
         }
-        Kernels.QuantizedMatMul.Multiply(x, m, layout, codes, scales, zeros, y, accumulate: !c.IsEmpty, activationBits);
+        Kernels.QuantizedMatMul.Multiply(x, m, layout, codes, scales, zeros, y, accumulate: !c.IsEmpty, activationBits, activationScales);
         Fused.Activate(y, activation);
     }
 

@@ -40,14 +40,14 @@ public static unsafe partial class QuantizedMatMul
     }
 
     /// <summary>y (+)= x·Wᵀ with x rounded to the blocks the integer path uses (int16 for 8-bit weights unless <paramref name="activationBits"/> is 8).</summary>
-    private static void MultiplyDequantized(float* x, int m, QuantizedLayout l, byte* codes, Half* scales, byte* zeros, float* y, bool accumulate, int activationBits)
+    private static void MultiplyDequantized(float* x, int m, QuantizedLayout l, byte* codes, Half* scales, byte* zeros, float* y, bool accumulate, int activationBits, float* staticScales)
     {
         var k = l.Columns;
         var tokenPanels = (m + 31) / 32;
         var panels = Grow(ref _xPanels, tokenPanels * 32 * k);
         fixed (float* pp = panels)
         {
-            var transpose = new PanelJob { X = x, Panels = pp, M = m, K = k, Blocks = l.Blocks, Bits = l.Bits, Levels = activationBits == 8 ? 127f : 32767f };
+            var transpose = new PanelJob { X = x, Panels = pp, M = m, K = k, Blocks = l.Blocks, Bits = l.Bits, Levels = activationBits == 8 ? 127f : 32767f, StaticScales = staticScales };
             WorkerTeam.For(tokenPanels, MatMul.MaxThreads, &RoundIntoPanel, &transpose);
             var job = new DequantizedJob
             {
@@ -62,7 +62,7 @@ public static unsafe partial class QuantizedMatMul
 
     private struct PanelJob
     {
-        public float* X, Panels;
+        public float* X, Panels, StaticScales;
         public int M, K, Blocks, Bits;
         public float Levels;
     }
@@ -94,7 +94,7 @@ public static unsafe partial class QuantizedMatMul
                     for (var kk = 0; kk < k; kk++) dst[kk * 32] = 0;
                     continue;
                 }
-                if (j.Bits == 8) QuantizeRow16(j.X + (long)t * k, k, j.Blocks, q16, s, j.Levels);
+                if (j.Bits == 8) QuantizeRow16(j.X + (long)t * k, k, j.Blocks, q16, s, j.Levels, j.StaticScales);
                 else QuantizeRow(j.X + (long)t * k, k, j.Blocks, q, s, lane, 0, vnni: false);
                 for (var b = 0; b < j.Blocks; b++)
                 {

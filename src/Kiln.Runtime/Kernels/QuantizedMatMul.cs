@@ -51,10 +51,14 @@ public static unsafe partial class QuantizedMatMul
     /// <summary>y[m, n] (+)= Σ_k x[m, k]·W[n, k] with x quantized to int8 per 32-block.</summary>
     /// <param name="activationBits">0: the kernel's choice (int16 for 8-bit weights, int8 for 4-bit); 8: int8 activations
     /// for 8-bit weights too (W8A8, as quantize-activations asks).</param>
+    /// <param name="activationScales">static activation scales, one per 32-block of a row (quantize-activations{mode=static}:
+    /// 8-bit weights with int8 activations); empty: each row's blocks are scaled as they arrive.</param>
     public static void Multiply(ReadOnlySpan<float> x, int m, QuantizedLayout l, ReadOnlySpan<byte> codes, ReadOnlySpan<Half> scales,
-        ReadOnlySpan<byte> zeros, Span<float> y, bool accumulate = false, int activationBits = 0)
+        ReadOnlySpan<byte> zeros, Span<float> y, bool accumulate = false, int activationBits = 0, ReadOnlySpan<float> activationScales = default)
     {
         if (activationBits is not (0 or 8 or 16)) throw new KernelException($"activations are quantized to 8 or 16 bits, not {activationBits}");
+        if (!activationScales.IsEmpty && (l.Bits != 8 || activationBits != 8 || activationScales.Length != l.Blocks))
+            throw new KernelException($"static activation scales are for 8-bit weights with int8 activations, one per 32-block ({l.Blocks}); got {activationScales.Length} for {l.Name} with {activationBits}-bit activations");
         if (x.Length < (long)m * l.Columns || y.Length < (long)m * l.Rows || codes.Length < l.CodeBytes || scales.Length < l.Rows * l.Groups
             || !l.Symmetric && zeros.Length < l.Rows * l.Groups)
             throw new KernelException($"quantized MatMul ({l.Name}, {l.Rows}×{l.Columns}) got x of {x.Length}, y of {y.Length}, {codes.Length} code bytes, {scales.Length} scales");
@@ -66,7 +70,8 @@ public static unsafe partial class QuantizedMatMul
             fixed (byte* pc = codes)
             fixed (Half* ps = scales)
             fixed (byte* pz = zeros)
-                MultiplyDequantized(px, m, l, pc, ps, pz, py, accumulate, activationBits);
+            fixed (float* pa = activationScales)
+                MultiplyDequantized(px, m, l, pc, ps, pz, py, accumulate, activationBits, activationScales.IsEmpty ? null : pa);
             return;
         }
         var blocks = l.Blocks;
@@ -94,10 +99,12 @@ public static unsafe partial class QuantizedMatMul
         fixed (sbyte* ppq = pairXq)
         fixed (int* pps = pairStart)
         fixed (float* ppx = pairXs)
+        fixed (float* pstatic = activationScales)
         {
             for (var i = 0; i < m; i++)
             {
-                if (wide) QuantizeRow16(px + (long)i * l.Columns, l.Columns, blocks, pq16 + (long)i * blocks * Block, pxs + (long)i * blocks, activationBits == 8 ? 127f : 32767f);
+                if (wide) QuantizeRow16(px + (long)i * l.Columns, l.Columns, blocks, pq16 + (long)i * blocks * Block, pxs + (long)i * blocks, activationBits == 8 ? 127f : 32767f,
+                    activationScales.IsEmpty ? null : pstatic);
                 else QuantizeRow(px + (long)i * l.Columns, l.Columns, blocks, pq + (long)i * blocks * Block, pxs + (long)i * blocks,
                     pl + (long)i * blocks * 8, l.Symmetric ? l.SymmetricZero : 0, vnni);
                 if (pairs > 0)
@@ -202,27 +209,42 @@ public static unsafe partial class QuantizedMatMul
         }
     }
 
-    /// <summary>One row of x as int16 codes per 32-block (scale max|x|/<paramref name="levels"/>: 32767, or 127 for int8 values), for 8-bit weights.</summary>
-    private static void QuantizeRow16(float* x, int k, int blocks, short* q, float* scale, float levels)
+    /// <summary>
+    /// One row of x as int16 codes per 32-block (scale max|x|/<paramref name="levels"/>: 32767, or 127 for int8 values),
+    /// for 8-bit weights. With <paramref name="staticScales"/> (quantize-activations{mode=static}) each block's scale is
+    /// fixed from calibration and codes beyond ±levels are clamped.
+    /// </summary>
+    private static void QuantizeRow16(float* x, int k, int blocks, short* q, float* scale, float levels, float* staticScales = null)
     {
+        var lowest = Vector256.Create(-levels);
+        var highest = Vector256.Create(levels);
         for (var b = 0; b < blocks; b++)
         {
             var count = Math.Min(Block, k - b * Block);
             var src = x + (long)b * Block;
-            var max = 0f;
-            for (var j = 0; j < count; j++) max = MathF.Max(max, MathF.Abs(src[j]));
-            scale[b] = max / levels;
-            var inv = max > 0 ? levels / max : 0f;
+            float inv;
+            if (staticScales != null)
+            {
+                scale[b] = staticScales[b];
+                inv = staticScales[b] > 0 ? 1f / staticScales[b] : 0f;
+            }
+            else
+            {
+                var max = 0f;
+                for (var j = 0; j < count; j++) max = MathF.Max(max, MathF.Abs(src[j]));
+                scale[b] = max / levels;
+                inv = max > 0 ? levels / max : 0f;
+            }
             var dst = q + (long)b * Block;
             var j2 = 0;
             if (Vector256.IsHardwareAccelerated)
                 for (; j2 + 16 <= count; j2 += 16)
                 {
-                    var lo = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(src + j2) * inv));
-                    var hi = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(src + j2 + 8) * inv));
+                    var lo = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(src + j2) * inv), lowest, highest));
+                    var hi = Vector256.ConvertToInt32(Vector256.Clamp(Vector256.Round(Vector256.Load(src + j2 + 8) * inv), lowest, highest));
                     Vector256.Narrow(lo, hi).Store(dst + j2);
                 }
-            for (; j2 < count; j2++) dst[j2] = (short)(int)MathF.Round(src[j2] * inv);
+            for (; j2 < count; j2++) dst[j2] = (short)(int)Math.Clamp(MathF.Round(src[j2] * inv), -levels, levels);
             for (; j2 < Block; j2++) dst[j2] = 0;
         }
     }
@@ -702,7 +724,7 @@ public static unsafe partial class QuantizedMatMul
     /// x as the kernels see it for weights of <paramref name="weightBits"/> bits: each 32-block rounded to int8 codes
     /// (int16 for 8-bit weights) and scaled back (for tests and error analysis).
     /// </summary>
-    public static float[] RoundActivations(ReadOnlySpan<float> x, int columns, int weightBits = 4, int activationBits = 0)
+    public static float[] RoundActivations(ReadOnlySpan<float> x, int columns, int weightBits = 4, int activationBits = 0, float[]? activationScales = null)
     {
         var rows = x.Length / columns;
         var blocks = (columns + Block - 1) / Block;
@@ -716,10 +738,11 @@ public static unsafe partial class QuantizedMatMul
         fixed (short* pq16 = q16)
         fixed (float* ps = s)
         fixed (int* pl = lanes)
+        fixed (float* pstatic = activationScales)
         {
             for (var r = 0; r < rows; r++)
             {
-                if (weightBits == 8) QuantizeRow16(px + (long)r * columns, columns, blocks, pq16, ps, activationBits == 8 ? 127f : 32767f);
+                if (weightBits == 8) QuantizeRow16(px + (long)r * columns, columns, blocks, pq16, ps, activationBits == 8 ? 127f : 32767f, pstatic);
                 else QuantizeRow(px + (long)r * columns, columns, blocks, pq, ps, pl, 0, false);
                 for (var k = 0; k < columns; k++) result[r * columns + k] = (weightBits == 8 ? q16[k] : q[k]) * s[k / Block];
             }

@@ -21,7 +21,7 @@ public static class QuantizedOps
     }
 
     /// <summary>A·Wᵀ (+ C broadcast to the product), then the activation.</summary>
-    public static Tensor MatMul(Tensor a, (QuantizedLayout Layout, Tensor Codes, Tensor Scales, Tensor? Zeros) w, Tensor? c, string activation, int activationBits = 0)
+    public static Tensor MatMul(Tensor a, (QuantizedLayout Layout, Tensor Codes, Tensor Scales, Tensor? Zeros) w, Tensor? c, string activation, int activationBits = 0, Tensor? activationScales = null)
     {
         var l = w.Layout;
         if (a.Type != DType.F32 || a.Rank < 1 || a.Shape[^1] != l.Columns) throw new KernelException($"QuantizedMatMul takes f32 [..., {l.Columns}], got {a}");
@@ -36,7 +36,8 @@ public static class QuantizedOps
             (c.Shape.AsSpan().SequenceEqual(product) ? c : Movement.Expand(c, product)).Span<float>().CopyTo(r.Span<float>());
             accumulate = true;
         }
-        QuantizedMatMul.Multiply(a.Span<float>(), m, l, w.Codes.Span<byte>(), w.Scales.Span<Half>(), w.Zeros is null ? default : w.Zeros.Span<byte>(), r.Span<float>(), accumulate, activationBits);
+        QuantizedMatMul.Multiply(a.Span<float>(), m, l, w.Codes.Span<byte>(), w.Scales.Span<Half>(), w.Zeros is null ? default : w.Zeros.Span<byte>(), r.Span<float>(), accumulate, activationBits,
+            activationScales is null ? default : activationScales.Span<float>());
         Fused.Activate(r.Span<float>(), activation);
         return r;
     }

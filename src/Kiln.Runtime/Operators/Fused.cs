@@ -13,7 +13,7 @@ public static partial class OperatorTable
         d["kiln:RotaryEmbedding"] = c => c.Set(0, Fused.Rotary(c.In(0), c.In(1), c.In(2), c.Int("interleaved", 1) != 0));
         d["kiln:GroupQueryAttention"] = c => c.Set(0, Fused.GroupQueryAttention(c.In(0), c.In(1), c.In(2), c.Opt(3), c.Float("scale", 1f), (int)c.Int("kv_bits", 0)));
         d["kiln:MatMulAdd"] = c => c.Set(0, Fused.MatMulAdd(c.In(0), c.In(1), c.In(2), c.Str("activation")));
-        d["kiln:QuantizedMatMul"] = c => c.Set(0, QuantizedOps.MatMul(c.In(0), QuantizedOps.Matrix(c, 1), c.Opt(4), c.Str("activation"), (int)c.Int("activation_bits")));
+        d["kiln:QuantizedMatMul"] = c => c.Set(0, QuantizedOps.MatMul(c.In(0), QuantizedOps.Matrix(c, 1), c.Opt(4), c.Str("activation"), (int)c.Int("activation_bits"), c.Opt(5)));
         d["kiln:QuantizedGather"] = c => c.Set(0, QuantizedOps.Gather(QuantizedOps.Matrix(c, 0), c.In(3)));
         d["kiln:ConvActivation"] = c =>
         {
