@@ -70,9 +70,7 @@ public static unsafe partial class ArenaKernels
                 Q = pq, KCodes = pk, VCodes = pv, KScales = pks, VScales = pvs, Mask = mask.IsEmpty ? null : pm, O = po,
                 M0 = m0, M1 = m1, M2 = m2, M3 = m3, H = h, S = s, D = d, Kvh = kvh, T = t, KvStride = capacity * d, Scale = scale,
             };
-            var heads = b * h;
-            var threads = heads > 1 && (long)heads * s * t * d >= 1L << 16 ? MatMul.MaxThreads : 1;
-            WorkerTeam.For(heads, threads, &AttentionHead, &job);
+            RunHeads(&job, b);
         }
     }
 

@@ -270,10 +270,16 @@ public static unsafe partial class ArenaKernels
                 Q = pq, K = pk, V = pv, Mask = mask.IsEmpty ? null : pm, O = po, M0 = m0, M1 = m1, M2 = m2, M3 = m3,
                 H = h, S = s, D = d, Kvh = kvh, T = t, KvStride = kvStride, Scale = scale,
             };
-            var heads = b * h;
-            var threads = heads > 1 && (long)heads * s * t * d >= 1L << 16 ? MatMul.MaxThreads : 1;
-            WorkerTeam.For(heads, threads, &AttentionHead, &job);
+            RunHeads(&job, b);
         }
+    }
+
+    /// <summary>Every (batch row, query head) of the job, on the team once the work is worth a second core.</summary>
+    private static void RunHeads(AttentionJob* job, int b)
+    {
+        var heads = b * job->H;
+        var threads = heads > 1 && (long)heads * job->S * job->T * job->D >= 1L << 16 ? MatMul.MaxThreads : 1;
+        WorkerTeam.For(heads, threads, &AttentionHead, job);
     }
 
     private struct AttentionJob
