@@ -134,6 +134,38 @@ public sealed class QuantizedKernelTests
             }
     }
 
+    [Fact]
+    public void Prefill_reuses_a_rounded_input_only_while_it_is_unchanged()
+    {
+        const int m = 20, k = 96;
+        var x = Random(m * k, 11, outlierEvery: 13);
+        double[] Reference(float[] input, QuantizedMatrix q, int rows)
+        {
+            var xr = QuantizedMatMul.RoundActivations(input, k, q.Layout.Bits);
+            var deq = q.Dequantize();
+            var r = new double[m * rows];
+            for (var i = 0; i < m; i++)
+                for (var n = 0; n < rows; n++)
+                    for (var c = 0; c < k; c++) r[i * rows + n] += (double)xr[i * k + c] * deq[n * k + c];
+            return r;
+        }
+        void Check(float[] input, QuantizedMatrix q, int rows)
+        {
+            var y = new float[m * rows];
+            QuantizedMatMul.Multiply(input, m, q.Layout, q.Codes, q.Scales, q.Zeros, y);
+            var e = Reference(input, q, rows);
+            for (var i = 0; i < y.Length; i++) Assert.True(Math.Abs(y[i] - e[i]) <= 1e-4 * (1 + Math.Abs(e[i])), $"y[{i}] = {y[i]}, expected {e[i]}");
+        }
+        var first = QuantizedWeights.Pack(Random(24 * k, 12), QuantizedLayout.Create(4, 24, k, 32, true));
+        var second = QuantizedWeights.Pack(Random(40 * k, 13), QuantizedLayout.Create(4, 40, k, 32, true));
+        var wide = QuantizedWeights.Pack(Random(16 * k, 14), QuantizedLayout.Create(8, 16, k, 32, true));
+        Check(x, first, 24);
+        Check(x, second, 40);  // the same x: its rounded panels are reused
+        x[5 * k + 7] += 0.25f; // the same array, one element changed
+        Check(x, second, 40);
+        Check(x, wide, 16);    // 8-bit weights round it to int16: not the same panels
+    }
+
     [Theory]
     [InlineData(3)]
     [InlineData(20)]

@@ -23,6 +23,11 @@ public static unsafe partial class QuantizedMatMul
     public const int DequantizedGemmRows = 16;
 
     [ThreadStatic] private static float[]? _xPanels;
+    // What _xPanels holds: the rounded panels of this x, for these sizes and rounding.
+    [ThreadStatic] private static float[]? _panelsInput;
+    [ThreadStatic] private static float[]? _panelsStatic;
+    [ThreadStatic] private static int _panelsM, _panelsK;
+    [ThreadStatic] private static float _panelsLevels;
     [ThreadStatic] private static float[]? _weightRows;
     [ThreadStatic] private static float[]? _sums;
 
@@ -44,11 +49,23 @@ public static unsafe partial class QuantizedMatMul
     {
         var k = l.Columns;
         var tokenPanels = (m + 31) / 32;
+        var levels = l.Bits == 8 ? activationBits == 8 ? 127f : 32767f : 0f;
         var panels = Grow(ref _xPanels, tokenPanels * 32 * k);
         fixed (float* pp = panels)
         {
-            var transpose = new PanelJob { X = x, Panels = pp, M = m, K = k, Blocks = l.Blocks, Bits = l.Bits, Levels = activationBits == 8 ? 127f : 32767f, StaticScales = staticScales };
-            WorkerTeam.For(tokenPanels, MatMul.MaxThreads, &RoundIntoPanel, &transpose);
+            // The products that share an input (a layer's query, key and value; gate and up) round it once: the panels
+            // are kept with a copy of the x they came from, and reused when the next x is the same, element for element.
+            var input = new ReadOnlySpan<float>(x, m * k);
+            var statics = staticScales == null ? default : new ReadOnlySpan<float>(staticScales, l.Blocks);
+            if (!(_panelsM == m && _panelsK == k && _panelsLevels == levels && _panelsStatic.AsSpan().SequenceEqual(statics)
+                && _panelsInput.AsSpan(0, Math.Min(_panelsInput?.Length ?? 0, m * k)).SequenceEqual(input)))
+            {
+                var transpose = new PanelJob { X = x, Panels = pp, M = m, K = k, Blocks = l.Blocks, Bits = l.Bits, Levels = activationBits == 8 ? 127f : 32767f, StaticScales = staticScales };
+                WorkerTeam.For(tokenPanels, MatMul.MaxThreads, &RoundIntoPanel, &transpose);
+                input.CopyTo(Grow(ref _panelsInput, m * k));
+                if (!_panelsStatic.AsSpan().SequenceEqual(statics)) _panelsStatic = statics.ToArray();
+                (_panelsM, _panelsK, _panelsLevels) = (m, k, levels);
+            }
             var job = new DequantizedJob
             {
                 Codes = codes, Zeros = l.Symmetric ? null : zeros, Scales = scales, XPanels = pp, Y = y,
@@ -72,7 +89,13 @@ public static unsafe partial class QuantizedMatMul
     [ThreadStatic] private static float[]? _rowScales;
     [ThreadStatic] private static int[]? _rowLanes;
 
-    /// <summary>32 rows of x rounded to their blocks' codes × scale and transposed into panel[kk·32 + t] = x[t, kk] (rows past M are zero).</summary>
+    [ThreadStatic] private static float[]? _roundedRows;
+
+    /// <summary>
+    /// 32 rows of x rounded to their blocks' codes × scale (rows past M are zero), then transposed into
+    /// panel[kk·32 + t] = x[t, kk] by 8×8 blocks in registers: a store per element 128 bytes after the last one
+    /// would touch a new cache line every time.
+    /// </summary>
     private static void RoundIntoPanel(void* state, int panel)
     {
         ref var j = ref *(PanelJob*)state;
@@ -81,30 +104,70 @@ public static unsafe partial class QuantizedMatMul
         var codes16 = Grow(ref _rowCodes16, j.Blocks * Block);
         var blockScales = Grow(ref _rowScales, j.Blocks);
         var lanes = Grow(ref _rowLanes, j.Blocks * 8);
+        var rounded = Grow(ref _roundedRows, 32 * k);
         fixed (sbyte* q = codes)
         fixed (short* q16 = codes16)
         fixed (float* s = blockScales)
         fixed (int* lane = lanes)
+        fixed (float* rows = rounded)
         {
-            for (var t = panel * 32; t < panel * 32 + 32; t++)
+            for (var tt = 0; tt < 32; tt++)
             {
-                var dst = j.Panels + (long)panel * 32 * k + t % 32;
+                var t = panel * 32 + tt;
+                var row = rows + (long)tt * k;
                 if (t >= j.M)
                 {
-                    for (var kk = 0; kk < k; kk++) dst[kk * 32] = 0;
+                    new Span<float>(row, k).Clear();
                     continue;
                 }
                 if (j.Bits == 8) QuantizeRow16(j.X + (long)t * k, k, j.Blocks, q16, s, j.Levels, j.StaticScales);
                 else QuantizeRow(j.X + (long)t * k, k, j.Blocks, q, s, lane, 0, vnni: false);
                 for (var b = 0; b < j.Blocks; b++)
                 {
-                    var scale = s[b];
-                    var k1 = Math.Min(k, b * Block + Block);
-                    if (j.Bits == 8) for (var kk = b * Block; kk < k1; kk++) dst[kk * 32] = q16[kk] * scale;
-                    else for (var kk = b * Block; kk < k1; kk++) dst[kk * 32] = q[kk] * scale;
+                    var scale = Vector256.Create(s[b]);
+                    var kk = b * Block;
+                    var k1 = Math.Min(k, kk + Block);
+                    for (; kk + 8 <= k1; kk += 8)
+                    {
+                        var wide = j.Bits == 8 ? Avx2.ConvertToVector256Int32(q16 + kk) : Avx2.ConvertToVector256Int32(q + kk);
+                        (Avx.ConvertToVector256Single(wide) * scale).Store(row + kk);
+                    }
+                    for (; kk < k1; kk++) row[kk] = (j.Bits == 8 ? q16[kk] : q[kk]) * s[b];
                 }
             }
+            var dst = j.Panels + (long)panel * 32 * k;
+            var k8 = k / 8 * 8;
+            for (var kk = 0; kk < k8; kk += 8)
+                for (var t0 = 0; t0 < 32; t0 += 8)
+                    Transpose8x8(rows + (long)t0 * k + kk, k, dst + (long)kk * 32 + t0, 32);
+            for (var kk = k8; kk < k; kk++)
+                for (var tt = 0; tt < 32; tt++) dst[(long)kk * 32 + tt] = rows[(long)tt * k + kk];
         }
+    }
+
+    /// <summary>dst[c·ldd + r] = src[r·lds + c] for an 8×8 block.</summary>
+    private static void Transpose8x8(float* src, int lds, float* dst, int ldd)
+    {
+        var r0 = Vector256.Load(src); var r1 = Vector256.Load(src + lds);
+        var r2 = Vector256.Load(src + 2 * lds); var r3 = Vector256.Load(src + 3 * lds);
+        var r4 = Vector256.Load(src + 4 * lds); var r5 = Vector256.Load(src + 5 * lds);
+        var r6 = Vector256.Load(src + 6 * lds); var r7 = Vector256.Load(src + 7 * lds);
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var s0 = Avx.Shuffle(t0, t2, 0x44); var s1 = Avx.Shuffle(t0, t2, 0xEE);
+        var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE);
+        var s4 = Avx.Shuffle(t4, t6, 0x44); var s5 = Avx.Shuffle(t4, t6, 0xEE);
+        var s6 = Avx.Shuffle(t5, t7, 0x44); var s7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Permute2x128(s0, s4, 0x20).Store(dst);
+        Avx.Permute2x128(s1, s5, 0x20).Store(dst + ldd);
+        Avx.Permute2x128(s2, s6, 0x20).Store(dst + 2 * ldd);
+        Avx.Permute2x128(s3, s7, 0x20).Store(dst + 3 * ldd);
+        Avx.Permute2x128(s0, s4, 0x31).Store(dst + 4 * ldd);
+        Avx.Permute2x128(s1, s5, 0x31).Store(dst + 5 * ldd);
+        Avx.Permute2x128(s2, s6, 0x31).Store(dst + 6 * ldd);
+        Avx.Permute2x128(s3, s7, 0x31).Store(dst + 7 * ldd);
     }
 
     /// <summary>Output channels 8·tile … 8·tile+7 for every activation row.</summary>
