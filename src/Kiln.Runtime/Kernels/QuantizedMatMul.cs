@@ -63,6 +63,15 @@ public static unsafe partial class QuantizedMatMul
             || !l.Symmetric && zeros.Length < l.Rows * l.Groups)
             throw new KernelException($"quantized MatMul ({l.Name}, {l.Rows}×{l.Columns}) got x of {x.Length}, y of {y.Length}, {codes.Length} code bytes, {scales.Length} scales");
         if (m == 0) return;
+        if (UsesVnniGemm(m, l))
+        {
+            fixed (float* px = x)
+            fixed (float* py = y)
+            fixed (byte* pc = codes)
+            fixed (Half* ps = scales)
+                MultiplyVnni(px, m, l, pc, ps, py, accumulate);
+            return;
+        }
         if (UsesDequantizedGemm(m))
         {
             fixed (float* px = x)
