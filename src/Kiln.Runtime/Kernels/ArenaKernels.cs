@@ -1,6 +1,9 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Kiln.Runtime.Kernels;
 
@@ -305,6 +308,11 @@ public static unsafe partial class ArenaKernels
         sbyte* kc = int8 ? j.KCodes + (long)kv * j.KvStride : null, vc = int8 ? j.VCodes + (long)kv * j.KvStride : null;
         float* ks = int8 ? j.KScales + (long)kv * (j.KvStride / d) : null, vs = int8 ? j.VScales + (long)kv * (j.KvStride / d) : null;
         var O = new Span<float>(j.O + (long)bh * s * d, s * d);
+        if (s >= 4 && !int8 && d % 16 == 0 && Avx512F.IsSupported)
+        {
+            AttentionHeadBlocked(ref j, j.Q + (long)bh * s * d, j.K + (long)kv * j.KvStride, j.V + (long)kv * j.KvStride, j.O + (long)bh * s * d, bi, hi);
+            return;
+        }
         // Narrow heads or many queries: K and V transposed to [d, t], so scores and outputs run as d vector
         // operations of length t (d = 8 makes t dot products of length 8 mostly overhead). One query over wide
         // heads (decoding): t dot products of length d straight from the cache, no copy.
@@ -374,6 +382,148 @@ public static unsafe partial class ArenaKernels
         {
             if (rented is not null) System.Buffers.ArrayPool<float>.Shared.Return(rented);
         }
+    }
+
+    /// <summary>
+    /// One head of prefill, four queries at a time: scores as a register-blocked product against Kᵀ (each K element
+    /// loaded once per four queries), softmax per row, then the outputs as a blocked product with V read row by row
+    /// in place. A library call per (query, channel) of length t would cost more than its arithmetic at head sizes.
+    /// </summary>
+    private static void AttentionHeadBlocked(ref AttentionJob j, float* q, float* k, float* v, float* o, int bi, int hi)
+    {
+        int s = j.S, d = j.D, t = j.T;
+        // Kᵀ [d, t] (rows padded to 16) and 4 rows of scores.
+        var tp = (t + 15) & ~15;
+        var rented = System.Buffers.ArrayPool<float>.Shared.Rent(d * tp + 4 * tp);
+        try
+        {
+            fixed (float* buffer = rented)
+            {
+                var kt = buffer;
+                var scores = buffer + d * tp;
+                var inv = stackalloc float[4];
+                for (var p = 0; p < t; p++)
+                    for (var c = 0; c < d; c++) kt[c * tp + p] = k[(long)p * d + c];
+                for (var c = 0; c < d; c++)
+                    for (var p = t; p < tp; p++) kt[c * tp + p] = 0;
+                for (var i0 = 0; i0 < s; i0 += 4)
+                {
+                    var rows = Math.Min(4, s - i0);
+                    Scores4(q + (long)i0 * d, rows, d, kt, tp, j.Scale, scores);
+                    for (var r = 0; r < 4; r++)
+                    {
+                        var row = new Span<float>(scores + r * tp, t);
+                        inv[r] = 0;
+                        if (r >= rows) { row.Clear(); continue; }
+                        if (j.Mask != null)
+                        {
+                            var baseIndex = bi * j.M0 + hi * j.M1 + (i0 + r) * j.M2;
+                            if (j.M3 == 1) TensorPrimitives.Add(row, new ReadOnlySpan<float>(j.Mask + baseIndex, t), row);
+                            else for (var p = 0; p < t; p++) row[p] += j.Mask[baseIndex + p * j.M3];
+                        }
+                        var max = TensorPrimitives.Max(row);
+                        if (float.IsNegativeInfinity(max)) { inv[r] = float.NaN; row.Clear(); continue; } // every position masked: softmax is 0/0
+                        TensorPrimitives.Subtract(row, max, row);
+                        TensorPrimitives.Exp(row, row);
+                        inv[r] = 1f / TensorPrimitives.Sum(row);
+                    }
+                    Outputs4(scores, tp, t, v, d, o + (long)i0 * d, rows, inv);
+                }
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>scores[r·tp + p] = scale · q_r·k_p for 4 query rows (rows past <paramref name="rows"/> read row 0) and every padded position.</summary>
+    private static void Scores4(float* q, int rows, int d, float* kt, int tp, float scale, float* scores)
+    {
+        var q0 = q; var q1 = rows > 1 ? q + d : q; var q2 = rows > 2 ? q + 2 * d : q; var q3 = rows > 3 ? q + 3 * d : q;
+        var sv = Vector512.Create(scale);
+        var p = 0;
+        for (; p + 32 <= tp; p += 32)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            for (var c = 0; c < d; c++)
+            {
+                var k0 = Vector512.Load(kt + c * tp + p);
+                var k1 = Vector512.Load(kt + c * tp + p + 16);
+                var x = Vector512.Create(q0[c]); a0 = Avx512F.FusedMultiplyAdd(x, k0, a0); b0 = Avx512F.FusedMultiplyAdd(x, k1, b0);
+                x = Vector512.Create(q1[c]); a1 = Avx512F.FusedMultiplyAdd(x, k0, a1); b1 = Avx512F.FusedMultiplyAdd(x, k1, b1);
+                x = Vector512.Create(q2[c]); a2 = Avx512F.FusedMultiplyAdd(x, k0, a2); b2 = Avx512F.FusedMultiplyAdd(x, k1, b2);
+                x = Vector512.Create(q3[c]); a3 = Avx512F.FusedMultiplyAdd(x, k0, a3); b3 = Avx512F.FusedMultiplyAdd(x, k1, b3);
+            }
+            (a0 * sv).Store(scores + p); (b0 * sv).Store(scores + p + 16);
+            (a1 * sv).Store(scores + tp + p); (b1 * sv).Store(scores + tp + p + 16);
+            (a2 * sv).Store(scores + 2 * tp + p); (b2 * sv).Store(scores + 2 * tp + p + 16);
+            (a3 * sv).Store(scores + 3 * tp + p); (b3 * sv).Store(scores + 3 * tp + p + 16);
+        }
+        if (p < tp)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (var c = 0; c < d; c++)
+            {
+                var k0 = Vector512.Load(kt + c * tp + p);
+                a0 = Avx512F.FusedMultiplyAdd(Vector512.Create(q0[c]), k0, a0);
+                a1 = Avx512F.FusedMultiplyAdd(Vector512.Create(q1[c]), k0, a1);
+                a2 = Avx512F.FusedMultiplyAdd(Vector512.Create(q2[c]), k0, a2);
+                a3 = Avx512F.FusedMultiplyAdd(Vector512.Create(q3[c]), k0, a3);
+            }
+            (a0 * sv).Store(scores + p); (a1 * sv).Store(scores + tp + p);
+            (a2 * sv).Store(scores + 2 * tp + p); (a3 * sv).Store(scores + 3 * tp + p);
+        }
+    }
+
+    /// <summary>o_r = inv_r · Σ_p e[r·tp + p]·v_p for the first <paramref name="rows"/> of 4 query rows, 32 (then 16) channels at a time.</summary>
+    private static void Outputs4(float* e, int tp, int t, float* v, int d, float* o, int rows, float* inv)
+    {
+        var e0 = e; var e1 = e + tp; var e2 = e + 2 * tp; var e3 = e + 3 * tp;
+        var c0 = 0;
+        for (; c0 + 32 <= d; c0 += 32)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            for (var p = 0; p < t; p++)
+            {
+                var v0 = Vector512.Load(v + (long)p * d + c0);
+                var v1 = Vector512.Load(v + (long)p * d + c0 + 16);
+                var x = Vector512.Create(e0[p]); a0 = Avx512F.FusedMultiplyAdd(x, v0, a0); b0 = Avx512F.FusedMultiplyAdd(x, v1, b0);
+                x = Vector512.Create(e1[p]); a1 = Avx512F.FusedMultiplyAdd(x, v0, a1); b1 = Avx512F.FusedMultiplyAdd(x, v1, b1);
+                x = Vector512.Create(e2[p]); a2 = Avx512F.FusedMultiplyAdd(x, v0, a2); b2 = Avx512F.FusedMultiplyAdd(x, v1, b2);
+                x = Vector512.Create(e3[p]); a3 = Avx512F.FusedMultiplyAdd(x, v0, a3); b3 = Avx512F.FusedMultiplyAdd(x, v1, b3);
+            }
+            StoreRow(o, d, c0, 0, rows, inv, a0, b0);
+            StoreRow(o, d, c0, 1, rows, inv, a1, b1);
+            StoreRow(o, d, c0, 2, rows, inv, a2, b2);
+            StoreRow(o, d, c0, 3, rows, inv, a3, b3);
+        }
+        if (c0 < d)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (var p = 0; p < t; p++)
+            {
+                var v0 = Vector512.Load(v + (long)p * d + c0);
+                a0 = Avx512F.FusedMultiplyAdd(Vector512.Create(e0[p]), v0, a0);
+                a1 = Avx512F.FusedMultiplyAdd(Vector512.Create(e1[p]), v0, a1);
+                a2 = Avx512F.FusedMultiplyAdd(Vector512.Create(e2[p]), v0, a2);
+                a3 = Avx512F.FusedMultiplyAdd(Vector512.Create(e3[p]), v0, a3);
+            }
+            StoreRow(o, d, c0, 0, rows, inv, a0, default, two: false);
+            StoreRow(o, d, c0, 1, rows, inv, a1, default, two: false);
+            StoreRow(o, d, c0, 2, rows, inv, a2, default, two: false);
+            StoreRow(o, d, c0, 3, rows, inv, a3, default, two: false);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow(float* o, int d, int c0, int r, int rows, float* inv, Vector512<float> a, Vector512<float> b, bool two = true)
+    {
+        if (r >= rows) return;
+        var dst = o + (long)r * d + c0;
+        var scale = Vector512.Create(inv[r]);
+        (a * scale).Store(dst);
+        if (two) (b * scale).Store(dst + 16);
     }
 
     // Head-sized vectors (d = 8 … 128): inline 256-bit loops beat a library call per row at these lengths.
