@@ -25,6 +25,8 @@ public sealed class FusedKernelTests
     [InlineData(1, 4, 2, 1, 7, 32, true)]  // one query, wide heads: dot products straight from the cache
     [InlineData(2, 4, 2, 5, 9, 8, true)]   // several queries, narrow heads: transposed K/V
     [InlineData(1, 3, 3, 2, 4, 16, false)] // no grouping, no mask
+    [InlineData(1, 4, 2, 6, 37, 48, true)] // prefill with AVX-512: queries by four (and a last two), positions by 32 then 16, channels by 32 then 16
+    [InlineData(2, 2, 1, 8, 64, 64, false)] // prefill, whole blocks everywhere
     public void Grouped_query_attention_matches_softmax_of_scores(int b, int h, int kvh, int s, int t, int d, bool masked)
     {
         var q = Random([b, h, s, d], 1);
