@@ -303,18 +303,18 @@ public static unsafe partial class ArenaKernels
         ref var j = ref *(AttentionJob*)state;
         int h = j.H, s = j.S, d = j.D, t = j.T, group = h / j.Kvh;
         int bi = bh / h, hi = bh % h, kv = bi * j.Kvh + hi / group;
-        var Q = new ReadOnlySpan<float>(j.Q + (long)bh * s * d, s * d);
         var int8 = j.KCodes != null;
-        var K = int8 ? default : new ReadOnlySpan<float>(j.K + (long)kv * j.KvStride, t * d);
-        var V = int8 ? default : new ReadOnlySpan<float>(j.V + (long)kv * j.KvStride, t * d);
-        sbyte* kc = int8 ? j.KCodes + (long)kv * j.KvStride : null, vc = int8 ? j.VCodes + (long)kv * j.KvStride : null;
-        float* ks = int8 ? j.KScales + (long)kv * (j.KvStride / d) : null, vs = int8 ? j.VScales + (long)kv * (j.KvStride / d) : null;
-        var O = new Span<float>(j.O + (long)bh * s * d, s * d);
         if (s >= 4 && !int8 && d % 16 == 0 && Avx512F.IsSupported)
         {
             AttentionHeadBlocked(ref j, j.Q + (long)bh * s * d, j.K + (long)kv * j.KvStride, j.V + (long)kv * j.KvStride, j.O + (long)bh * s * d, bi, hi);
             return;
         }
+        var Q = new ReadOnlySpan<float>(j.Q + (long)bh * s * d, s * d);
+        var K = int8 ? default : new ReadOnlySpan<float>(j.K + (long)kv * j.KvStride, t * d);
+        var V = int8 ? default : new ReadOnlySpan<float>(j.V + (long)kv * j.KvStride, t * d);
+        sbyte* kc = int8 ? j.KCodes + (long)kv * j.KvStride : null, vc = int8 ? j.VCodes + (long)kv * j.KvStride : null;
+        float* ks = int8 ? j.KScales + (long)kv * (j.KvStride / d) : null, vs = int8 ? j.VScales + (long)kv * (j.KvStride / d) : null;
+        var O = new Span<float>(j.O + (long)bh * s * d, s * d);
         // Narrow heads or many queries: K and V transposed to [d, t], so scores and outputs run as d vector
         // operations of length t (d = 8 makes t dot products of length 8 mostly overhead). One query over wide
         // heads (decoding): t dot products of length d straight from the cache, no copy.

@@ -225,7 +225,6 @@ public static unsafe partial class QuantizedMatMul
     private static void DequantizeRow(ref DequantizedJob j, int row, float* dst)
     {
         var codes = j.Codes + (long)row * j.RowBytes;
-        var mask = Vector128.Create((byte)15);
         var blocksPerGroup = Math.Max(1, j.Group / Block);
         for (var b = 0; b < j.Blocks; b++)
         {
@@ -236,10 +235,9 @@ public static unsafe partial class QuantizedMatMul
             Vector128<byte> first, second;
             if (j.Bits == 4)
             {
-                // Low nibbles hold codes 0–15 of the block, high nibbles 16–31.
-                var packed = Vector128.Load(codes + b * (Block / 2));
-                first = packed & mask;
-                second = Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask;
+                var unpacked = Nibbles(codes + b * (Block / 2));
+                first = unpacked.GetLower();
+                second = unpacked.GetUpper();
             }
             else
             {

@@ -119,7 +119,6 @@ public static unsafe partial class QuantizedMatMul
         fixed (byte* w = unpacked)
         fixed (float* sw = channelScales)
         {
-            var mask = Vector128.Create((byte)15);
             for (var c = 0; c < 8; c++)
             {
                 var dst = w + c * ld;
@@ -131,12 +130,7 @@ public static unsafe partial class QuantizedMatMul
                     continue;
                 }
                 var row = j.Codes + (long)(n0 + c) * j.RowBytes;
-                for (var b = 0; b < j.Blocks; b++)
-                {
-                    var packed = Vector128.Load(row + b * (Block / 2));
-                    (packed & mask).Store(dst + b * Block);
-                    (Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask).Store(dst + b * Block + 16);
-                }
+                for (var b = 0; b < j.Blocks; b++) Nibbles(row + b * (Block / 2)).Store(dst + b * Block);
                 // One scale per block: with 32-code groups the converted group scales are the block scales.
                 var blockScales = sw + c * j.Blocks;
                 var groupScales = j.Scales + (long)(n0 + c) * j.Groups;

@@ -531,12 +531,16 @@ public static unsafe partial class QuantizedMatMul
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> Codes(ref Job j, byte* row, int b)
+    private static Vector256<byte> Codes(ref Job j, byte* row, int b) =>
+        j.Bits == 8 ? Vector256.Load(row + b * Block) : Nibbles(row + b * (Block / 2));
+
+    /// <summary>The 32 codes of a 4-bit block (16 bytes: low nibbles hold codes 0–15, high nibbles 16–31), a byte each.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Nibbles(byte* block)
     {
-        if (j.Bits == 8) return Vector256.Load(row + b * Block);
-        var packed = Vector128.Load(row + b * (Block / 2));
+        var packed = Vector128.Load(block);
         var mask = Vector128.Create((byte)15);
-        return Vector256.Create(packed & mask, Vector128.ShiftRightLogical(packed, 4) & mask);
+        return Vector256.Create(packed & mask, Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask);
     }
 
     /// <summary>Four output channels n..n+3 for activation row i: the activation block is loaded once for all four.</summary>
