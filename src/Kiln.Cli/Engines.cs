@@ -24,10 +24,13 @@ public sealed class InterpreterRunner(Interpreter interpreter) : IModelRunner
     public void Dispose() { }
 }
 
-/// <summary>A compiled model class as a runner: inputs by name, errors as Kiln diagnostics.</summary>
-public sealed class CompiledRunner(ICompiledModel model, string source) : IModelRunner
+/// <summary>A compiled model class as a runner: inputs by name, errors as Kiln diagnostics. Owns the weight blob it opened.</summary>
+public sealed class CompiledRunner(ICompiledModel model, string source, WeightBlob? blob = null) : IModelRunner
 {
     public ICompiledModel Model { get; } = model;
+
+    /// <summary>The weights the model reads (null when the model opened them itself).</summary>
+    public WeightBlob? Blob { get; } = blob;
 
     public IReadOnlyDictionary<string, object?> Run(IReadOnlyDictionary<string, object?> inputs)
     {
@@ -48,26 +51,52 @@ public sealed class CompiledRunner(ICompiledModel model, string source) : IModel
         return Model.OutputNames.Select((n, i) => (n, outs[i])).ToDictionary(x => x.n, x => x.Item2);
     }
 
-    public void Dispose() => Model.Dispose();
+    public void Dispose()
+    {
+        Model.Dispose();
+        Blob?.Dispose();
+    }
 
-    /// <summary>Instantiates a compiled class from a loaded assembly over its blob. The CLI loads models it did not compile against, so this one step uses reflection.</summary>
+    /// <summary>
+    /// Opens the blob and instantiates a compiled class over it, from a loaded assembly. The CLI loads models it did
+    /// not compile against, so this one step uses reflection.
+    /// </summary>
     public static CompiledRunner Create(Assembly assembly, string fullName, string blobPath, string source, WeightLoading loading = WeightLoading.Map)
     {
         var type = assembly.GetType(fullName) ?? throw new KilnException(new Diagnostic(DiagnosticCode.CodeGenFailed, $"compiled assembly has no class {fullName}", source));
+        WeightBlob blob;
         try
         {
-            return new CompiledRunner((ICompiledModel)Activator.CreateInstance(type, blobPath, loading)!, source);
+            blob = WeightBlob.Open(blobPath, type.GetField("ModelHash")?.GetRawConstantValue() as string, loading);
+        }
+        catch (WeightBlobException w)
+        {
+            throw new KilnException(new Diagnostic(DiagnosticCode.InvalidWeightBlob, w.Message["KILN0025: ".Length..], blobPath));
+        }
+        try
+        {
+            return new CompiledRunner((ICompiledModel)Activator.CreateInstance(type, blob)!, source, blob);
         }
         catch (TargetInvocationException e) when (e.InnerException is WeightBlobException w)
         {
+            blob.Dispose();
             throw new KilnException(new Diagnostic(DiagnosticCode.InvalidWeightBlob, w.Message["KILN0025: ".Length..], blobPath));
+        }
+        catch
+        {
+            blob.Dispose();
+            throw;
         }
     }
 
     /// <summary>Compiles a model in memory (Roslyn) with its blob in a temporary folder, and instantiates it.</summary>
-    public static CompiledRunner CompileInMemory(Model model, string modelPath, CompileOptions options, string workDir, WeightLoading loading = WeightLoading.Map)
+    public static CompiledRunner CompileInMemory(Model model, string modelPath, CompileOptions options, string workDir, WeightLoading loading = WeightLoading.Map) =>
+        CompileInMemory(model, modelPath, options, workDir, loading, out _);
+
+    /// <inheritdoc cref="CompileInMemory(Model, string, CompileOptions, string, WeightLoading)"/>
+    public static CompiledRunner CompileInMemory(Model model, string modelPath, CompileOptions options, string workDir, WeightLoading loading, out CompileResult result)
     {
-        var result = ModelCompiler.Compile(model, modelPath, options with { Verify = false });
+        result = ModelCompiler.Compile(model, modelPath, options with { Verify = false });
         ModelCompiler.WriteFiles(result, workDir);
         var (assembly, _) = RoslynBuild.Load(result.ClassName, [(result.ClassName + ".cs", result.Source)]);
         return Create(assembly, result.FullName, Path.Combine(workDir, result.ClassName + ".kiln"), modelPath, loading);

@@ -38,7 +38,9 @@ public static class Eval
         // The float model runs through the default pipeline, so the comparison isolates what compression changed.
         PassManager.Run(reference, PassPipeline.Parse(PassPipeline.Default));
         var calibration = Commands.Calibration(calibrationPath, compressed.Graph);
-        PassManager.Run(compressed, PassPipeline.Parse(passes), r => progress?.Invoke($"{r.Step}: {r.NodesBefore} → {r.NodesAfter} nodes"), progress, calibration);
+        var pipeline = PassPipeline.Parse(passes);
+        var reports = PassManager.Run(compressed, pipeline, r => progress?.Invoke($"{r.Step}: {r.NodesBefore} → {r.NodesAfter} nodes"), progress, calibration);
+        Commands.NoteUnusedCalibration(calibrationPath, reports, pipeline.ToString());
         var batches = CalibrationFiles.Load(tokensPath, reference.Graph, RowsPerBatch);
         var tokensInput = batches[0].Keys.Single();
         var logitsName = reference.Graph.Outputs.FirstOrDefault(o => o.Name == "logits")?.Name ?? reference.Graph.Outputs[0].Name;

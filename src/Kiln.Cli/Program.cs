@@ -60,15 +60,34 @@ root.Subcommands.Add(run);
 root.Subcommands.Add(compile);
 
 var benchModel = new Argument<string>("MODEL") { Description = "an .onnx model" };
-var ortOpt = new Option<bool>("--ort") { Description = "run ONNX Runtime side by side in the same process and print ratios" };
-var threadsOpt = new Option<int>("--threads") { Description = "threads for both engines (default: every core)" };
-var roundsOpt = new Option<int>("--rounds") { Description = "measured rounds per engine (best and median reported)", DefaultValueFactory = _ => 5 };
+var ortOpt = new Option<bool>("--ort") { Description = "run ONNX Runtime side by side in the same process (graph optimization all, the same threads) and print ratios against it" };
+var baselinePassesOpt = new Option<string?>("--baseline-passes") { Description = "a second Kiln pipeline timed in the same run; ratio_vs_baseline is --passes over it (above 1: --passes is faster)" };
+var threadsOpt = new Option<int>("--threads") { Description = "threads for every engine (default: every core)" };
+var roundsOpt = new Option<int>("--rounds") { Description = "measured rounds per engine (min, median and max reported)", DefaultValueFactory = _ => 5 };
 var benchData = new Option<string?>("--data") { Description = "a data set whose inputs to time (models that are not decoders; default: test_data_set_* beside the model)" };
-var weightsOpt = new Option<string>("--weights") { Description = "how the blob reaches memory: copy (huge-page memory, faster decoding) or map (zero copy)", DefaultValueFactory = _ => "copy" };
+var weightsOpt = new Option<string>("--weights") { Description = "how Kiln's blob reaches memory: copy (anonymous memory) or map (zero copy)", DefaultValueFactory = _ => "copy" };
 weightsOpt.AcceptOnlyFromAmong("copy", "map");
-var bench = new Command("bench", "Time a compiled model (decoders: prefill of 128 tokens, decode tokens/s) against ONNX Runtime") { benchModel, passesOpt, ortOpt, threadsOpt, roundsOpt, benchData, weightsOpt, jsonOpt, calibrationOpt };
-bench.SetAction(r => Cli.Run(() => { Bench.Run(r.GetValue(benchModel)!, r.GetValue(passesOpt), r.GetValue(ortOpt), r.GetValue(threadsOpt), Math.Max(1, r.GetValue(roundsOpt)), r.GetValue(benchData), r.GetValue(jsonOpt), Console.Out,
-    r.GetValue(weightsOpt) == "map" ? Kiln.Runtime.Weights.WeightLoading.Map : Kiln.Runtime.Weights.WeightLoading.Copy, r.GetValue(calibrationOpt)); }));
+var pagesOpt = new Option<string>("--pages") { Description = "page treatment of every engine's weights: huge (transparent huge pages where the OS allows) or plain (none, for the whole process)", DefaultValueFactory = _ => "huge" };
+pagesOpt.AcceptOnlyFromAmong("huge", "plain");
+var bench = new Command("bench", "Time a compiled model (decoders: prefill of 128 tokens, decode tokens/s; others: latency) against ONNX Runtime and/or a baseline pipeline, in one process (docs/bench.md)")
+    { benchModel, passesOpt, baselinePassesOpt, ortOpt, threadsOpt, roundsOpt, benchData, weightsOpt, pagesOpt, jsonOpt, calibrationOpt };
+bench.SetAction(r => Cli.Run(() =>
+{
+    var report = Kiln.Cli.Bench.Bench.Run(new Kiln.Cli.Bench.BenchOptions(r.GetValue(benchModel)!)
+    {
+        Passes = r.GetValue(passesOpt),
+        BaselinePasses = r.GetValue(baselinePassesOpt),
+        Ort = r.GetValue(ortOpt),
+        Threads = r.GetValue(threadsOpt),
+        Rounds = Math.Max(1, r.GetValue(roundsOpt)),
+        Data = r.GetValue(benchData),
+        Weights = r.GetValue(weightsOpt) == "map" ? Kiln.Runtime.Weights.WeightLoading.Map : Kiln.Runtime.Weights.WeightLoading.Copy,
+        Pages = r.GetValue(pagesOpt) == "plain" ? Kiln.Cli.Bench.Pages.Plain : Kiln.Cli.Bench.Pages.Huge,
+        Calibration = r.GetValue(calibrationOpt),
+    }, Console.Error);
+    if (r.GetValue(jsonOpt)) Console.WriteLine(report.ToJson());
+    else report.Print(Console.Out);
+}));
 root.Subcommands.Add(bench);
 
 var evalModel = new Argument<string>("model") { Description = "a decoder LLM (.onnx) whose first (or 'logits') output is next-token logits" };
@@ -226,6 +245,13 @@ namespace Kiln.Cli
         public static Kiln.Passes.CalibrationSet? Calibration(string? path, Graph graph) =>
             path is null ? null : new(path, CalibrationFiles.Load(path, graph, Kiln.Passes.CalibrationSet.RowsPerSample));
 
+        /// <summary>Says so on stderr when calibration data was given but no pass of the pipeline read it: an option is never dropped silently.</summary>
+        public static void NoteUnusedCalibration(string? path, IEnumerable<Kiln.Passes.PassReport> reports, string pipeline)
+        {
+            if (path is not null && !reports.Any(r => r.UsedCalibration))
+                Console.Error.WriteLine($"note: --calibration {path} was not used: no pass of '{pipeline}' calibrates");
+        }
+
         public static int RunData(string modelPath, string data, double atol, double rtol, double? budgetGb, string engine, string? passes, string? calibration)
         {
             Engines.Check(engine);
@@ -239,7 +265,8 @@ namespace Kiln.Cli
                 // The data sets bind inputs by the model's own graph, so compile a second copy (passes rewrite in place).
                 using var toCompile = Load(modelPath);
                 workDir = Engines.TempDir();
-                runner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CodeGen.CompileOptions { Passes = passes, Calibration = Calibration(calibration, toCompile.Graph) }, workDir);
+                runner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CodeGen.CompileOptions { Passes = passes, Calibration = Calibration(calibration, toCompile.Graph) }, workDir, Runtime.Weights.WeightLoading.Map, out var compiled);
+                NoteUnusedCalibration(calibration, compiled.Passes, compiled.Pipeline);
             }
             else runner = new InterpreterRunner(new Evaluator.Interpreter(model.Graph, options, modelPath));
             var owned = runner;
@@ -283,6 +310,7 @@ namespace Kiln.Cli
                 Calibration = Calibration(calibration, model.Graph),
                 Progress = Console.WriteLine,
             });
+            NoteUnusedCalibration(calibration, result.Passes, result.Pipeline);
             var files = CodeGen.ModelCompiler.WriteFiles(result, output);
             var inv = CultureInfo.InvariantCulture;
             foreach (var f in files) Console.WriteLine($"wrote {f} ({new FileInfo(f).Length.ToString("N0", inv)} bytes)");

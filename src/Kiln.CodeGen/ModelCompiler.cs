@@ -38,7 +38,7 @@ public sealed record CompileOptions
 
 /// <summary>A compiled model: the C# source, the weights for the blob, and what happened on the way.</summary>
 public sealed record CompileResult(string ClassName, string Namespace, string Source, IReadOnlyList<BlobTensor> Weights, string ModelHash,
-    string Pipeline, IReadOnlyList<PassReport> Passes, int NodesBefore, int NodesAfter, long WeightBytes, double Milliseconds, string Activations)
+    string Pipeline, IReadOnlyList<PassReport> Passes, int NodesBefore, int NodesAfter, long WeightBytes, double Milliseconds, string Activations, bool FullyPlanned)
 {
     public string FullName => Namespace + "." + ClassName;
 }
@@ -86,7 +86,7 @@ public static class ModelCompiler
             RoslynBuild.Compile(className, [(className + ".cs", source)]);
         }
         return new CompileResult(className, options.Namespace, source, emitted.Weights, hash, pipeline.ToString(), reports, before, after,
-            emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds, emitted.Activations);
+            emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds, emitted.Activations, emitted.FullyPlanned);
     }
 
     /// <summary>A pass step as a file-name part: its name, options dropped ("quantize{bits=4}" → "quantize").</summary>

@@ -12,7 +12,8 @@ public sealed record EmitOptions(string Namespace, string ClassName, string Mode
 public sealed record BlobTensor(string Name, TensorData Data);
 
 /// <summary>The generated C# and the weights it loads.</summary>
-public sealed record EmittedModel(string ClassName, string Source, IReadOnlyList<BlobTensor> Weights, int NodeCount, string Activations);
+/// <param name="FullyPlanned">every node runs from the plan: the run (and, for a decoder, its step) was planned as a whole</param>
+public sealed record EmittedModel(string ClassName, string Source, IReadOnlyList<BlobTensor> Weights, int NodeCount, string Activations, bool FullyPlanned);
 
 /// <summary>
 /// Emits one C# class for a graph: a typed <c>Run</c> over tensors named after the model's inputs and outputs, an
@@ -102,7 +103,8 @@ public sealed partial class ModelEmitter
             : $"one arena: {run.Values} values in {run.Slots} slots, sizes computed from the input dims once per call" +
               (step is not null ? "; decoding step planned (KV cache written in place, no allocation per token)" : io is not null ? $"; no planned decoding step ({whyNoStep})" : "");
 
-        return new EmittedModel(_options.ClassName, WriteClass(inputs, body, run is not null, step is not null ? (io!, stepBody!) : null), _weights, _nodes.Count, activations);
+        var fullyPlanned = run is not null && (io is null || step is not null);
+        return new EmittedModel(_options.ClassName, WriteClass(inputs, body, run is not null, step is not null ? (io!, stepBody!) : null), _weights, _nodes.Count, activations, fullyPlanned);
     }
 
     private const string CaughtExceptions = "e is KernelException or ArgumentException or IndexOutOfRangeException or InvalidOperationException or OverflowException or DivideByZeroException or FormatException or InvalidCastException or NullReferenceException";

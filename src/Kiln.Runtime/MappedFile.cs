@@ -36,6 +36,9 @@ public sealed unsafe class MappedFile : IDisposable
 
     public long Length { get; }
 
+    /// <summary>Where the mapping starts in this process (0 for an empty file).</summary>
+    public nint Address => (nint)_base;
+
     public ReadOnlySpan<byte> Span(long offset, long length)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);

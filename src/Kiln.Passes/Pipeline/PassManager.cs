@@ -39,7 +39,20 @@ public sealed class PassContext(Model model, PassOptions options)
     public List<LayerReport> Layers { get; } = [];
 
     /// <summary>Inputs for the passes that calibrate on activations (gptq, awq, static activation scales); null when none were given.</summary>
-    public CalibrationSet? Calibration { get; init; }
+    public CalibrationSet? Calibration
+    {
+        get
+        {
+            CalibrationRead = true;
+            return _calibration;
+        }
+        init => _calibration = value;
+    }
+
+    private readonly CalibrationSet? _calibration;
+
+    /// <summary>Whether the pass looked at <see cref="Calibration"/> (a tool says so when data it was given went unused).</summary>
+    public bool CalibrationRead { get; private set; }
 
     /// <summary>Receives progress lines from inside the pass (build messages); null when nobody listens.</summary>
     public Action<string>? Progress { get; init; }
@@ -56,6 +69,9 @@ public sealed record PassReport(string Step, int NodesBefore, int NodesAfter, IR
     IReadOnlyDictionary<string, int> Counts, IReadOnlyList<string> Notes, double Milliseconds)
 {
     public IReadOnlyList<LayerReport> Layers { get; init; } = [];
+
+    /// <summary>Whether the pass read the calibration data it was given.</summary>
+    public bool UsedCalibration { get; init; }
 }
 
 /// <summary>
@@ -113,7 +129,7 @@ public static class PassManager
             var delta = before.Keys.Union(after.Keys).Order(StringComparer.Ordinal)
                 .Select(k => (k, d: after.GetValueOrDefault(k) - before.GetValueOrDefault(k))).Where(x => x.d != 0)
                 .ToDictionary(x => x.k, x => x.d);
-            reports.Add(new PassReport(step.ToString(), before.Values.Sum(), after.Values.Sum(), delta, ctx.Counts, ctx.Notes, clock.Elapsed.TotalMilliseconds) { Layers = ctx.Layers });
+            reports.Add(new PassReport(step.ToString(), before.Values.Sum(), after.Values.Sum(), delta, ctx.Counts, ctx.Notes, clock.Elapsed.TotalMilliseconds) { Layers = ctx.Layers, UsedCalibration = ctx.CalibrationRead && calibration is not null });
             afterPass?.Invoke(reports[^1]);
         }
         return reports;

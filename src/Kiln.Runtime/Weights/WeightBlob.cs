@@ -126,6 +126,9 @@ public sealed unsafe class WeightBlob : IDisposable
 
     public IReadOnlyList<WeightEntry> Entries { get; }
 
+    /// <summary>Where the blob's bytes lie in this process (the mapping or the copy), for tools that report how they are paged in.</summary>
+    public (nint Address, long Length) Region => (_file is not null ? _file.Address : (nint)_native, _length);
+
     private WeightBlobException Bad(string what) => new($"weight blob {Source} {what}");
 
     private ReadOnlySpan<byte> Bytes(long offset, long length) =>
