@@ -48,6 +48,10 @@ public sealed class CompiledRunner(ICompiledModel model, string source, WeightBl
             var code = e.Code == "KILN0021" ? DiagnosticCode.InputMismatch : DiagnosticCode.RuntimeError;
             throw new KilnException(new Diagnostic(code, e.Message[(e.Code.Length + 2)..], source, e.Node, null, e.Op));
         }
+        catch (WeightBlobException e)
+        {
+            throw new KilnException(new Diagnostic(DiagnosticCode.InvalidWeightBlob, e.Message["KILN0025: ".Length..], Blob?.Source ?? source));
+        }
         return Model.OutputNames.Select((n, i) => (n, outs[i])).ToDictionary(x => x.n, x => x.Item2);
     }
 

@@ -130,6 +130,12 @@ namespace Kiln.Cli
                 Console.Error.WriteLine($"error: {e.Message}");
                 return 1;
             }
+            catch (Kiln.Runtime.Weights.WeightBlobException e)
+            {
+                // A damaged blob found on a model's first run (lazy verification): the file's fault, not Kiln's.
+                Console.Error.WriteLine($"error {e.Message}");
+                return 1;
+            }
             catch (Exception e)
             {
                 Console.Error.WriteLine($"internal error KILN0099: {e.GetType().Name}: {e.Message}");

@@ -417,6 +417,7 @@ public sealed partial class ModelEmitter
         w.Line("private readonly WeightBlob _blob;");
         w.Line("private readonly bool _ownsBlob;");
         w.Line("private readonly object _gate = new();");
+        w.Line("private bool _disposed; // under _gate: Dispose waits for a running call, later calls are refused");
         w.Line("private readonly TensorPool _pool = new();");
         if (planned) w.Line("private readonly ActivationArena _arena = new();");
         foreach (var (field, _, comment) in _weightFields) w.Line($"private readonly Tensor {field}; // {CSharp.Comment(comment)}");
@@ -446,10 +447,17 @@ public sealed partial class ModelEmitter
         w.Line($"public {cls}(WeightBlob blob) : this(blob, ownsBlob: false) {{ }}");
         w.Line();
         w.Open($"private {cls}(WeightBlob blob, bool ownsBlob)");
+        w.Open("try");
         w.Line("if (blob.ModelHash != ModelHash) throw new WeightBlobException($\"weight blob {blob.Source} holds model {blob.ModelHash}, not {ModelHash}\");");
         w.Line("_blob = blob;");
         w.Line("_ownsBlob = ownsBlob;");
         foreach (var (field, init, _) in _weightFields) w.Line($"{field} = {init};");
+        w.Line("blob.Retain(); // the blob's memory outlives its Dispose while this model's tensors point into it");
+        w.Close();
+        w.Open("catch");
+        w.Line("if (ownsBlob) blob.Dispose();");
+        w.Line("throw;");
+        w.Close();
         w.Close();
         w.Line();
         w.Line($"public IReadOnlyList<string> InputNames {{ get; }} = {CSharp.Strings(_graph.Inputs.Select(v => v.Name))};");
@@ -476,6 +484,7 @@ public sealed partial class ModelEmitter
         w.Line();
         w.Open("public object?[] RunValues(IReadOnlyList<object?> inputs)");
         w.Open("lock (_gate)");
+        w.Line("EnterCall();");
         w.Line("var savedPool = TensorPool.Current;");
         w.Line("TensorPool.Current = _pool;");
         w.Open("try");
@@ -509,6 +518,7 @@ public sealed partial class ModelEmitter
                 w.Line("/// <summary>One planned decoding step: the new keys and values go into the cache after cache.Length, the logits into <paramref name=\"logits\"/>; allocates nothing.</summary>");
                 w.Open("public void Step(ReadOnlySpan<long> tokens, int batch, int seq, KvCache cache, Span<float> logits, bool lastPositionOnly = false)");
                 w.Open("lock (_gate)");
+                w.Line("EnterCall();");
                 w.Raw(st.Body.ToString());
                 w.Close();
                 w.Close();
@@ -522,8 +532,21 @@ public sealed partial class ModelEmitter
         }
         w.Line("public void Recycle(object? value) => Generated.Release(_pool, new object?[] { value }, System.Array.Empty<object?>());");
         w.Line();
+        w.Line("/// <summary>Under _gate, before any weight is read: refuses a disposed model or blob, and checks the blob's data on the first call (lazy verification).</summary>");
+        w.Open("private void EnterCall()");
+        w.Line("ObjectDisposedException.ThrowIf(_disposed, this);");
+        w.Line("if (_blob.IsDisposed) throw new ObjectDisposedException(GetType().Name, $\"the weight blob {_blob.Source} this model reads was disposed\");");
+        w.Line("_blob.EnsureVerified();");
+        w.Close();
+        w.Line();
+        w.Line("/// <summary>Waits for a running call, then frees the weights this model owns; later calls throw ObjectDisposedException.</summary>");
         w.Open("public void Dispose()");
+        w.Open("lock (_gate)");
+        w.Line("if (_disposed) return;");
+        w.Line("_disposed = true;");
+        w.Line("_blob.Release();");
         w.Line("if (_ownsBlob) _blob.Dispose();");
+        w.Close();
         w.Close();
         w.Close();
         return w.ToString();

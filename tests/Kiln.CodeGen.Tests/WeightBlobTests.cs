@@ -47,9 +47,9 @@ public sealed class WeightBlobTests : IDisposable
 
     private static string Refusal(string path, string? hash = null)
     {
-        // Mapped and copied loading refuse the same way.
+        // Mapped and copied loading, checked in full at open, refuse the same way.
         var copied = Assert.Throws<WeightBlobException>(() => WeightBlob.Open(path, hash ?? Hash, WeightLoading.Copy).Dispose()).Message;
-        var mapped = Assert.Throws<WeightBlobException>(() => WeightBlob.Open(path, hash ?? Hash).Dispose()).Message;
+        var mapped = Assert.Throws<WeightBlobException>(() => WeightBlob.Open(path, hash ?? Hash, WeightLoading.Map, WeightVerification.Full).Dispose()).Message;
         Assert.Equal(mapped, copied);
         return mapped;
     }
@@ -72,6 +72,68 @@ public sealed class WeightBlobTests : IDisposable
     }
 
     [Fact]
+    public void Every_header_byte_is_checked_flipped_bits_give_KILN0025_and_nothing_else()
+    {
+        var path = WriteSample();
+        var bytes = File.ReadAllBytes(path);
+        for (var at = 0; at < WeightBlob.HeaderSize; at++)
+            foreach (var mask in new byte[] { 0x01, 0x80, 0xFF })
+            {
+                var damaged = (byte[])bytes.Clone();
+                damaged[at] ^= mask;
+                File.WriteAllBytes(path, damaged);
+                // A lazy open reads only the header and table: it must refuse them already.
+                var e = Record.Exception(() => WeightBlob.Open(path, Hash, WeightLoading.Map, WeightVerification.Lazy).Dispose());
+                Assert.True(e is WeightBlobException, $"byte {at} ^ 0x{mask:x2}: {e?.GetType().Name ?? "accepted"} {e?.Message}");
+                Assert.StartsWith("KILN0025:", e!.Message);
+            }
+    }
+
+    [Fact]
+    public void A_lazy_open_hashes_nothing_and_the_first_check_refuses_a_damaged_chunk()
+    {
+        var path = WriteSample();
+        using (var blob = WeightBlob.Open(path, Hash))
+        {
+            Assert.Equal(0, blob.BytesVerified);
+            Assert.False(blob.FullyVerified);
+            Assert.Equal(new long[] { 7, 8, 9 }, blob.Get("ids", DType.I64, [3]).Span<long>().ToArray());
+            Assert.Equal(0, blob.BytesVerified); // views do not hash
+            blob.EnsureVerified();
+            Assert.True(blob.FullyVerified);
+            Assert.Equal(new FileInfo(path).Length - blob.Entries.Min(e => e.Offset) - DataOffset(path), blob.BytesVerified);
+        }
+        var bytes = File.ReadAllBytes(path);
+        bytes[^1] ^= 0x10;
+        File.WriteAllBytes(path, bytes);
+        using var damaged = WeightBlob.Open(path, Hash);
+        Assert.Equal(0, damaged.BytesVerified);
+        var first = Assert.Throws<WeightBlobException>(damaged.EnsureVerified).Message;
+        Assert.Contains("altered", first);
+        Assert.Equal(first, Assert.Throws<WeightBlobException>(damaged.EnsureVerified).Message); // and on every later call
+    }
+
+    private static long DataOffset(string path) => BitConverter.ToInt64(File.ReadAllBytes(path).AsSpan(56, 8));
+
+    [Fact]
+    public void A_blob_over_2_GiB_opens_lazily_with_views_past_2_GiB()
+    {
+        // Nine 256 MiB tensors of zeros (the writer skips zero runs: the file is sparse) and a small one past 2 GiB.
+        var zeros = TensorData.FromArray(ElementType.U8, [256L << 20], new byte[256 << 20]);
+        var tensors = Enumerable.Range(0, 9).Select(i => new BlobTensor($"zeros.{i}", zeros)).ToList();
+        tensors.Add(new BlobTensor("tail", TensorData.FromArray(ElementType.F32, [4], new float[] { 1, 2, 3, 4 })));
+        var path = Path.Combine(_dir, "big.kiln");
+        var length = WeightBlobWriter.Write(path, tensors, Hash);
+        Assert.True(length > 1L << 31);
+        using var blob = WeightBlob.Open(path, Hash);
+        Assert.Equal(0, blob.BytesVerified);
+        var tail = blob.Entries.Single(e => e.Name == "tail");
+        Assert.True(tail.Offset > int.MaxValue);
+        Assert.Equal(new float[] { 1, 2, 3, 4 }, blob.Get("tail", DType.F32, [4]).Span<float>().ToArray());
+        Assert.Equal(256 << 20, blob.Get("zeros.8", DType.U8, [256 << 20]).Length);
+    }
+
+    [Fact]
     public void A_truncated_blob_is_refused()
     {
         var path = WriteSample();
@@ -89,9 +151,9 @@ public sealed class WeightBlobTests : IDisposable
     {
         var path = WriteSample();
         var bytes = File.ReadAllBytes(path);
-        bytes[8] = 2;
+        bytes[8] = 1; // a blob of the first format (before chunk hashes and the index hash)
         File.WriteAllBytes(path, bytes);
-        Assert.Contains("has format version 2; this runtime reads version 1", Refusal(path));
+        Assert.Contains("has format version 1; this runtime reads version 2 (recompile the model with this Kiln)", Refusal(path));
         bytes[0] = (byte)'X';
         File.WriteAllBytes(path, bytes);
         Assert.Contains("not a Kiln weight blob", Refusal(path));
