@@ -83,6 +83,8 @@ public sealed class KilnCompile : Microsoft.Build.Utilities.Task
         catch (KilnException e)
         {
             foreach (var d in e.Diagnostics) Report(d);
+            // A bug in Kiln keeps its cause: the stack goes to the detailed log (-v:d).
+            if (e.IsInternal && e.InnerException is { } cause) Log.LogMessage(MessageImportance.Low, cause.ToString());
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -91,6 +93,7 @@ public sealed class KilnCompile : Microsoft.Build.Utilities.Task
         catch (Exception e)
         {
             Log.LogError(null, "KILN0099", null, Model, 0, 0, 0, 0, $"internal error: {e.GetType().Name}: {e.Message} (a bug in Kiln)");
+            Log.LogMessage(MessageImportance.Low, e.ToString());
         }
         // Leave nothing half-written behind that a later build would take as up to date.
         foreach (var f in written) File.Delete(f);

@@ -45,7 +45,7 @@ public sealed class CompiledRunner(ICompiledModel model, string source, WeightBl
         }
         catch (ModelRunException e)
         {
-            var code = e.Code == "KILN0021" ? DiagnosticCode.InputMismatch : DiagnosticCode.RuntimeError;
+            var code = e.Code switch { "KILN0021" => DiagnosticCode.InputMismatch, "KILN0022" => DiagnosticCode.MemoryBudgetExceeded, _ => DiagnosticCode.RuntimeError };
             throw new KilnException(new Diagnostic(code, e.Message[(e.Code.Length + 2)..], source, e.Node, null, e.Op));
         }
         catch (WeightBlobException e)

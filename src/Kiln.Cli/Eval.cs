@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using Kiln.Evaluator;
 using Kiln.Ir;
+using Kiln.Ir.Diagnostics;
 using Kiln.Onnx;
 using Kiln.Passes;
 using Kiln.Runtime;
@@ -35,6 +36,8 @@ public static class Eval
     {
         using var reference = OnnxImporter.Import(modelPath);
         using var compressed = OnnxImporter.Import(modelPath);
+        // Inputs are checked before any pass runs: a wrong file is the user's to fix, and should cost no compression time.
+        var logitsName = CheckInputs(reference.Graph, modelPath, tokensPath);
         // The float model runs through the default pipeline, so the comparison isolates what compression changed.
         PassManager.Run(reference, PassPipeline.Parse(PassPipeline.Default));
         var calibration = Commands.Calibration(calibrationPath, compressed.Graph);
@@ -43,7 +46,6 @@ public static class Eval
         Commands.NoteUnusedCalibration(calibrationPath, reports, pipeline.ToString());
         var batches = CalibrationFiles.Load(tokensPath, reference.Graph, RowsPerBatch);
         var tokensInput = batches[0].Keys.Single();
-        var logitsName = reference.Graph.Outputs.FirstOrDefault(o => o.Name == "logits")?.Name ?? reference.Graph.Outputs[0].Name;
         var floatRun = new Interpreter(reference.Graph, new EvaluatorOptions(), modelPath);
         var quantRun = new Interpreter(compressed.Graph, new EvaluatorOptions(), modelPath);
         var floatSet = new CalibrationSet(tokensPath, batches);
@@ -91,6 +93,30 @@ public static class Eval
     {
         var outputs = run.Run(feeds.ToDictionary(f => f.Key.Name, f => f.Value));
         return outputs[name] as Tensor ?? throw new InvalidOperationException($"output '{name}' is not a tensor");
+    }
+
+    /// <summary>
+    /// The model must give next-token logits (its <c>logits</c> output, else its first: a float tensor [batch, seq,
+    /// vocab]) and the token file must be int64 [rows, tokens] with at least 2 tokens a row (one position is scored
+    /// per next token) and ids below the vocabulary. Returns the logits output's name. Refusals are KILN0021.
+    /// </summary>
+    private static string CheckInputs(Graph graph, string modelPath, string tokensPath)
+    {
+        static KilnException Bad(string what, string file) => new(new Diagnostic(DiagnosticCode.InputMismatch, what, file));
+        if (graph.Outputs.Count == 0) throw Bad("the model has no outputs: eval needs next-token logits", modelPath);
+        var logits = graph.Outputs.FirstOrDefault(o => o.Name == "logits") ?? graph.Outputs[0];
+        if (logits.Value.Type is not TensorType { Elem: ElementType.F32 or ElementType.F16 or ElementType.BF16 or ElementType.F64, Shape: var shape } || shape is { Rank: not 3 })
+            throw Bad($"output '{logits.Name}' is {logits.Value.Type}, not next-token logits (a float tensor [batch, seq, vocab])", modelPath);
+        if (!File.Exists(tokensPath)) throw new KilnException(new Diagnostic(DiagnosticCode.FileNotReadable, "the token file does not exist", tokensPath));
+        if (DataFile.Read(tokensPath) is not TensorValue { Data: { Elem: ElementType.I64, Dims: [var rows, var length] } tokens })
+            throw Bad("a token file holds one int64 [rows, tokens] tensor", tokensPath);
+        if (rows < 1 || length < 2) throw Bad($"holds [{rows}, {length}] tokens: eval needs at least one row of at least 2 tokens (each position is scored on the next token)", tokensPath);
+        var vocab = shape?[2].Value;
+        var ids = tokens.ToArray<long>();
+        for (var i = 0; i < ids.Length; i++)
+            if (ids[i] < 0 || ids[i] >= (vocab ?? long.MaxValue))
+                throw Bad($"token {ids[i]} at row {i / length}, position {i % length} is outside the model's vocabulary of {vocab}", tokensPath);
+        return logits.Name;
     }
 
     private static void LogSoftmax(ReadOnlySpan<float> x, double[] y)

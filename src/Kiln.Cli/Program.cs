@@ -36,7 +36,7 @@ var runModel = new Argument<string>("MODEL") { Description = "an .onnx model or 
 var dataOpt = new Option<string>("--data") { Description = "a data-set folder (input_N.pb, output_N.pb) or a folder of test_data_set_* folders", Required = true };
 var atolOpt = new Option<double>("--atol") { Description = "absolute tolerance", DefaultValueFactory = _ => DataSets.DefaultAtol };
 var rtolOpt = new Option<double>("--rtol") { Description = "relative tolerance (times |expected|)", DefaultValueFactory = _ => DataSets.DefaultRtol };
-var budgetOpt = new Option<double?>("--memory-budget-gb") { Description = "refuse runs whose tensors would exceed this many GiB (default: half the memory available)" };
+var budgetOpt = new Option<double?>("--memory-budget-gb") { Description = "refuse runs whose tensors would exceed this many GiB, in either engine (default: a quarter of the memory, at most 8 GiB)" };
 var runEngine = new Option<string>("--engine") { Description = "interpreter (the reference evaluator) or compiled (compile to C# in memory with Roslyn, then run)", DefaultValueFactory = _ => "interpreter" };
 var passesOpt = new Option<string?>("--passes") { Description = $"the pass pipeline (docs/pipelines.md); default '{Kiln.Passes.PassPipeline.Default}'" };
 var calibrationOpt = new Option<string?>("--calibration") { Description = "calibration inputs for quantize{method=gptq|awq}: a folder of input_N.pb sets, or a token file (int64 [rows, tokens])" };
@@ -123,7 +123,9 @@ namespace Kiln.Cli
             catch (KilnException e)
             {
                 foreach (var d in e.Diagnostics) Console.Error.WriteLine(d);
-                return 1;
+                if (!e.IsInternal) return 1;
+                Bug(e.InnerException);
+                return 2;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -136,13 +138,25 @@ namespace Kiln.Cli
                 Console.Error.WriteLine($"error {e.Message}");
                 return 1;
             }
+            catch (Runtime.Compiled.KilnInternalException e)
+            {
+                Console.Error.WriteLine($"internal error {e.Message}");
+                Bug(e);
+                return 2;
+            }
             catch (Exception e)
             {
                 Console.Error.WriteLine($"internal error KILN0099: {e.GetType().Name}: {e.Message}");
-                Console.Error.WriteLine("This is a bug in Kiln; set KILN_DEBUG=1 for the stack trace.");
-                if (Environment.GetEnvironmentVariable("KILN_DEBUG") == "1") Console.Error.WriteLine(e);
+                Bug(e);
                 return 2;
             }
+        }
+
+        /// <summary>The end of an internal error's report: whose fault it is, and the stack (cause included) with KILN_DEBUG=1.</summary>
+        private static void Bug(Exception? e)
+        {
+            Console.Error.WriteLine("This is a bug in Kiln; set KILN_DEBUG=1 for the stack trace.");
+            if (e is not null && Environment.GetEnvironmentVariable("KILN_DEBUG") == "1") Console.Error.WriteLine(e);
         }
     }
 
@@ -271,7 +285,9 @@ namespace Kiln.Cli
                 // The data sets bind inputs by the model's own graph, so compile a second copy (passes rewrite in place).
                 using var toCompile = Load(modelPath);
                 workDir = Engines.TempDir();
-                runner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CodeGen.CompileOptions { Passes = passes, Calibration = Calibration(calibration, toCompile.Graph) }, workDir, Runtime.Weights.WeightLoading.Map, out var compiled);
+                var compiledRunner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CodeGen.CompileOptions { Passes = passes, Calibration = Calibration(calibration, toCompile.Graph) }, workDir, Runtime.Weights.WeightLoading.Map, out var compiled);
+                compiledRunner.Model.MemoryBudgetBytes = options.MemoryBudget;
+                runner = compiledRunner;
                 NoteUnusedCalibration(calibration, compiled.Passes, compiled.Pipeline);
             }
             else runner = new InterpreterRunner(new Evaluator.Interpreter(model.Graph, options, modelPath));

@@ -75,9 +75,7 @@ public sealed partial class ModelEmitter
             body.Line("return new object?[] { " + string.Join(", ", _graph.Outputs.Select(o => NameOf(o.Value))) + " };");
         }
         body.Close();
-        body.Open("catch (Exception e) when (" + CaughtExceptions + ")");
-        body.Line("throw new ModelRunException(\"KILN0023\", ModelName, at >= 0 ? NodeNames[at] : null, at >= 0 ? NodeOps[at] : null, e.Message);");
-        body.Close();
+        EmitFailureHandler(body);
 
         string? whyNoStep = null;
         CodeWriter? stepBody = null;
@@ -93,9 +91,7 @@ public sealed partial class ModelEmitter
                 whyNoStep = TryPlan(PlanMode.Step, planner!, io, stepBody.Indent, out step);
                 if (step is not null) stepBody.Raw(step.Code);
                 stepBody.Close();
-                stepBody.Open("catch (Exception e) when (" + CaughtExceptions + ")");
-                stepBody.Line("throw new ModelRunException(\"KILN0023\", ModelName, at >= 0 ? NodeNames[at] : null, at >= 0 ? NodeOps[at] : null, e.Message);");
-                stepBody.Close();
+                EmitFailureHandler(stepBody);
             }
         }
         var activations = run is null
@@ -107,7 +103,23 @@ public sealed partial class ModelEmitter
         return new EmittedModel(_options.ClassName, WriteClass(inputs, body, run is not null, step is not null ? (io!, stepBody!) : null), _weights, _nodes.Count, activations, fullyPlanned);
     }
 
-    private const string CaughtExceptions = "e is KernelException or ArgumentException or IndexOutOfRangeException or InvalidOperationException or OverflowException or DivideByZeroException or FormatException or InvalidCastException or NullReferenceException";
+    /// <summary>
+    /// What a failing node becomes: a kernel's deliberate check (<c>KernelException</c>) is bad input (KILN0023), a
+    /// tensor over the call's memory budget is KILN0022; anything else thrown by Kiln's code is a bug in Kiln, kept as
+    /// the inner exception (KILN0099). Input checks and disposal pass through as they are.
+    /// </summary>
+    private static void EmitFailureHandler(CodeWriter w)
+    {
+        w.Open("catch (KernelException e)");
+        w.Line("throw new ModelRunException(\"KILN0023\", ModelName, at >= 0 ? NodeNames[at] : null, at >= 0 ? NodeOps[at] : null, e.Message);");
+        w.Close();
+        w.Open("catch (MemoryBudgetException e)");
+        w.Line("throw new ModelRunException(\"KILN0022\", ModelName, at >= 0 ? NodeNames[at] : null, at >= 0 ? NodeOps[at] : null, e.Message);");
+        w.Close();
+        w.Open("catch (Exception e) when (e is not (ModelRunException or ObjectDisposedException or KilnInternalException))");
+        w.Line("throw new KilnInternalException(ModelName, at >= 0 ? NodeNames[at] : null, at >= 0 ? NodeOps[at] : null, e);");
+        w.Close();
+    }
 
     private string Fresh(string stem)
     {
@@ -419,6 +431,7 @@ public sealed partial class ModelEmitter
         w.Line("private readonly object _gate = new();");
         w.Line("private bool _disposed; // under _gate: Dispose waits for a running call, later calls are refused");
         w.Line("private readonly TensorPool _pool = new();");
+        w.Line("private readonly MemoryBudget _budget = new(MemoryBudget.DefaultLimit); // restarted per call under MemoryBudgetBytes");
         if (planned) w.Line("private readonly ActivationArena _arena = new();");
         foreach (var (field, _, comment) in _weightFields) w.Line($"private readonly Tensor {field}; // {CSharp.Comment(comment)}");
         w.Line();
@@ -486,12 +499,16 @@ public sealed partial class ModelEmitter
         w.Open("lock (_gate)");
         w.Line("EnterCall();");
         w.Line("var savedPool = TensorPool.Current;");
+        w.Line("var savedBudget = MemoryBudget.Current;");
         w.Line("TensorPool.Current = _pool;");
+        w.Line("_budget.Restart(MemoryBudgetBytes);");
+        w.Line("MemoryBudget.Current = _budget;");
         w.Open("try");
         w.Line(body.ToString().TrimEnd('\n'));
         w.Close();
         w.Open("finally");
         w.Line("TensorPool.Current = savedPool;");
+        w.Line("MemoryBudget.Current = savedBudget;");
         w.Close();
         w.Close();
         w.Close();
@@ -519,7 +536,15 @@ public sealed partial class ModelEmitter
                 w.Open("public void Step(ReadOnlySpan<long> tokens, int batch, int seq, KvCache cache, Span<float> logits, bool lastPositionOnly = false)");
                 w.Open("lock (_gate)");
                 w.Line("EnterCall();");
+                w.Line("var savedBudget = MemoryBudget.Current;");
+                w.Line("_budget.Restart(MemoryBudgetBytes);");
+                w.Line("MemoryBudget.Current = _budget;");
+                w.Open("try");
                 w.Raw(st.Body.ToString());
+                w.Close();
+                w.Open("finally");
+                w.Line("MemoryBudget.Current = savedBudget;");
+                w.Close();
                 w.Close();
                 w.Close();
                 w.Line();
@@ -531,6 +556,9 @@ public sealed partial class ModelEmitter
             w.Line();
         }
         w.Line("public void Recycle(object? value) => Generated.Release(_pool, new object?[] { value }, System.Array.Empty<object?>());");
+        w.Line();
+        w.Line("/// <summary>Bytes one call may hold in tensors; more is refused before allocating (KILN0022).</summary>");
+        w.Line("public long MemoryBudgetBytes { get; set; } = MemoryBudget.DefaultLimit;");
         w.Line();
         w.Line("/// <summary>Under _gate, before any weight is read: refuses a disposed model or blob, and checks the blob's data on the first call (lazy verification).</summary>");
         w.Open("private void EnterCall()");

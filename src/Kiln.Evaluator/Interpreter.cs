@@ -290,9 +290,10 @@ public sealed class Interpreter
             {
                 throw NodeError(node, DiagnosticCode.MemoryBudgetExceeded, e.Message);
             }
-            catch (Exception e) when (e is IndexOutOfRangeException or ArgumentException or OverflowException or InvalidOperationException or DivideByZeroException or FormatException)
+            catch (Exception e) when (e is not (KilnException or ObjectDisposedException))
             {
-                throw NodeError(node, DiagnosticCode.RuntimeError, e.Message);
+                // Not a check rejecting the input on purpose: a bug in Kiln, reported as one, with its cause kept.
+                throw new KilnException(new Diagnostic(DiagnosticCode.InternalError, $"this is a bug in Kiln: {e.GetType().Name}: {e.Message}", SourcePath, node.Name, node.Index, node.QualifiedOp), e);
             }
             if (_options.Profile)
             {

@@ -6,23 +6,40 @@ namespace Kiln.Runtime;
 /// </summary>
 public sealed class MemoryBudget(long limitBytes)
 {
-    private static readonly AsyncLocal<MemoryBudget?> CurrentBudget = new();
+    // Thread-static, not async-local: setting it per call must not allocate (a decoding step allocates nothing), and
+    // the kernels' worker threads allocate no tensors.
+    [ThreadStatic] private static MemoryBudget? _current;
 
-    public long Limit { get; } = limitBytes;
+    public long Limit { get; private set; } = limitBytes;
 
     public long InUse { get; private set; }
 
     public long Peak { get; private set; }
 
-    /// <summary>The budget allocations on this logical thread count against; null means unlimited.</summary>
+    /// <summary>The budget allocations on this thread count against; null means unlimited.</summary>
     public static MemoryBudget? Current
     {
-        get => CurrentBudget.Value;
-        set => CurrentBudget.Value = value;
+        get => _current;
+        set => _current = value;
     }
 
-    /// <summary>Default: half the memory the runtime may use (physical memory or the container's limit).</summary>
-    public static long DefaultLimit => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2;
+    /// <summary>
+    /// Default per run: a quarter of the memory the runtime may use (physical memory or the container's limit), at
+    /// most 8 GiB. A run that needs more is refused before allocating (an 11 GB tensor on a 24 GB machine) instead
+    /// of filling the machine; an app raises it per model (<c>MemoryBudgetBytes</c>).
+    /// </summary>
+    public static long DefaultLimit => Math.Min(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4, 8L << 30);
+
+    /// <summary>Starts a new run under <paramref name="limit"/>: nothing in use.</summary>
+    public void Restart(long limit)
+    {
+        lock (this)
+        {
+            Limit = limit;
+            InUse = 0;
+            Peak = 0;
+        }
+    }
 
     public void Reserve(long bytes, ReadOnlySpan<int> shape, DType type)
     {

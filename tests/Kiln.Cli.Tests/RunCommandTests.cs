@@ -97,4 +97,40 @@ public sealed class RunCommandTests : IDisposable
         Assert.Contains("KILN0022", r.StdErr);
         Assert.Contains("f32[2750, 1000, 1000]", r.StdErr);
     }
+
+    /// <summary>ConstantOfShape(shape input) as an ONNX model, with a data set asking for <paramref name="dims"/>.</summary>
+    private (string Model, string Data) FillModel(string name, params long[] dims)
+    {
+        using var model = KirParser.ParseModel("""
+            graph @fill(%shape: i64[3]) -> (%y: f32[?, ?, ?]) {
+              %y: f32[?, ?, ?] = ConstantOfShape(%shape) {value=tensor f32[1] [1.0]} loc("fill")
+            }
+            """);
+        model.OpsetImports[""] = 21;
+        var path = Path.Combine(_dir, name + ".onnx");
+        OnnxExporter.Export(model, path);
+        return (path, DataSet(name, ("input_0.pb", "shape", TensorData.Int64([3], dims)), ("output_0.pb", "y", F32([1, 1, 1]))));
+    }
+
+    [Fact]
+    public void A_compiled_run_over_its_memory_budget_is_refused_with_KILN0022()
+    {
+        var (model, data) = FillModel("fill16", 400, 1000, 1000); // 1.6 GB
+        var r = CliRunner.Run("run", model, "--data", data, "--engine", "compiled", "--memory-budget-gb", "1");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("KILN0022", r.StdErr);
+        Assert.Contains("memory budget of 1.0 GiB", r.StdErr);
+    }
+
+    [Theory]
+    [InlineData("interpreter")]
+    [InlineData("compiled")]
+    public void The_default_budget_refuses_an_11_GB_ConstantOfShape_in_both_engines(string engine)
+    {
+        var (model, data) = FillModel("fill11-" + engine, 2750, 1000, 1000);
+        var r = CliRunner.Run("run", model, "--data", data, "--engine", engine);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("KILN0022", r.StdErr);
+        Assert.Contains("f32[2750, 1000, 1000]", r.StdErr);
+    }
 }

@@ -107,6 +107,9 @@ public sealed class KilnException : Exception
 
     public KilnException(Diagnostic diagnostic) : base(diagnostic.ToString()) => Diagnostics = [diagnostic];
 
+    /// <summary>A diagnostic with the exception that caused it kept (an internal error's stack, shown with KILN_DEBUG=1).</summary>
+    public KilnException(Diagnostic diagnostic, Exception cause) : base(diagnostic.ToString(), cause) => Diagnostics = [diagnostic];
+
     public KilnException(IReadOnlyList<Diagnostic> diagnostics)
         : base(string.Join(Environment.NewLine, diagnostics)) => Diagnostics = diagnostics;
 
@@ -114,6 +117,10 @@ public sealed class KilnException : Exception
         : this(new Diagnostic(code, message, file)) { }
 
     /// <summary>The same diagnostics with the file filled in where it was unknown.</summary>
-    public KilnException WithFile(string file) =>
-        new(Diagnostics.Select(d => d.File is null ? d with { File = file } : d).ToList());
+    public KilnException WithFile(string file) => Diagnostics.Count == 1 && InnerException is { } cause
+        ? new(Diagnostics[0].File is null ? Diagnostics[0] with { File = file } : Diagnostics[0], cause)
+        : new(Diagnostics.Select(d => d.File is null ? d with { File = file } : d).ToList());
+
+    /// <summary>Whether this reports a bug in Kiln (KILN0099) rather than bad input.</summary>
+    public bool IsInternal => Diagnostics.Any(d => d.Code == DiagnosticCode.InternalError);
 }

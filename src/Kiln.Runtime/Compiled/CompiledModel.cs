@@ -22,6 +22,13 @@ public interface ICompiledModel : IDisposable
     /// </summary>
     void Recycle(object? value);
 
+    /// <summary>
+    /// Bytes one call may hold in tensors (activations, the arena); a call that needs more is refused before
+    /// allocating (KILN0022). Default: <see cref="MemoryBudget.DefaultLimit"/>. Decoder sessions check their KV cache
+    /// against it too.
+    /// </summary>
+    long MemoryBudgetBytes { get; set; }
+
     /// <summary>Runs on values in <see cref="InputNames"/> order (null: an absent optional input, or the input's default); returns outputs in <see cref="OutputNames"/> order.</summary>
     object?[] RunValues(IReadOnlyList<object?> inputs);
 }
@@ -32,6 +39,19 @@ public sealed class ModelRunException(string code, string model, string? node, s
 {
     public string Code { get; } = code;
 
+    public string? Node { get; } = node;
+
+    public string? Op { get; } = op;
+}
+
+/// <summary>
+/// Kiln's own code failed while running a model: a bug in Kiln, never the caller's input (KILN0099). Names the model
+/// and node; the cause, with its stack, is the inner exception. Bad input is what a check rejects on purpose
+/// (<see cref="KernelException"/>, input validation): <see cref="ModelRunException"/>.
+/// </summary>
+public sealed class KilnInternalException(string model, string? node, string? op, Exception cause)
+    : Exception($"KILN0099: {model}: {(node is null ? "" : $"node '{node}' ({op}): ")}this is a bug in Kiln: {cause.GetType().Name}: {cause.Message}", cause)
+{
     public string? Node { get; } = node;
 
     public string? Op { get; } = op;

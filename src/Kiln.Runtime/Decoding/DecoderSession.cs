@@ -56,6 +56,10 @@ public sealed class DecoderSession : IDisposable
         if (model is IPlannedDecoder planned)
         {
             _planned = planned;
+            var bytes = KvCache.BytesFor(layout.PastKeys.Length, Options.BatchSize, layout.KvHeads, layout.HeadDim, Options.MaxContext, planned.KvCacheBits);
+            if (bytes > model.MemoryBudgetBytes)
+                throw new ModelRunException("KILN0022", model.GetType().Name, null, null,
+                    $"a KV cache of {Options.BatchSize} row(s) × {Options.MaxContext} positions needs {MemoryBudget.Format(bytes)}, more than the model's memory budget of {MemoryBudget.Format(model.MemoryBudgetBytes)} (lower MaxContext, or raise MemoryBudgetBytes)");
             _cache = new KvCache(layout.PastKeys.Length, Options.BatchSize, layout.KvHeads, layout.HeadDim, Options.MaxContext, planned.KvCacheBits);
         }
         Reset();

@@ -72,7 +72,11 @@ public sealed class KvCache
     public Span<float> ValueScales(int layer) => Bits == 8 ? _valueScales[layer] : throw F32(nameof(ValueScales));
 
     /// <summary>Bytes the cache holds.</summary>
-    public long Bytes => 2L * Layers * Batch * KvHeads * Capacity * (Bits == 32 ? HeadDim * sizeof(float) : HeadDim + sizeof(float));
+    public long Bytes => BytesFor(Layers, Batch, KvHeads, HeadDim, Capacity, Bits);
+
+    /// <summary>Bytes a cache of these dimensions holds (keys and values; int8 entries carry a scale per position and head).</summary>
+    public static long BytesFor(int layers, int batch, int kvHeads, int headDim, int capacity, int bits) =>
+        2L * layers * batch * kvHeads * capacity * (bits == 32 ? headDim * sizeof(float) : headDim + sizeof(float));
 
     private static KernelException Int8(string what) => new($"this KV cache holds int8 entries: {what} is only for an f32 cache");
 

@@ -77,7 +77,9 @@ public static unsafe class WorkerTeam
             finally { _inside = false; }
             var spin = new SpinWait();
             while (Volatile.Read(ref _remaining) > 0) spin.SpinOnce(-1);
-            if (_failure is { } e) throw new KernelException($"a parallel kernel failed: {e.Message}");
+            // The first failure is rethrown as it was thrown, stack included: a kernel's check stays bad input and a
+            // bug stays a bug, exactly as on one thread.
+            if (_failure is { } e) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e);
         }
         finally
         {
