@@ -503,12 +503,14 @@ public sealed partial class ModelEmitter
         w.Line("TensorPool.Current = _pool;");
         w.Line("_budget.Restart(MemoryBudgetBytes);");
         w.Line("MemoryBudget.Current = _budget;");
+        w.Line("var threads = Kiln.Runtime.Kernels.Parallelism.UseUnlessSet(Threads);");
         w.Open("try");
         w.Line(body.ToString().TrimEnd('\n'));
         w.Close();
         w.Open("finally");
         w.Line("TensorPool.Current = savedPool;");
         w.Line("MemoryBudget.Current = savedBudget;");
+        w.Line("threads.Dispose();");
         w.Close();
         w.Close();
         w.Close();
@@ -539,11 +541,13 @@ public sealed partial class ModelEmitter
                 w.Line("var savedBudget = MemoryBudget.Current;");
                 w.Line("_budget.Restart(MemoryBudgetBytes);");
                 w.Line("MemoryBudget.Current = _budget;");
+                w.Line("var threads = Kiln.Runtime.Kernels.Parallelism.UseUnlessSet(Threads);");
                 w.Open("try");
                 w.Raw(st.Body.ToString());
                 w.Close();
                 w.Open("finally");
                 w.Line("MemoryBudget.Current = savedBudget;");
+                w.Line("threads.Dispose();");
                 w.Close();
                 w.Close();
                 w.Close();
@@ -559,6 +563,9 @@ public sealed partial class ModelEmitter
         w.Line();
         w.Line("/// <summary>Bytes one call may hold in tensors; more is refused before allocating (KILN0022).</summary>");
         w.Line("public long MemoryBudgetBytes { get; set; } = MemoryBudget.DefaultLimit;");
+        w.Line();
+        w.Line("/// <summary>Threads this model's kernels may use, for its calls only; a session's or caller's setting around the call wins. 0: every core.</summary>");
+        w.Line("public int Threads { get; set; }");
         w.Line();
         w.Line("/// <summary>Under _gate, before any weight is read: refuses a disposed model or blob, and checks the blob's data on the first call (lazy verification).</summary>");
         w.Open("private void EnterCall()");

@@ -119,11 +119,10 @@ public sealed class Interpreter
         _protected = new HashSet<object>(ReferenceEqualityComparer.Instance);
         foreach (var x in ordered) foreach (var t in Tensors(x)) _protected.Add(t.Storage);
         _live = new HashSet<object>(ReferenceEqualityComparer.Instance);
-        var savedThreads = Runtime.Kernels.MatMul.MaxThreads;
         _budget = new MemoryBudget(_options.MemoryBudget);
         _deadline = _options.TimeLimit is { } limit ? DateTime.UtcNow + limit : DateTime.MaxValue;
         MemoryBudget.Current = _budget;
-        if (_options.Threads > 0) Runtime.Kernels.MatMul.MaxThreads = _options.Threads;
+        var threads = Runtime.Kernels.Parallelism.UseUnlessSet(_options.Threads);
         try
         {
             var outs = RunGraph(_graph, ordered, null);
@@ -136,7 +135,7 @@ public sealed class Interpreter
             PeakBytes = _budget.Peak;
             MemoryBudget.Current = saved;
             TensorPool.Current = savedPool;
-            Runtime.Kernels.MatMul.MaxThreads = savedThreads;
+            threads.Dispose();
         }
     }
 

@@ -69,9 +69,7 @@ public sealed class AllocationTests : IDisposable
         var x = new float[k];
         for (var i = 0; i < k; i++) x[i] = (float)rng.NextDouble();
         var y = new float[n];
-        var saved = Runtime.Kernels.MatMul.MaxThreads;
-        Runtime.Kernels.MatMul.MaxThreads = 2; // 4 MB of B: split across the worker team
-        try
+        using (Runtime.Kernels.Parallelism.Use(2)) // 4 MB of B: split across the worker team
         {
             for (var i = 0; i < 200; i++) Runtime.Kernels.MatMul.Gemm(x, k, false, weights, n, false, y, n, 1, n, k, false);
             Thread.Sleep(500);
@@ -84,10 +82,6 @@ public sealed class AllocationTests : IDisposable
                 windows.Add(GC.GetAllocatedBytesForCurrentThread() - mine + Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes - workers);
             }
             Assert.True(windows.Contains(0) && windows.All(b => b < 1024), $"100 products allocated {string.Join(", ", windows)} bytes on the calling and worker threads");
-        }
-        finally
-        {
-            Runtime.Kernels.MatMul.MaxThreads = saved;
         }
         for (var j = 0; j < n; j += 97)
         {

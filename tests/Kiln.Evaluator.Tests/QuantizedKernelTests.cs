@@ -88,14 +88,12 @@ public sealed class QuantizedKernelTests
                     for (var k = 0; k < columns; k++) s += (double)xr[i * columns + k] * deq[r * columns + k];
                     expected[i * rows + r] = s;
                 }
-            var previous = QuantizedMatMul.UseIntegerDotProduct;
-            try
             {
                 foreach (var integer in new[] { false, true })
                 {
                     // The x86 integer path needs AVX2 and FMA (it takes vpdpbusd where AVX-VNNI exists, else vpmaddubsw).
-                    if (integer && !(System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported)) continue;
-                    QuantizedMatMul.UseIntegerDotProduct = integer;
+                    if (integer && !QuantizedMatMul.IntegerDotProductAvailable) continue;
+                    using var path = QuantizedMatMul.UseIntegerPath(integer);
                     var y = new float[m * rows];
                     QuantizedMatMul.Multiply(x, m, l, q.Codes, q.Scales, q.Zeros, y);
                     for (var i = 0; i < y.Length; i++)
@@ -104,10 +102,6 @@ public sealed class QuantizedKernelTests
                     QuantizedMatMul.Multiply(x, m, l, q.Codes, q.Scales, q.Zeros, y, accumulate: true);
                     for (var i = 0; i < y.Length; i++) Assert.True(Math.Abs(y[i] - 2 * expected[i]) <= 2e-4 * (1 + Math.Abs(expected[i])));
                 }
-            }
-            finally
-            {
-                QuantizedMatMul.UseIntegerDotProduct = previous;
             }
         }
     }

@@ -61,8 +61,7 @@ public static class Bench
         var compiled = new List<Model>();
         try
         {
-            Runtime.Kernels.MatMul.MaxThreads = threads;
-            var kiln = Compile(o, o.Passes, Role.Kiln, workDir, compiled, progress);
+            var kiln = Compile(o, o.Passes, Role.Kiln, threads, workDir, compiled, progress);
             contenders.Add(kiln.Contender);
             var pages = new Dictionary<Role, PageReport>();
             pages[Role.Kiln] = kiln.Pages;
@@ -76,7 +75,7 @@ public static class Bench
             KilnContender? baseline = null;
             if (o.BaselinePasses is not null)
             {
-                var b = Compile(o, o.BaselinePasses, Role.Baseline, workDir, compiled, progress);
+                var b = Compile(o, o.BaselinePasses, Role.Baseline, threads, workDir, compiled, progress);
                 baseline = b.Contender;
                 contenders.Add(baseline);
                 if (inputs is not null) baseline.SetInputs(inputs);
@@ -136,13 +135,14 @@ public static class Bench
     private sealed record CompiledContender(KilnContender Contender, CompiledRunner Runner, PageReport Pages, Graph Graph, bool FullyPlanned);
 
     /// <summary>Compiles one pipeline into a contender, its weights paged as asked. The compiled model joins <paramref name="compiled"/> (its graph is read after the run; its constants may point into the model file's mapping).</summary>
-    private static CompiledContender Compile(BenchOptions o, string? passes, Role role, string workDir, List<Model> compiled, TextWriter progress)
+    private static CompiledContender Compile(BenchOptions o, string? passes, Role role, int threads, string workDir, List<Model> compiled, TextWriter progress)
     {
         var clock = Stopwatch.StartNew();
         var toCompile = OnnxImporter.Import(o.Model);
         compiled.Add(toCompile);
         var options = new CompileOptions { Passes = passes, ClassName = role == Role.Baseline ? "BaselineModel" : null, Calibration = Commands.Calibration(o.Calibration, toCompile.Graph) };
         var runner = CompiledRunner.CompileInMemory(toCompile, o.Model, options, Path.Combine(workDir, role.ToString()), o.Weights, out var result);
+        runner.Model.Threads = threads;
         Commands.NoteUnusedCalibration(o.Calibration, result.Passes, result.Pipeline);
         var (address, length) = runner.Blob!.Region;
         if (o.Pages == Pages.Huge) PageBacking.Collapse(address, length);

@@ -29,6 +29,12 @@ public interface ICompiledModel : IDisposable
     /// </summary>
     long MemoryBudgetBytes { get; set; }
 
+    /// <summary>
+    /// Threads this model's kernels may use, for its calls only (two models on two threads keep their own); a
+    /// session's <c>Threads</c> or a caller's <see cref="Kernels.Parallelism.Use"/> around the call wins. 0: every core.
+    /// </summary>
+    int Threads { get; set; }
+
     /// <summary>Runs on values in <see cref="InputNames"/> order (null: an absent optional input, or the input's default); returns outputs in <see cref="OutputNames"/> order.</summary>
     object?[] RunValues(IReadOnlyList<object?> inputs);
 }
@@ -60,14 +66,28 @@ public sealed class KilnInternalException(string model, string? node, string? op
 /// <summary>Helpers generated code calls: operator invocation with baked attributes, input checks.</summary>
 public static class Generated
 {
-    /// <summary>When set, <see cref="Call"/> adds each call's time to its operator's entry (for <c>KILN_PROFILE=1 kiln bench</c>).</summary>
-    public static Dictionary<Action<OpContext>, (int Calls, double Milliseconds)>? Profile { get; set; }
+    [ThreadStatic] private static Dictionary<Action<OpContext>, (int Calls, double Milliseconds)>? _profile;
+    [ThreadStatic] private static Dictionary<string, (int Calls, double Milliseconds)>? _profileByShape;
+
+    /// <summary>
+    /// When set, <see cref="Call"/> adds each call's time to its operator's entry (for <c>KILN_PROFILE=1 kiln bench</c>).
+    /// Per thread: it profiles the calls made from the thread that set it, never another model's.
+    /// </summary>
+    public static Dictionary<Action<OpContext>, (int Calls, double Milliseconds)>? Profile
+    {
+        get => _profile;
+        set => _profile = value;
+    }
 
     /// <summary>
     /// With <see cref="Profile"/>: time per operator and input shapes (<c>Conv [1,96,64,80] [24,96,3,3]</c>), which
-    /// tells which node of an op kind is slow.
+    /// tells which node of an op kind is slow. Per thread, as <see cref="Profile"/>.
     /// </summary>
-    public static Dictionary<string, (int Calls, double Milliseconds)>? ProfileByShape { get; set; }
+    public static Dictionary<string, (int Calls, double Milliseconds)>? ProfileByShape
+    {
+        get => _profileByShape;
+        set => _profileByShape = value;
+    }
 
     /// <summary>Runs an operator entry on its inputs; returns its outputs.</summary>
     public static object?[] Call(Action<OpContext> op, OpAttributes attributes, bool[] wanted, params object?[] inputs)

@@ -23,7 +23,7 @@ public sealed record DecoderOptions
     /// <summary>Seed of the sampler's generator: the same seed gives the same text.</summary>
     public int Seed { get; init; }
 
-    /// <summary>Threads kernels may use; 0 means every core.</summary>
+    /// <summary>Threads this session's kernels may use (its calls only, whatever other sessions or models use); 0: the model's <c>Threads</c>, else every core.</summary>
     public int Threads { get; init; }
 }
 
@@ -104,17 +104,9 @@ public sealed class DecoderSession : IDisposable
             for (var i = 0; i < pos.Length; i++) pos[i] = Position + i % seq;
             _inputs[_layout.PositionIds] = Tensor.FromArray(DType.I64, [batch, seq], pos);
         }
-        var saved = Kernels.MatMul.MaxThreads;
-        if (Options.Threads > 0) Kernels.MatMul.MaxThreads = Options.Threads;
         object?[] outs;
-        try
-        {
+        using (Threads())
             outs = _model.RunValues(_inputs);
-        }
-        finally
-        {
-            Kernels.MatMul.MaxThreads = saved;
-        }
         // The pasts just consumed and the previous step's logits go back to the model's pool: the next step's
         // presents (one token longer) and logits reuse those buffers instead of allocating.
         for (var i = 0; i < _layout.PastKeys.Length; i++)
@@ -135,16 +127,8 @@ public sealed class DecoderSession : IDisposable
         var need = checked(batch * (lastOnly ? 1 : seq) * _planned!.VocabularySize);
         if (_logits.Length < need) _logits = GC.AllocateUninitializedArray<float>(need);
         var logits = _logits.AsSpan(0, need);
-        var saved = Kernels.MatMul.MaxThreads;
-        if (Options.Threads > 0) Kernels.MatMul.MaxThreads = Options.Threads;
-        try
-        {
+        using (Threads())
             _planned.Step(tokens, batch, seq, _cache!, logits, lastOnly);
-        }
-        finally
-        {
-            Kernels.MatMul.MaxThreads = saved;
-        }
         _cache!.Length += seq;
         Position += seq;
         return logits;
@@ -185,6 +169,9 @@ public sealed class DecoderSession : IDisposable
             next = sampler.Sample(Decode(next), _random);
         }
     }
+
+    /// <summary>The session's thread count for the call (on this thread only; it wins over the model's own), or the model's.</summary>
+    private Kernels.Parallelism.Scope Threads() => Options.Threads > 0 ? Kernels.Parallelism.Use(Options.Threads) : Kernels.Parallelism.UseUnlessSet(0);
 
     private void CheckRoom(int seq)
     {

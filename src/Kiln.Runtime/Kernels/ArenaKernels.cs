@@ -283,7 +283,7 @@ public static unsafe partial class ArenaKernels
         var heads = b * job->H;
         // From ~16K multiply-adds per call (a decoding step of 12 heads of 64 over 21 positions) a second core pays
         // for waking it.
-        var threads = heads > 1 && (long)heads * job->S * job->T * job->D >= 1L << 14 ? MatMul.MaxThreads : 1;
+        var threads = heads > 1 && (long)heads * job->S * job->T * job->D >= 1L << 14 ? Parallelism.Threads : 1;
         WorkerTeam.For(heads, threads, &AttentionHead, job);
     }
 

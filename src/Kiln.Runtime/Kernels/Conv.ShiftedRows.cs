@@ -69,11 +69,11 @@ public static partial class Convolution
                     A = pa, Offsets = po, Bias = bias is null ? null : pb, K = k, M = m, Wp = wph, Ow = ow, Q = q, P = oh * ow,
                     Panels = panels, RowTiles = rowTiles, InputLength = copy ? copyLength : (long)c * h * wd, MaxOffset = maxOffset,
                 };
-                job.PanelGroup = Math.Max(1, Math.Min(4, panels / (4 * MatMul.MaxThreads)));
+                job.PanelGroup = Math.Max(1, Math.Min(4, panels / (4 * Parallelism.Threads)));
                 job.RowGroup = 8;
                 job.Items = (panels + job.PanelGroup - 1) / job.PanelGroup * ((rowTiles + job.RowGroup - 1) / job.RowGroup);
                 var flops = 2.0 * n * m * k * oh * ow;
-                var threads = flops >= 4e6 ? MatMul.MaxThreads : 1;
+                var threads = flops >= 4e6 ? Parallelism.Threads : 1;
                 for (var b = 0; b < n; b++)
                 {
                     var xb = px + (long)b * c * h * wd;

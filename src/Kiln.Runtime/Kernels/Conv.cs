@@ -149,7 +149,7 @@ public static partial class Convolution
                 X = px, W = pw, B = bias is null ? null : pb, Y = py, C = c, H = h, Wd = wd, Oh = oh, Ow = ow, T = new Taps(win),
             };
             var planes = n * c;
-            var threads = (long)planes * oh * ow * job.T.Kh * job.T.Kw >= 1 << 16 ? Math.Min(planes, MatMul.MaxThreads) : 1;
+            var threads = (long)planes * oh * ow * job.T.Kh * job.T.Kw >= 1 << 16 ? Math.Min(planes, Parallelism.Threads) : 1;
             // Planes are claimed a few at a time (the team's chunks): measured here, that beats one contiguous half per thread.
             WorkerTeam.For(planes, threads, &DepthwisePlane, &job);
         }
@@ -305,7 +305,7 @@ public static partial class Convolution
                 T = new Taps(win), Block = block, Blocks = blocks, Direct = direct,
             };
             var flops = 2.0 * n * m * k * p;
-            WorkerTeam.For(n * blocks, flops >= 4e6 ? MatMul.MaxThreads : 1, &ConvBlock, &job);
+            WorkerTeam.For(n * blocks, flops >= 4e6 ? Parallelism.Threads : 1, &ConvBlock, &job);
         }
     }
 

@@ -17,8 +17,6 @@ public static unsafe class MatMul
     // Packed B panels of persistent (weight) tensors, kept as long as the tensor object lives.
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Tensor, System.Collections.Concurrent.ConcurrentDictionary<(long, bool), float[]>> PackCache = new();
 
-    /// <summary>Threads the kernels may use (default: every core).</summary>
-    public static int MaxThreads { get; set; } = Environment.ProcessorCount;
 
     private static int Nr => Avx512F.IsSupported ? 32 : 16;
 
@@ -116,7 +114,7 @@ public static unsafe class MatMul
         {
             // Column ranges of at least 64 floats, on every core once B is large enough to be worth it.
             // Waking a second thread costs more than it saves below a few MB of B (one core reads ~35 GB/s).
-            var threads = _single || (long)n * k < 1 << 19 ? 1 : MaxThreads;
+            var threads = _single || (long)n * k < 1 << 19 ? 1 : Parallelism.Threads;
             threads = Math.Max(1, Math.Min(threads, n / 64));
             var chunk = (n + threads - 1) / threads;
             chunk = (chunk + 15) / 16 * 16;
@@ -135,7 +133,7 @@ public static unsafe class MatMul
             var panels = (n + 31) / 32;
             // Every core, even for a 288×288 weight: a decode step's layers come from L3 at tens of GB/s per core, and
             // waking the team (well under a microsecond) is cheaper than leaving the other core idle for several.
-            var threads = _single ? 1 : Math.Min(MaxThreads, panels);
+            var threads = _single ? 1 : Math.Min(Parallelism.Threads, panels);
             var chunk = (panels + threads - 1) / threads;
             var job = new GemvJob { A = pa, B = pb, C = pc, Lda = lda, Ldc = ldc, M = m, N = n, K = k, Chunk = chunk, Accumulate = accumulate };
             WorkerTeam.For(threads, threads, &GemvPanels, &job);
@@ -309,7 +307,7 @@ public static unsafe class MatMul
             var panelGroups = (panels + 3) / 4;
             var tiles = rowBlocks * panelGroups;
             var flops = 2.0 * m * n * k;
-            var threads = _single || flops < 2e6 ? 1 : Math.Min(MaxThreads, tiles);
+            var threads = _single || flops < 2e6 ? 1 : Math.Min(Parallelism.Threads, tiles);
             var tiling = new Tiling { Job = &job, RowBlocks = rowBlocks, Panels = panels };
             WorkerTeam.For(tiles, threads, &RunTile, &tiling);
         }
@@ -534,10 +532,10 @@ public static unsafe class MatMul
         }
         // Many small products (attention heads): parallel over the batch when there is enough work to pay for the threads.
         var total = (long)batches * m * n * k;
-        if (batches > 1 && MaxThreads > 1 && !_single && (long)m * n * k < 1L << 22 && total >= 1L << 16)
+        var threads = Parallelism.Threads;
+        if (batches > 1 && threads > 1 && !_single && (long)m * n * k < 1L << 22 && total >= 1L << 16)
         {
-            var saved = MaxThreads;
-            Parallel.For(0, batches, new ParallelOptions { MaxDegreeOfParallelism = saved }, t => SingleThreaded(() => One(t)));
+            Parallel.For(0, batches, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => SingleThreaded(() => One(t)));
         }
         else
             for (var t = 0; t < batches; t++) One(t);

@@ -61,7 +61,7 @@ public static unsafe partial class QuantizedMatMul
                 && _panelsInput.AsSpan(0, Math.Min(_panelsInput?.Length ?? 0, m * k)).SequenceEqual(input)))
             {
                 var transpose = new PanelJob { X = x, Panels = pp, M = m, K = k, Blocks = l.Blocks, Bits = l.Bits, Levels = activationBits == 8 ? 127f : 32767f, StaticScales = staticScales };
-                WorkerTeam.For(tokenPanels, MatMul.MaxThreads, &RoundIntoPanel, &transpose);
+                WorkerTeam.For(tokenPanels, Parallelism.Threads, &RoundIntoPanel, &transpose);
                 input.CopyTo(Grow(ref _panelsInput, m * k));
                 if (!_panelsStatic.AsSpan().SequenceEqual(statics)) _panelsStatic = statics.ToArray();
                 (_panelsM, _panelsK, _panelsLevels) = (m, k, levels);
@@ -73,7 +73,7 @@ public static unsafe partial class QuantizedMatMul
                 Bits = l.Bits, Zero = l.SymmetricZero, Accumulate = accumulate,
             };
             // A tile is ~10 µs of work: claimed one at a time, the two cores finish together.
-            WorkerTeam.For((l.Rows + 7) / 8, MatMul.MaxThreads, &DequantizedTile, &job, chunk: 1);
+            WorkerTeam.For((l.Rows + 7) / 8, Parallelism.Threads, &DequantizedTile, &job, chunk: 1);
         }
     }
 

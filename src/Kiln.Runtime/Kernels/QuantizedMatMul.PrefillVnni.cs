@@ -64,8 +64,8 @@ public static unsafe partial class QuantizedMatMul
             };
             // Rounded again for each product, even one with the same input as the last: comparing x element by
             // element costs about as much as rounding it into int8 panels.
-            WorkerTeam.For(rowVectors, MatMul.MaxThreads, &RoundIntoVnniPanel, &job);
-            WorkerTeam.For((l.Rows + 7) / 8, MatMul.MaxThreads, &VnniTile, &job, chunk: 1);
+            WorkerTeam.For(rowVectors, Parallelism.Threads, &RoundIntoVnniPanel, &job);
+            WorkerTeam.For((l.Rows + 7) / 8, Parallelism.Threads, &VnniTile, &job, chunk: 1);
         }
     }
 

@@ -22,8 +22,30 @@ namespace Kiln.Runtime.Kernels;
 /// </summary>
 public static unsafe partial class QuantizedMatMul
 {
-    /// <summary>Whether the x86 integer path runs (AVX2 with FMA; AVX-VNNI where the CPU has it). Tests turn it off to check the portable path.</summary>
-    public static bool UseIntegerDotProduct { get; set; } = Avx2.IsSupported && Fma.IsSupported;
+    /// <summary>Whether this CPU has the x86 integer path (AVX2 with FMA; AVX-VNNI where the CPU has it).</summary>
+    public static bool IntegerDotProductAvailable { get; } = Avx2.IsSupported && Fma.IsSupported;
+
+    [ThreadStatic] private static bool? _integerDotProduct;
+
+    /// <summary>Whether products called from this thread take the integer path: where available, unless a test chose otherwise on this thread.</summary>
+    public static bool UseIntegerDotProduct => _integerDotProduct ?? IntegerDotProductAvailable;
+
+    /// <summary>
+    /// Chooses the path for products called from this thread until the scope is disposed (tests compare the portable
+    /// path with the integer one). Per thread, never global: a model running elsewhere keeps its path.
+    /// </summary>
+    public static IntegerPathScope UseIntegerPath(bool integer)
+    {
+        var previous = _integerDotProduct;
+        _integerDotProduct = integer && IntegerDotProductAvailable;
+        return new IntegerPathScope(previous);
+    }
+
+    /// <summary>Restores the path chosen before <see cref="UseIntegerPath"/>.</summary>
+    public readonly struct IntegerPathScope(bool? previous) : IDisposable
+    {
+        public void Dispose() => _integerDotProduct = previous;
+    }
 
     /// <summary>
     /// start + Σ of 4 consecutive u8·s8 products per i32 lane: one <c>vpdpbusd</c> with AVX-VNNI, else
@@ -129,7 +151,7 @@ public static unsafe partial class QuantizedMatMul
             };
             // Tiles of 16 output channels; small products stay on the calling thread.
             var tiles = (l.Rows + TileRows - 1) / TileRows;
-            var threads = (long)m * l.Rows * l.Columns < 1 << 18 ? 1 : MatMul.MaxThreads;
+            var threads = (long)m * l.Rows * l.Columns < 1 << 18 ? 1 : Parallelism.Threads;
             WorkerTeam.For(tiles, threads, &RunTile, &job);
         }
     }
