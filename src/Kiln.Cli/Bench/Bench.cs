@@ -64,7 +64,7 @@ public static class Bench
             var kiln = Compile(o, o.Passes, Role.Kiln, threads, workDir, compiled, progress);
             contenders.Add(kiln.Contender);
             var pages = new Dictionary<Role, PageReport>();
-            pages[Role.Kiln] = kiln.Pages;
+            var blobs = new Dictionary<Role, CompiledRunner> { [Role.Kiln] = kiln.Runner };
             var layout = kiln.Runner.Model.DecoderLayout;
             string? data = layout is null ? o.Data ?? DefaultData(o.Model) : null;
             var inputs = data is null ? null : DataSets.ReadInputs(model.Graph, data);
@@ -79,29 +79,42 @@ public static class Bench
                 baseline = b.Contender;
                 contenders.Add(baseline);
                 if (inputs is not null) baseline.SetInputs(inputs);
-                pages[Role.Baseline] = b.Pages;
+                blobs[Role.Baseline] = b.Runner;
                 baselineGraph = b.Graph;
                 baselinePlanned = b.FullyPlanned;
             }
 
             OrtContender? ort = null;
+            IReadOnlyList<MemoryRegion> ortRegions = [];
             if (o.Ort)
             {
                 // ONNX Runtime allocates its weights itself: the regions its session creation added are its weights
-                // (and their prepacked copies); they get the treatment Kiln's weights got.
+                // (and their prepacked copies).
                 var before = PageBacking.Snapshot();
                 ort = new OrtContender(o.Model, model.Graph, layout, inputs, threads);
                 contenders.Add(ort);
-                var added = PageBacking.Grown(before, PageBacking.Snapshot());
-                var kilnGotHuge = pages.Values.All(p => p.Pages == Pages.Huge);
-                if (o.Pages == Pages.Huge && kilnGotHuge) PageBacking.Collapse(added);
+                ortRegions = PageBacking.Grown(before, PageBacking.Snapshot());
+            }
+
+            // After the warm-up every engine's weights are resident (a mapped blob is paged in by its first run):
+            // Kiln's are collapsed into huge pages if asked, and ONNX Runtime's get what Kiln's got.
+            void TreatPages()
+            {
+                foreach (var (role, r) in blobs)
+                {
+                    var (address, length) = r.Blob!.Region;
+                    if (o.Pages == Pages.Huge) PageBacking.Collapse(address, length);
+                    pages[role] = PageBacking.Measure(address, length);
+                }
+                if (ort is null) return;
+                if (o.Pages == Pages.Huge && pages.Values.All(p => p.Pages == Pages.Huge)) PageBacking.Collapse(ortRegions);
                 else if (o.Pages == Pages.Huge)
                     progress.WriteLine("note: Kiln's weights got no huge pages (smaller than one, or a mapped file the kernel does not back with them), so ONNX Runtime's get none either");
-                pages[Role.Ort] = PageBacking.Measure(added);
+                pages[Role.Ort] = PageBacking.Measure(ortRegions);
             }
 
             var prompt = Prompt(layout, model.Graph);
-            var results = layout is not null ? RunDecoder(contenders, prompt, o.Rounds, progress) : RunLatency(contenders, o.Rounds, progress);
+            var results = layout is not null ? RunDecoder(contenders, prompt, o.Rounds, TreatPages, progress) : RunLatency(contenders, o.Rounds, TreatPages, progress);
             kiln.Contender.PrintProfile(progress);
 
             PerEngine<long?> bytes = new(null, null, null);
@@ -131,10 +144,10 @@ public static class Bench
         }
     }
 
-    /// <summary>One compiled pipeline: its contender and runner, how its weights are paged, its optimized graph, whether it was fully planned.</summary>
-    private sealed record CompiledContender(KilnContender Contender, CompiledRunner Runner, PageReport Pages, Graph Graph, bool FullyPlanned);
+    /// <summary>One compiled pipeline: its contender and runner, its optimized graph, whether it was fully planned.</summary>
+    private sealed record CompiledContender(KilnContender Contender, CompiledRunner Runner, Graph Graph, bool FullyPlanned);
 
-    /// <summary>Compiles one pipeline into a contender, its weights paged as asked. The compiled model joins <paramref name="compiled"/> (its graph is read after the run; its constants may point into the model file's mapping).</summary>
+    /// <summary>Compiles one pipeline into a contender. The compiled model joins <paramref name="compiled"/> (its graph is read after the run; its constants may point into the model file's mapping).</summary>
     private static CompiledContender Compile(BenchOptions o, string? passes, Role role, int threads, string workDir, List<Model> compiled, TextWriter progress)
     {
         var clock = Stopwatch.StartNew();
@@ -144,12 +157,9 @@ public static class Bench
         var runner = CompiledRunner.CompileInMemory(toCompile, o.Model, options, Path.Combine(workDir, role.ToString()), o.Weights, out var result);
         runner.Model.Threads = threads;
         Commands.NoteUnusedCalibration(o.Calibration, result.Passes, result.Pipeline);
-        var (address, length) = runner.Blob!.Region;
-        if (o.Pages == Pages.Huge) PageBacking.Collapse(address, length);
-        var pages = PageBacking.Measure(address, length);
         progress.WriteLine($"compiled {(role == Role.Baseline ? "the baseline" : "the pipeline under test")} ({result.Pipeline}) in {clock.Elapsed.TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture)} s");
         var contender = new KilnContender(role, runner, profile: role == Role.Kiln && Environment.GetEnvironmentVariable("KILN_PROFILE") is "1" or "decode");
-        return new CompiledContender(contender, runner, pages, toCompile.Graph, result.FullyPlanned);
+        return new CompiledContender(contender, runner, toCompile.Graph, result.FullyPlanned);
     }
 
     private static long[] Prompt(Runtime.Decoding.DecoderLayout? layout, Graph graph)
@@ -171,7 +181,7 @@ public static class Bench
     private static IEnumerable<Contender> InOrder(IReadOnlyList<Contender> all, int round) =>
         Enumerable.Range(0, all.Count).Select(i => all[(i + round) % all.Count]);
 
-    private static List<BenchResult> RunDecoder(IReadOnlyList<Contender> all, long[] prompt, int rounds, TextWriter progress)
+    private static List<BenchResult> RunDecoder(IReadOnlyList<Contender> all, long[] prompt, int rounds, Action afterWarmUp, TextWriter progress)
     {
         // Warm up until the JIT has settled (tiered compilation promotes hot kernels after a few hundred calls).
         foreach (var c in all)
@@ -184,6 +194,7 @@ public static class Bench
                 c.Decode?.Invoke(prompt);
             });
         }
+        afterWarmUp();
         foreach (var c in all.OfType<KilnContender>()) c.ClearProfile(); // profile the measured rounds only
         var sameWork = all.ToDictionary(c => c.Role, _ => new List<double>());
         var lastPosition = all.ToDictionary(c => c.Role, _ => new List<double>());
@@ -208,13 +219,14 @@ public static class Bench
         ];
     }
 
-    private static List<BenchResult> RunLatency(IReadOnlyList<Contender> all, int rounds, TextWriter progress)
+    private static List<BenchResult> RunLatency(IReadOnlyList<Contender> all, int rounds, Action afterWarmUp, TextWriter progress)
     {
         foreach (var c in all)
         {
             progress.WriteLine($"warming up {Label(c.Role)}");
             Warm(c.Run!);
         }
+        afterWarmUp();
         // A round is the mean of enough consecutive runs to last about 200 ms (one run of a small model is too short to time alone).
         var perRound = Math.Clamp((int)(200 / Math.Max(0.01, Contender.Time(all[0].Run!))), 1, 1000);
         foreach (var c in all.OfType<KilnContender>()) c.ClearProfile();
