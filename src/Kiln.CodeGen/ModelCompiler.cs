@@ -57,6 +57,7 @@ public static class ModelCompiler
     public static CompileResult Compile(Model model, string sourceName, CompileOptions options)
     {
         var clock = Stopwatch.StartNew();
+        RefuseOversizedWeights(model, sourceName);
         var before = model.Graph.AllGraphs().Sum(g => g.Nodes.Count);
         var pipeline = PassPipeline.Parse(options.Passes ?? PassPipeline.Default);
         var dumps = options.DumpIrDirectory;
@@ -87,6 +88,20 @@ public static class ModelCompiler
         }
         return new CompileResult(className, options.Namespace, source, emitted.Weights, hash, pipeline.ToString(), reports, before, after,
             emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds, emitted.Activations, emitted.FullyPlanned);
+    }
+
+    /// <summary>
+    /// A weight of more than 2 GiB cannot be one tensor view of the runtime (its kernels take spans): refused before
+    /// any pass reads it, naming it (a model may still be larger than 2 GiB in all; its blob takes 64-bit offsets).
+    /// </summary>
+    private static void RefuseOversizedWeights(Model model, string sourceName)
+    {
+        var diagnostics = model.Graph.AllGraphs().SelectMany(g => g.Constants)
+            .Where(c => c.Data is { } d && d.ByteLength > int.MaxValue)
+            .Select(c => new Ir.Diagnostics.Diagnostic(Ir.Diagnostics.DiagnosticCode.CodeGenFailed,
+                $"weight '{c.Name}' ({c.Data!.Elem.Name()}[{string.Join(", ", c.Data.Dims)}]) holds {c.Data.ByteLength:N0} bytes; one tensor can hold at most {int.MaxValue:N0} (split it)", sourceName))
+            .ToList();
+        if (diagnostics.Count > 0) throw new Ir.Diagnostics.KilnException(diagnostics);
     }
 
     /// <summary>A pass step as a file-name part: its name, options dropped ("quantize{bits=4}" → "quantize").</summary>

@@ -179,4 +179,24 @@ public sealed class WeightBlobTests : IDisposable
     {
         Assert.Equal(File.ReadAllBytes(WriteSample("a.kiln")), File.ReadAllBytes(WriteSample("b.kiln")));
     }
+
+    [Fact]
+    public void A_weight_over_2_GiB_is_refused_at_compile_time_with_a_KILN_code()
+    {
+        // A 2.5 GiB external-data weight (a sparse file, mapped as the importer maps external data).
+        var data = Path.Combine(_dir, "big.data");
+        using (var f = File.Create(data)) f.SetLength(5L << 29);
+        using var file = new MappedFile(data);
+        var g = new Graph("big");
+        var x = g.AddInput("x", new TensorType(ElementType.I64, Shape.Of(1)));
+        var w = g.AddConstant("huge.weight", new MappedTensorData(ElementType.F32, [5L << 27], file, 0));
+        var n = g.AddNode("Gather", "", "lookup", [w, x], ["y"]);
+        g.AddOutput(n.Outputs[0]!, new TensorType(ElementType.F32, null));
+        using var model = new Model(g);
+        var e = Assert.Throws<Kiln.Ir.Diagnostics.KilnException>(() => ModelCompiler.Compile(model, "big.onnx", new CompileOptions { Verify = false }));
+        var d = Assert.Single(e.Diagnostics);
+        Assert.Equal(Kiln.Ir.Diagnostics.DiagnosticCode.CodeGenFailed, d.Code);
+        Assert.Contains("'huge.weight'", d.Message);
+        Assert.Contains("at most 2,147,483,647", d.Message);
+    }
 }
