@@ -69,12 +69,16 @@ public static class ModelCompiler
         }
         var steps = pipeline.Steps.Count;
         var done = 0;
+        // Weights the passes produce are spilled to mapped scratch files, owned by the model (its blob is written
+        // from them after this returns): a compile holds about one layer in memory, not the whole compressed model.
+        var spill = new WeightSpill(Path.Combine(Path.GetTempPath(), $"kiln-spill-{Environment.ProcessId}-{Guid.NewGuid():N}"));
+        model.Resources.Add(spill);
         var reports = PassManager.Run(model, pipeline, r =>
         {
             var index = ++done;
             options.Progress?.Invoke($"pass {index}/{steps} {r.Step}: {r.NodesBefore} → {r.NodesAfter} nodes ({r.Milliseconds.ToString("0", CultureInfo.InvariantCulture)} ms)");
             if (dumps is not null) KirPrinter.WriteFile(model, Path.Combine(dumps, $"{index:D2}-{DumpName(r.Step)}.kir"));
-        }, options.Progress is null ? null : line => options.Progress($"  {line}"), options.Calibration);
+        }, options.Progress is null ? null : line => options.Progress($"  {line}"), options.Calibration, spill);
         var after = model.Graph.AllGraphs().Sum(g => g.Nodes.Count);
         var className = options.ClassName ?? DefaultClassName(sourceName);
         var hash = ModelHash(model, options.Namespace, className, pipeline.ToString(), options.Backend.Name);

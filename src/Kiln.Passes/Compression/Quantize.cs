@@ -55,6 +55,7 @@ public sealed class Quantize : IPass
         var done = new Dictionary<(Value Weight, bool Transposed), QuantizedConstants>();
         var count = 0;
         var embeddingTables = layers.Where(l => l.IsEmbedding || l.IsClassifier).Select(l => l.Weight).ToHashSet();
+        long transient = 0;
 
         // Quantizes one layer (once per weight and orientation) and rewrites it; returns the nodes that now compute it.
         IReadOnlyList<Node> Handle(QuantizableLayer layer, CalibrationWalk.LayerInputs? x)
@@ -81,7 +82,7 @@ public sealed class Quantize : IPass
                 ctx.Report($"layer {count}/{layers.Count} {weight.Name} ({layout.Name})");
                 // Tables read as embeddings, and layers without calibration inputs, are rounded to the nearest.
                 var result = head || x is null ? new QuantizedLayerResult(QuantizedWeights.Pack(w, layout), null) : quantizer.Quantize(w, layout, x);
-                q = QuantizedConstants.Add(ctx.Graph, weight, result);
+                q = QuantizedConstants.Add(ctx, weight, result);
                 done[(weight, layer.RowsAreOutputs)] = q;
                 var deq = result.Matrix.Dequantize();
                 if (result.InputScale is { } inScale)
@@ -92,6 +93,15 @@ public sealed class Quantize : IPass
                     (layout.HasPartialGroup ? $"last group of each row {columns % layout.Group} wide; " : "") + (result.InputScale is null ? "" : "input scaled (AWQ); ")
                     + (head ? "embedding/classifier" : "")));
                 ctx.Count($"int{layerBits} layers");
+                // Each layer leaves float copies of its weight (rows, dequantized) on the large-object heap, which the
+                // GC collects when it sees fit: on a 1B model that garbage reached gigabytes. With a spill (the codes
+                // already in mapped files), collecting every 512 MB holds the pass near one layer's copies.
+                transient += 12L * rows * columns;
+                if (ctx.Spill is not null && transient >= 512L << 20)
+                {
+                    GC.Collect();
+                    transient = 0;
+                }
             }
             return layer.Rewrite(ctx.Graph, q);
         }
@@ -109,6 +119,8 @@ public sealed class Quantize : IPass
         {
             foreach (var layer in layers) Handle(layer, null);
         }
+        // The last layers' float copies go before the next stage (emission, the Roslyn check) allocates its own.
+        if (ctx.Spill is not null) GC.Collect();
         // Float weights nothing reads any more go.
         foreach (var (weight, _) in done.Keys)
             if (weight.Uses.Count == 0 && weight.Owner.Constants.Contains(weight)) weight.Owner.RemoveConstant(weight);
@@ -176,12 +188,13 @@ public sealed class RoundToNearest : IWeightQuantizer
 /// <summary>The constants a quantized matrix becomes in the graph, named after the float weight.</summary>
 public sealed record QuantizedConstants(QuantizedLayout Layout, Value Codes, Value Scales, Value? Zeros, Value? InputScale)
 {
-    public static QuantizedConstants Add(Graph g, Value weight, QuantizedLayerResult result)
+    public static QuantizedConstants Add(PassContext ctx, Value weight, QuantizedLayerResult result)
     {
+        var g = ctx.Graph;
         var m = result.Matrix;
         var l = m.Layout;
         string Name(string suffix) => g.UniqueName($"{weight.Name}.{suffix}");
-        var codes = g.AddConstant(Name($"q{l.Bits}"), new MemoryTensorData(ElementType.U8, [l.Rows, l.RowBytes], m.Codes));
+        var codes = g.AddConstant(Name($"q{l.Bits}"), ctx.Keep(new MemoryTensorData(ElementType.U8, [l.Rows, l.RowBytes], m.Codes)));
         var scales = g.AddConstant(Name("scales"), TensorData.FromArray(ElementType.F16, [l.Rows, l.Groups], m.Scales));
         var zeros = m.Zeros is null ? null : g.AddConstant(Name("zeros"), new MemoryTensorData(ElementType.U8, [l.Rows, l.Groups], m.Zeros));
         var inverse = result.InputScale?.Select(v => 1f / v).ToArray();
@@ -204,8 +217,9 @@ public sealed record QuantizableLayer(Node Node, Value Weight, bool RowsAreOutpu
     public float[] WeightRows()
     {
         var d = Weight.Data!;
-        var w = d.ToArray<float>();
-        if (RowsAreOutputs) return w;
+        if (RowsAreOutputs) return d.ToArray<float>();
+        // Transposed straight from the weight's bytes (often a mapped file): one copy, not two.
+        var w = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(d.Bytes);
         int k = (int)d.Dims[0], n = (int)d.Dims[1];
         var t = new float[w.Length];
         for (var i = 0; i < k; i++)

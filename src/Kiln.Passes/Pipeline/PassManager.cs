@@ -51,6 +51,12 @@ public sealed class PassContext(Model model, PassOptions options)
 
     private readonly CalibrationSet? _calibration;
 
+    /// <summary>Where large tensors the pass produces go (mapped scratch files); null keeps them in memory.</summary>
+    public WeightSpill? Spill { get; init; }
+
+    /// <summary>A tensor the pass produced, as the graph should hold it: mapped from a scratch file when there is a spill and it is large.</summary>
+    public TensorData Keep(TensorData data) => Spill?.Keep(data) ?? data;
+
     /// <summary>Whether the pass looked at <see cref="Calibration"/> (a tool says so when data it was given went unused).</summary>
     public bool CalibrationRead { get; private set; }
 
@@ -111,7 +117,7 @@ public static class PassManager
     /// <param name="progress">receives the passes' own progress lines, each prefixed with its pass name</param>
     /// <param name="calibration">inputs for the calibrating passes</param>
     public static IReadOnlyList<PassReport> Run(Model model, PassPipeline pipeline, Action<PassReport>? afterPass = null, Action<string>? progress = null,
-        CalibrationSet? calibration = null)
+        CalibrationSet? calibration = null, WeightSpill? spill = null)
     {
         // Resolve every pass first, so a typo late in the pipeline fails before any work is done.
         var passes = pipeline.Steps.Select(s => (Step: s, Pass: PassRegistry.Create(s.Name))).ToList();
@@ -120,7 +126,7 @@ public static class PassManager
         {
             var before = CountOps(model.Graph);
             var name = step.Name;
-            var ctx = new PassContext(model, step.Options) { Calibration = calibration, Progress = progress is null ? null : line => progress($"{name}: {line}") };
+            var ctx = new PassContext(model, step.Options) { Calibration = calibration, Spill = spill, Progress = progress is null ? null : line => progress($"{name}: {line}") };
             var clock = Stopwatch.StartNew();
             pass.Run(ctx);
             step.Options.CheckAllUsed(pass.OptionNames);
