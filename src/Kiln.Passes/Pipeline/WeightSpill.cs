@@ -9,11 +9,10 @@ namespace Kiln.Passes;
 /// of several GB then holds about one layer's working copies in memory, plus what is mapped. The files are deleted
 /// once mapped; disposing the spill (with its model) unmaps them.
 /// </summary>
-public sealed class WeightSpill(string directory) : IDisposable
+/// <param name="directory">the scratch folder (created on first use, deleted on dispose)</param>
+/// <param name="minimumBytes">tensors below this stay in memory: a file and a mapping each would cost more than they save</param>
+public sealed class WeightSpill(string directory, long minimumBytes = 1 << 20) : IDisposable
 {
-    /// <summary>Tensors below this stay in memory: a file and a mapping each would cost more than they save.</summary>
-    public const long MinimumBytes = 1 << 20;
-
     private readonly List<MappedFile> _files = [];
     private int _next;
 
@@ -23,7 +22,7 @@ public sealed class WeightSpill(string directory) : IDisposable
     /// <summary>The same tensor, backed by a mapped scratch file when it is large enough.</summary>
     public TensorData Keep(TensorData data)
     {
-        if (data.ByteLength < MinimumBytes || data.Elem == ElementType.String) return data;
+        if (data.ByteLength < minimumBytes || data.ByteLength == 0 || data.Elem == ElementType.String) return data;
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, $"{_next++}.bin");
         using (var f = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20)) f.Write(data.Bytes);
