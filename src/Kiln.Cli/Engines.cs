@@ -50,7 +50,7 @@ public sealed class CompiledRunner(ICompiledModel model, string source, WeightBl
         }
         catch (WeightBlobException e)
         {
-            throw new KilnException(new Diagnostic(DiagnosticCode.InvalidWeightBlob, e.Message["KILN0025: ".Length..], Blob?.Source ?? source));
+            throw BlobError(e, Blob?.Source ?? source);
         }
         return Model.OutputNames.Select((n, i) => (n, outs[i])).ToDictionary(x => x.n, x => x.Item2);
     }
@@ -75,7 +75,7 @@ public sealed class CompiledRunner(ICompiledModel model, string source, WeightBl
         }
         catch (WeightBlobException w)
         {
-            throw new KilnException(new Diagnostic(DiagnosticCode.InvalidWeightBlob, w.Message["KILN0025: ".Length..], blobPath));
+            throw BlobError(w, blobPath);
         }
         try
         {
@@ -84,7 +84,7 @@ public sealed class CompiledRunner(ICompiledModel model, string source, WeightBl
         catch (TargetInvocationException e) when (e.InnerException is WeightBlobException w)
         {
             blob.Dispose();
-            throw new KilnException(new Diagnostic(DiagnosticCode.InvalidWeightBlob, w.Message["KILN0025: ".Length..], blobPath));
+            throw BlobError(w, blobPath);
         }
         catch
         {
@@ -92,6 +92,10 @@ public sealed class CompiledRunner(ICompiledModel model, string source, WeightBl
             throw;
         }
     }
+
+    /// <summary>A blob's refusal (its message starts with its code) as a Kiln diagnostic at <paramref name="file"/>.</summary>
+    private static KilnException BlobError(WeightBlobException e, string file) =>
+        new(new Diagnostic(DiagnosticCode.InvalidWeightBlob, e.Message["KILN0025: ".Length..], file));
 
     /// <summary>Compiles a model in memory (Roslyn) with its blob in a temporary folder, and instantiates it.</summary>
     public static CompiledRunner CompileInMemory(Model model, string modelPath, CompileOptions options, string workDir, WeightLoading loading = WeightLoading.Map) =>

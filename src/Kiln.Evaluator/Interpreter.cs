@@ -292,7 +292,7 @@ public sealed class Interpreter
             catch (Exception e) when (e is not (KilnException or ObjectDisposedException))
             {
                 // Not a check rejecting the input on purpose: a bug in Kiln, reported as one, with its cause kept.
-                throw new KilnException(new Diagnostic(DiagnosticCode.InternalError, $"this is a bug in Kiln: {e.GetType().Name}: {e.Message}", SourcePath, node.Name, node.Index, node.QualifiedOp), e);
+                throw NodeError(node, DiagnosticCode.InternalError, $"this is a bug in Kiln: {e.GetType().Name}: {e.Message}", e);
             }
             if (_options.Profile)
             {
@@ -336,6 +336,9 @@ public sealed class Interpreter
         _ => [],
     };
 
-    private KilnException NodeError(Node node, DiagnosticCode code, string message) =>
-        new(new Diagnostic(code, message, SourcePath, node.Name, node.Index, node.QualifiedOp));
+    private KilnException NodeError(Node node, DiagnosticCode code, string message, Exception? cause = null)
+    {
+        var diagnostic = new Diagnostic(code, message, SourcePath, node.Name, node.Index, node.QualifiedOp);
+        return cause is null ? new(diagnostic) : new(diagnostic, cause);
+    }
 }

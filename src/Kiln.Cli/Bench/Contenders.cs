@@ -102,14 +102,23 @@ internal sealed class KilnContender : Contender
         _profileByShape?.Clear();
     }
 
+    /// <summary>Times <paramref name="a"/>, profiled when profiling is on (decode steps only with KILN_PROFILE=decode).</summary>
     private double Profiled(bool isDecode, Action a)
     {
-        var on = _profile is not null && (isDecode || !_decodeOnly);
+        var elapsed = 0.0;
+        WithProfile(isDecode || !_decodeOnly, () => elapsed = Time(a));
+        return elapsed;
+    }
+
+    /// <summary>Runs <paramref name="a"/> with this contender's profile collecting its calls when <paramref name="on"/> (and profiling is on at all).</summary>
+    private void WithProfile(bool on, Action a)
+    {
+        on &= _profile is not null;
         Generated.Profile = on ? _profile : null;
         Generated.ProfileByShape = on ? _profileByShape : null;
         try
         {
-            return Time(a);
+            a();
         }
         finally
         {
@@ -151,22 +160,11 @@ internal sealed class KilnContender : Contender
     /// from its arena): fresh output buffers every call would time the OS's page faults. An output that is an input's
     /// own buffer (an Identity or Reshape of an input) is left alone.
     /// </summary>
-    public override Action? Run => _inputs is null ? null : () =>
+    public override Action? Run => _inputs is null ? null : () => WithProfile(true, () =>
     {
-        var on = _profile is not null;
-        Generated.Profile = on ? _profile : null;
-        Generated.ProfileByShape = on ? _profileByShape : null;
-        try
-        {
-            foreach (var output in _runner.Run(_inputs).Values)
-                if (output is not Tensor t || !_inputStorage.Contains(t.Storage)) _runner.Model.Recycle(output);
-        }
-        finally
-        {
-            Generated.Profile = null;
-            Generated.ProfileByShape = null;
-        }
-    };
+        foreach (var output in _runner.Run(_inputs).Values)
+            if (output is not Tensor t || !_inputStorage.Contains(t.Storage)) _runner.Model.Recycle(output);
+    });
 
     /// <summary>Managed bytes allocated per decode step, all threads (the goal is none once warm).</summary>
     public long AllocatedPerDecodeStep(long[] prompt)
