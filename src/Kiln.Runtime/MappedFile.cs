@@ -31,6 +31,24 @@ public sealed unsafe class MappedFile : IDisposable
         if (OperatingSystem.IsLinux() && _base is not null && Length > 0) _ = Madvise(_base, (nuint)Length, 14);
     }
 
+    /// <summary>
+    /// Drops this process's resident pages over a range (Linux: MADV_DONTNEED; elsewhere nothing). The mapping is
+    /// read-only, so the bytes stay valid: a later read faults them back in from the page cache or the file. A pass that
+    /// has read a weight once (hashing, quantizing) calls this so that a compile of a model larger than memory does not
+    /// keep every page it has touched resident.
+    /// </summary>
+    public void ReleaseResident(long offset, long length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!OperatingSystem.IsLinux() || _base is null || length <= 0) return;
+        var page = Environment.SystemPageSize;
+        // Whole pages inside the mapping: the first page of the range and the page holding its end.
+        var start = Math.Max(0, offset) / page * page;
+        var end = Math.Min(Length, offset + length);
+        if (end <= start) return;
+        _ = Madvise(_base + start, (nuint)(end - start), 4);
+    }
+
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "madvise")]
     private static extern int Madvise(void* address, nuint length, int advice);
 

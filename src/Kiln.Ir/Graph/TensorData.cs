@@ -45,6 +45,14 @@ public abstract class TensorData
         return Convert.ToHexStringLower(digest[..8]);
     }
 
+    /// <summary>
+    /// After a full read of a large weight: lets the OS drop the pages this process holds for it, when it lives in a
+    /// mapped file (they are read again from the file if needed). Managed data stays as it is.
+    /// </summary>
+    public virtual void ReleaseResident()
+    {
+    }
+
     public T[] ToArray<T>() where T : unmanaged => MemoryMarshal.Cast<byte, T>(Bytes).ToArray();
 
     /// <summary>Integer contents widened to long (for shape-like constants).</summary>
@@ -108,4 +116,6 @@ public sealed class MappedTensorData(ElementType elem, long[] dims, MappedFile f
     public override ReadOnlySpan<byte> Bytes => File.Span(Offset, ByteLength);
 
     public override ReadOnlyMemory<byte> Memory => File.Memory(Offset, ByteLength);
+
+    public override void ReleaseResident() => File.ReleaseResident(Offset, ByteLength);
 }

@@ -51,7 +51,10 @@ public sealed class CommonSubexpressionElimination : IPass
             var byHash = new Dictionary<string, Value>(StringComparer.Ordinal);
             foreach (var c in group)
             {
-                if (!byHash.TryGetValue(c.Data!.ContentHash, out var first)) { byHash[c.Data.ContentHash] = c; continue; }
+                var hash = c.Data!.ContentHash;
+                // Hashing read the whole weight: a model larger than memory must not keep every page resident.
+                c.Data.ReleaseResident();
+                if (!byHash.TryGetValue(hash, out var first)) { byHash[hash] = c; continue; }
                 if (!c.Data.Bytes.SequenceEqual(first.Data!.Bytes)) continue;
                 Graph.ReplaceAllUses(c, first);
                 g.RemoveConstant(c);

@@ -93,6 +93,8 @@ public sealed class Quantize : IPass
                     (layout.HasPartialGroup ? $"last group of each row {columns % layout.Group} wide; " : "") + (result.InputScale is null ? "" : "input scaled (AWQ); ")
                     + (head ? "embedding/classifier" : "")));
                 ctx.Count($"int{layerBits} layers");
+                // The float weight has been read for the last time here (its codes replace it).
+                weight.Data.ReleaseResident();
                 // Each layer leaves float copies of its weight (rows, dequantized) on the large-object heap, which the
                 // GC collects when it sees fit: on a 1B model that garbage reached gigabytes. With a spill (the codes
                 // already in mapped files), collecting every 512 MB holds the pass near one layer's copies.
