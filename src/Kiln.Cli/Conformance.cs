@@ -134,7 +134,7 @@ public static class Conformance
                 try
                 {
                     r = compiled is null ? RunCase(name, dir, options)
-                        : RunCase(name, dir, (_, path) => compiled[name].Runner(path));
+                        : RunCase(name, dir, (_, path) => compiled[name].Runner(path, options.TimeLimit));
                 }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
@@ -155,7 +155,13 @@ public static class Conformance
     /// <summary>A case compiled ahead of its run: the loaded class and blob, or why it could not be compiled.</summary>
     private sealed record CompiledCase(System.Reflection.Assembly? Assembly, string FullName, string BlobPath, KilnException? Error)
     {
-        public IModelRunner Runner(string modelPath) => Error is not null ? throw Error : CompiledRunner.Create(Assembly!, FullName, BlobPath, modelPath);
+        public IModelRunner Runner(string modelPath, TimeSpan? timeLimit)
+        {
+            if (Error is not null) throw Error;
+            var runner = CompiledRunner.Create(Assembly!, FullName, BlobPath, modelPath);
+            runner.TimeLimit = timeLimit;
+            return runner;
+        }
     }
 
     /// <summary>

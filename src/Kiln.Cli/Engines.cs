@@ -32,6 +32,9 @@ public sealed class CompiledRunner(ICompiledModel model, string source, WeightBl
     /// <summary>The weights the model reads (null when the model opened them itself).</summary>
     public WeightBlob? Blob { get; } = blob;
 
+    /// <summary>Wall-clock limit for one run, checked between operator calls (as the interpreter's <c>TimeLimit</c>); null for none.</summary>
+    public TimeSpan? TimeLimit { get; set; }
+
     public IReadOnlyDictionary<string, object?> Run(IReadOnlyDictionary<string, object?> inputs)
     {
         foreach (var name in inputs.Keys)
@@ -41,6 +44,7 @@ public sealed class CompiledRunner(ICompiledModel model, string source, WeightBl
         object?[] outs;
         try
         {
+            using var limit = Generated.TimeLimit(TimeLimit);
             outs = Model.RunValues(ordered);
         }
         catch (ModelRunException e)

@@ -29,8 +29,9 @@ var confDirs = new Argument<string[]>("DIR") { Description = "folders of ONNX ba
 var engineOpt = new Option<string>("--engine") { Description = "the engine that runs the cases: interpreter (Kiln's reference evaluator) or compiled (each case compiled to C#, in batches per Roslyn compilation)", DefaultValueFactory = _ => "interpreter" };
 var filterOpt = new Option<string?>("--filter") { Description = "run only cases whose name contains this text" };
 var tsvOpt = new Option<string?>("--tsv") { Description = "write one row per case (the columns of the ONNX Runtime reference file) to this file" };
-var conformance = new Command("conformance", "Run ONNX backend test cases through the evaluator and compare with their expected outputs") { confDirs, engineOpt, filterOpt, tsvOpt };
-conformance.SetAction(r => Cli.Run(() => Commands.Conformance(r.GetValue(confDirs)!, r.GetValue(engineOpt)!, r.GetValue(filterOpt), r.GetValue(tsvOpt))));
+var timeLimitOpt = new Option<double>("--time-limit") { Description = "seconds one test data set may run, in either engine, before it fails as run-error (0: no limit)", DefaultValueFactory = _ => 60, HelpName = "SECONDS" };
+var conformance = new Command("conformance", "Run ONNX backend test cases through an engine (the evaluator or compiled C#) and compare with their expected outputs; print failures and pass counts per group") { confDirs, engineOpt, filterOpt, tsvOpt, timeLimitOpt };
+conformance.SetAction(r => Cli.Run(() => Commands.Conformance(r.GetValue(confDirs)!, r.GetValue(engineOpt)!, r.GetValue(filterOpt), r.GetValue(tsvOpt), r.GetValue(timeLimitOpt))));
 
 var runModel = new Argument<string>("MODEL") { Description = "an .onnx model or a .kir dump" };
 var dataOpt = new Option<string>("--data") { Description = "a data-set folder (input_N.pb, output_N.pb) or a folder of test_data_set_* folders", Required = true };
@@ -255,9 +256,12 @@ namespace Kiln.Cli
             Console.Error.WriteLine($"wrote {output}{(weights > 0 ? $" and {WeightFile.PathFor(output)} ({weights} tensors)" : "")}");
         }
 
-        public static int Conformance(string[] dirs, string engine, string? filter, string? tsv)
+        public static int Conformance(string[] dirs, string engine, string? filter, string? tsv, double timeLimitSeconds)
         {
-            var results = Kiln.Cli.Conformance.Run(dirs, filter, tsv, new Evaluator.EvaluatorOptions(), Console.Out, engine);
+            if (timeLimitSeconds < 0 || double.IsNaN(timeLimitSeconds))
+                throw new KilnException(DiagnosticCode.BadAttribute, $"--time-limit must be 0 (no limit) or a positive number of seconds, got {timeLimitSeconds}");
+            var options = new Evaluator.EvaluatorOptions { TimeLimit = timeLimitSeconds > 0 ? TimeSpan.FromSeconds(timeLimitSeconds) : null };
+            var results = Kiln.Cli.Conformance.Run(dirs, filter, tsv, options, Console.Out, engine);
             return results.All(r => r.Status == "pass") ? 0 : 1;
         }
 

@@ -89,9 +89,47 @@ public static class Generated
         set => _profileByShape = value;
     }
 
+    [ThreadStatic] private static long _deadline;
+    [ThreadStatic] private static double _limitSeconds;
+
+    /// <summary>
+    /// Limits the wall-clock time of the calls this thread makes until the scope is disposed (null: no limit): an
+    /// operator call that starts after the deadline fails with KILN0023, as the interpreter's <c>TimeLimit</c> does
+    /// (checked between operator calls, so inside loops too). For test runners (<c>kiln conformance</c>) that must not
+    /// hang on one case.
+    /// </summary>
+    public static TimeLimitScope TimeLimit(TimeSpan? limit)
+    {
+        var scope = new TimeLimitScope(_deadline, _limitSeconds);
+        _deadline = limit is { } l ? System.Diagnostics.Stopwatch.GetTimestamp() + (long)(l.TotalSeconds * System.Diagnostics.Stopwatch.Frequency) : 0;
+        _limitSeconds = limit?.TotalSeconds ?? 0;
+        return scope;
+    }
+
+    /// <summary>Restores the time limit that was in force before <see cref="TimeLimit"/>.</summary>
+    public readonly struct TimeLimitScope : IDisposable
+    {
+        private readonly long _savedDeadline;
+        private readonly double _savedSeconds;
+
+        internal TimeLimitScope(long deadline, double seconds)
+        {
+            _savedDeadline = deadline;
+            _savedSeconds = seconds;
+        }
+
+        public void Dispose()
+        {
+            _deadline = _savedDeadline;
+            _limitSeconds = _savedSeconds;
+        }
+    }
+
     /// <summary>Runs an operator entry on its inputs; returns its outputs.</summary>
     public static object?[] Call(Action<OpContext> op, OpAttributes attributes, bool[] wanted, params object?[] inputs)
     {
+        if (_deadline != 0 && System.Diagnostics.Stopwatch.GetTimestamp() > _deadline)
+            throw new KernelException($"the run exceeded its time limit of {_limitSeconds.ToString("0.#", System.Globalization.CultureInfo.InvariantCulture)} s");
         var ctx = new OpContext(attributes, inputs, wanted.Length, wanted);
         if (Profile is not { } profile)
         {
