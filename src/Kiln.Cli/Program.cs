@@ -39,7 +39,7 @@ var atolOpt = new Option<double>("--atol") { Description = "absolute tolerance",
 var rtolOpt = new Option<double>("--rtol") { Description = "relative tolerance (times |expected|)", DefaultValueFactory = _ => DataSets.DefaultRtol };
 var budgetOpt = new Option<double?>("--memory-budget-gb") { Description = "refuse runs whose tensors would exceed this many GiB, in either engine (default: a quarter of the memory, at most 8 GiB)" };
 var runEngine = new Option<string>("--engine") { Description = "interpreter (the reference evaluator) or compiled (compile to C# in memory with Roslyn, then run)", DefaultValueFactory = _ => "interpreter" };
-var passesOpt = new Option<string?>("--passes") { Description = $"the pass pipeline (docs/pipelines.md); default '{Kiln.Passes.PassPipeline.Default}'" };
+var passesOpt = new Option<string?>("--passes") { Description = $"the pass pipeline (docs/pipelines.md); default '{Kiln.Passes.PassPipeline.Default}' when compiling; 'kiln run' on the interpreter runs the model as it is unless given" };
 var calibrationOpt = new Option<string?>("--calibration") { Description = "calibration inputs for quantize{method=gptq|awq}: a folder of input_N.pb sets, or a token file (int64 [rows, tokens])" };
 var run = new Command("run", "Run data sets through an engine; print max abs/rel error per output; exit 1 when out of tolerance") { runModel, dataOpt, atolOpt, rtolOpt, budgetOpt, runEngine, passesOpt, calibrationOpt };
 run.SetAction(r => Cli.Run(() => Commands.RunData(r.GetValue(runModel)!, r.GetValue(dataOpt)!, r.GetValue(atolOpt), r.GetValue(rtolOpt), r.GetValue(budgetOpt), r.GetValue(runEngine)!, r.GetValue(passesOpt), r.GetValue(calibrationOpt))));
@@ -283,6 +283,7 @@ namespace Kiln.Cli
             var options = new Evaluator.EvaluatorOptions();
             if (budgetGb is { } gb) options = options with { MemoryBudget = (long)(gb * (1L << 30)) };
             string? workDir = null;
+            Model? transformed = null;
             IModelRunner runner;
             if (engine == Engines.Compiled)
             {
@@ -294,7 +295,19 @@ namespace Kiln.Cli
                 runner = compiledRunner;
                 NoteUnusedCalibration(calibration, compiled.Passes, compiled.Pipeline);
             }
-            else runner = new InterpreterRunner(new Evaluator.Interpreter(model.Graph, options, modelPath));
+            else
+            {
+                // The passes run here too, so the errors printed are the compressed model's, not the float one's.
+                if (passes is not null)
+                {
+                    transformed = Load(modelPath);
+                    var reports = Kiln.Passes.PassManager.Run(transformed, Kiln.Passes.PassPipeline.Parse(passes), calibration: Calibration(calibration, transformed.Graph));
+                    NoteUnusedCalibration(calibration, reports, passes);
+                }
+                else if (calibration is not null)
+                    Console.Error.WriteLine($"note: --calibration {calibration} was not used: the interpreter runs the model as it is without --passes");
+                runner = new InterpreterRunner(new Evaluator.Interpreter((transformed ?? model).Graph, options, modelPath));
+            }
             var owned = runner;
             var inv = CultureInfo.InvariantCulture;
             var ok = true;
@@ -316,6 +329,7 @@ namespace Kiln.Cli
             finally
             {
                 owned.Dispose();
+                transformed?.Dispose();
                 if (workDir is not null) Directory.Delete(workDir, recursive: true);
             }
             Console.WriteLine(ok ? $"all outputs within atol {atol.ToString(inv)} + rtol {rtol.ToString(inv)}·|expected|" : "some outputs are out of tolerance");

@@ -55,6 +55,35 @@ public sealed class RunCommandTests : IDisposable
         Assert.Contains("FAIL", r.StdOut);
     }
 
+    /// <summary>Largest "max abs" error printed for an output.</summary>
+    private static double MaxAbs(string stdout) =>
+        stdout.Split('\n').Where(l => l.Contains("max abs", StringComparison.Ordinal))
+            .Max(l => double.Parse(l.Split("max abs ")[1].Split(',')[0], System.Globalization.CultureInfo.InvariantCulture));
+
+    [Fact]
+    public void Passes_run_on_the_interpreter_too()
+    {
+        string[] data = ["--data", Fixtures.Model("stories260k/test_data_set_0"), "--atol", "100", "--rtol", "0"];
+        var model = Fixtures.Model("stories260k/model-nocache.onnx");
+        var plain = CliRunner.Run(["run", model, .. data]);
+        var quantized = CliRunner.Run(["run", model, .. data, "--passes", "fold,quantize{bits=4}"]);
+        var compiled = CliRunner.Run(["run", model, .. data, "--passes", "fold,quantize{bits=4}", "--engine", "compiled"]);
+        Assert.True(plain.ExitCode == 0 && quantized.ExitCode == 0 && compiled.ExitCode == 0, plain.StdErr + quantized.StdErr + compiled.StdErr);
+        // The float model's error is rounding; the int4 model's is the quantization's, the same in both engines.
+        Assert.True(MaxAbs(plain.StdOut) < 1e-3, plain.StdOut);
+        Assert.True(MaxAbs(quantized.StdOut) > 100 * MaxAbs(plain.StdOut), quantized.StdOut);
+        Assert.Equal(MaxAbs(compiled.StdOut), MaxAbs(quantized.StdOut), 1e-3);
+    }
+
+    [Fact]
+    public void Calibration_without_passes_on_the_interpreter_is_noted()
+    {
+        var r = CliRunner.Run("run", Fixtures.Model("stories260k/model-nocache.onnx"), "--data", Fixtures.Model("stories260k/test_data_set_0"),
+            "--calibration", Fixtures.Model("stories260k/calib_tokens.pb"), "--atol", "1e-3");
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("was not used", r.StdErr);
+    }
+
     [Theory]
     [InlineData("shape", "input 'x': expected shape [batch, 16], got [2, 15] (dim 1 must be 16)")]
     [InlineData("type", "input 'x': expected element type f32, got i64")]
