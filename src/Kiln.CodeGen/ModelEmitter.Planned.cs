@@ -271,6 +271,8 @@ public sealed partial class ModelEmitter
             w.Line($"if (logits.Length != {wanted}) throw new ArgumentException($\"logits need {{{wanted}}} floats, got {{logits.Length}}\");");
         }
         foreach (var line in knownLines) w.Line(line);
+        // KILN_PROFILE: time per node (Generated.ProfileByNode); 0 when off, so each node then costs one test.
+        w.Line("long profiled = Generated.NodeProfileStart();");
         foreach (var n in order)
         {
             var o = n.Outputs[0]!;
@@ -291,16 +293,16 @@ public sealed partial class ModelEmitter
                     w.Line($"var {op.Span} = {t}.Span<{op.ClrType}>();");
                     break;
             }
-            if (fusedInto.ContainsValue(n))
+            if (fusedInto.ContainsValue(n)) backend.EmitElementwiseLoop(w, ChainSteps(n), Resolve(o));
+            else
             {
-                backend.EmitElementwiseLoop(w, ChainSteps(n), Resolve(o));
-                continue;
+                var ctx = new PlannedNodeContext(n, w, n.Inputs.Select(v => v is null ? null : Resolve(v)).ToList(), [Resolve(o)])
+                {
+                    LastRowsOnly = n == logitsNode ? "lastPositionOnly" : null,
+                };
+                backend.EmitPlanned(ctx);
             }
-            var ctx = new PlannedNodeContext(n, w, n.Inputs.Select(v => v is null ? null : Resolve(v)).ToList(), [Resolve(o)])
-            {
-                LastRowsOnly = n == logitsNode ? "lastPositionOnly" : null,
-            };
-            backend.EmitPlanned(ctx);
+            w.Line("if (profiled != 0) profiled = Generated.NodeProfileEnd(profiled, NodeNames[at], NodeOps[at], NodeInputs[at]);");
         }
         foreach (var (i, v) in copies)
         {

@@ -424,6 +424,7 @@ public sealed partial class ModelEmitter
         w.Line();
         w.Line($"private static readonly string[] NodeNames = {CSharp.Strings(_nodes.Select(n => n.Name ?? "#" + n.Index))};");
         w.Line($"private static readonly string[] NodeOps = {CSharp.Strings(_nodes.Select(n => n.QualifiedOp))};");
+        w.Line($"private static readonly string[] NodeInputs = {CSharp.Strings(_nodes.Select(n => string.Join(" ", n.Inputs.Select(v => v is null ? "-" : v.Type.ToString()))))};");
         foreach (var (type, name, init) in _statics) w.Line($"private static readonly {type} {name} = {init};");
         w.Line();
         w.Line("private readonly WeightBlob _blob;");

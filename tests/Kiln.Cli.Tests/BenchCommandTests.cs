@@ -73,6 +73,19 @@ public sealed class BenchCommandTests
     }
 
     [Fact]
+    public void KILN_PROFILE_times_each_node_of_a_planned_decoder()
+    {
+        var r = CliRunner.RunWith(new Dictionary<string, string> { ["KILN_PROFILE"] = "1" }, "bench", Fixtures.Model("stories260k/model.onnx"), "--rounds", "1");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        Assert.Contains("(fully planned)", r.StdOut);
+        var output = r.StdOut + r.StdErr;
+        // The node's name, its op and its input types with their symbolic dims.
+        Assert.Contains("Kiln time by node of the planned code", output);
+        Assert.Matches(@"\d+ calls  /model/layers\.\d/attention/GroupQueryAttention \(kiln:GroupQueryAttention\) f32\[batch, 8, seq, 8\]", output);
+        Assert.Matches(@"kiln:GroupQueryAttention\s+\d+ calls", output);
+    }
+
+    [Fact]
     public void Bench_json_on_a_model_that_is_not_a_decoder_reports_latency()
     {
         var r = CliRunner.Run("bench", Fixtures.Model("paddleocr/cls/model.onnx"), "--ort", "--rounds", "1", "--json", "--pages", "plain", "--weights", "map");

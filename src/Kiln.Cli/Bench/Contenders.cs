@@ -60,6 +60,7 @@ internal sealed class KilnContender : Contender
     // KILN_PROFILE: only the pipeline under test is profiled (a baseline's calls would mix in); "decode": decode steps only.
     private readonly Dictionary<Action<Runtime.Operators.OpContext>, (int Calls, double Milliseconds)>? _profile;
     private readonly Dictionary<string, (int Calls, double Milliseconds)>? _profileByShape;
+    private readonly Dictionary<Generated.NodeKey, (int Calls, double Milliseconds)>? _profileByNode;
     private readonly bool _decodeOnly;
 
     public KilnContender(Role role, CompiledRunner runner, bool profile) : base(role)
@@ -71,6 +72,7 @@ internal sealed class KilnContender : Contender
         {
             _profile = [];
             _profileByShape = [];
+            _profileByNode = [];
             _decodeOnly = Environment.GetEnvironmentVariable("KILN_PROFILE") == "decode";
         }
     }
@@ -82,24 +84,39 @@ internal sealed class KilnContender : Contender
         foreach (var t in inputs.Values.OfType<Tensor>()) _inputStorage.Add(t.Storage);
     }
 
-    /// <summary>With KILN_PROFILE: the measured rounds' time by operator, and by operator and input shapes.</summary>
+    /// <summary>
+    /// With KILN_PROFILE: the measured rounds' time by operator; then by operator and input shapes (operators the
+    /// general path calls) and by node (planned code: decoders' steps), the 15 slowest of each.
+    /// </summary>
     public void PrintProfile(TextWriter o)
     {
-        if (_profile is null) return;
+        if (_profile is null || _profileByNode is null) return;
         var inv = System.Globalization.CultureInfo.InvariantCulture;
+        var byOp = _profile.Select(p => (Op: Runtime.Operators.OperatorTable.NameOf(p.Key), p.Value.Calls, p.Value.Milliseconds))
+            .Concat(_profileByNode.Select(p => (p.Key.Op, p.Value.Calls, p.Value.Milliseconds)))
+            .GroupBy(p => p.Op).Select(g => (Op: g.Key, Calls: g.Sum(p => p.Calls), Milliseconds: g.Sum(p => p.Milliseconds))).ToList();
         o.WriteLine("Kiln time by operator (all calls of the measured rounds):");
-        foreach (var (op, (calls, ms)) in _profile.OrderByDescending(p => p.Value.Milliseconds).Take(15))
-            o.WriteLine($"  {Runtime.Operators.OperatorTable.NameOf(op),-22} {calls,8} calls {ms.ToString("0.0", inv),10} ms");
-        if (_profileByShape is not { Count: > 0 }) return;
-        o.WriteLine("Kiln time by operator and input shapes (the 15 slowest):");
-        foreach (var (key, (calls, ms)) in _profileByShape.OrderByDescending(p => p.Value.Milliseconds).Take(15))
-            o.WriteLine($"  {ms.ToString("0.0", inv),10} ms {calls,8} calls  {key}");
+        foreach (var (op, calls, ms) in byOp.OrderByDescending(p => p.Milliseconds).Take(15))
+            o.WriteLine($"  {op,-22} {calls,8} calls {ms.ToString("0.0", inv),10} ms");
+        if (_profileByShape is { Count: > 0 })
+        {
+            o.WriteLine("Kiln time by operator and input shapes (the 15 slowest):");
+            foreach (var (key, (calls, ms)) in _profileByShape.OrderByDescending(p => p.Value.Milliseconds).Take(15))
+                o.WriteLine($"  {ms.ToString("0.0", inv),10} ms {calls,8} calls  {key}");
+        }
+        if (_profileByNode.Count > 0)
+        {
+            o.WriteLine("Kiln time by node of the planned code (the 15 slowest):");
+            foreach (var (key, (calls, ms)) in _profileByNode.OrderByDescending(p => p.Value.Milliseconds).Take(15))
+                o.WriteLine($"  {ms.ToString("0.0", inv),10} ms {calls,8} calls  {key.Node} ({key.Op}) {key.Inputs}");
+        }
     }
 
     public void ClearProfile()
     {
         _profile?.Clear();
         _profileByShape?.Clear();
+        _profileByNode?.Clear();
     }
 
     /// <summary>Times <paramref name="a"/>, profiled when profiling is on (decode steps only with KILN_PROFILE=decode).</summary>
@@ -116,6 +133,7 @@ internal sealed class KilnContender : Contender
         on &= _profile is not null;
         Generated.Profile = on ? _profile : null;
         Generated.ProfileByShape = on ? _profileByShape : null;
+        Generated.ProfileByNode = on ? _profileByNode : null;
         try
         {
             a();
@@ -124,6 +142,7 @@ internal sealed class KilnContender : Contender
         {
             Generated.Profile = null;
             Generated.ProfileByShape = null;
+            Generated.ProfileByNode = null;
         }
     }
 

@@ -89,6 +89,35 @@ public static class Generated
         set => _profileByShape = value;
     }
 
+    [ThreadStatic] private static Dictionary<NodeKey, (int Calls, double Milliseconds)>? _profileByNode;
+
+    /// <summary>A node of a compiled model: its name, op and input types (symbolic dims by name, as the IR has them).</summary>
+    public readonly record struct NodeKey(string Node, string Op, string Inputs);
+
+    /// <summary>
+    /// When set, planned code (decoders' steps, which call kernels directly rather than through <see cref="Call"/>)
+    /// adds each node's time to its entry (for <c>KILN_PROFILE=1 kiln bench</c>). Per thread, as <see cref="Profile"/>.
+    /// </summary>
+    public static Dictionary<NodeKey, (int Calls, double Milliseconds)>? ProfileByNode
+    {
+        get => _profileByNode;
+        set => _profileByNode = value;
+    }
+
+    /// <summary>Planned code, before its first node: a start time when <see cref="ProfileByNode"/> is set, else 0 (profiling off costs one test per node).</summary>
+    public static long NodeProfileStart() => _profileByNode is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
+
+    /// <summary>Planned code, after a node: adds the time since <paramref name="started"/> to the node's entry; returns the next node's start.</summary>
+    public static long NodeProfileEnd(long started, string node, string op, string inputs)
+    {
+        var now = System.Diagnostics.Stopwatch.GetTimestamp();
+        if (_profileByNode is not { } profile) return 0;
+        var key = new NodeKey(node, op, inputs);
+        var (calls, ms) = profile.GetValueOrDefault(key);
+        profile[key] = (calls + 1, ms + (now - started) * 1000.0 / System.Diagnostics.Stopwatch.Frequency);
+        return System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
     [ThreadStatic] private static long _deadline;
     [ThreadStatic] private static double _limitSeconds;
 
