@@ -52,6 +52,32 @@ public static class CSharp
         return sb.ToString();
     }
 
+    /// <summary>
+    /// Why <paramref name="name"/> cannot be the generated class's name, or null when it can: a C# identifier, not a
+    /// keyword, and not all lowercase ASCII letters (C# reserves those for future keywords: warning CS8981).
+    /// </summary>
+    public static string? ClassNameProblem(string name)
+    {
+        if (name.Length == 0) return "it is empty";
+        if (!SyntaxFacts.IsValidIdentifier(name)) return "it is not a C# identifier (letters, digits and '_', not starting with a digit)";
+        if (SyntaxFacts.GetKeywordKind(name) != SyntaxKind.None || SyntaxFacts.GetContextualKeywordKind(name) != SyntaxKind.None) return "it is a C# keyword";
+        if (name.All(char.IsAsciiLetterLower)) return "a type name of only lowercase letters is reserved for C# keywords (CS8981)";
+        return null;
+    }
+
+    /// <summary>Why <paramref name="name"/> cannot be the generated class's namespace, or null: C# identifiers, not keywords, separated by dots.</summary>
+    public static string? NamespaceProblem(string name)
+    {
+        if (name.Length == 0) return "it is empty";
+        foreach (var part in name.Split('.'))
+        {
+            if (part.Length == 0) return "it has an empty part between dots";
+            if (!SyntaxFacts.IsValidIdentifier(part)) return $"'{part}' is not a C# identifier (letters, digits and '_', not starting with a digit)";
+            if (SyntaxFacts.GetKeywordKind(part) != SyntaxKind.None) return $"'{part}' is a C# keyword";
+        }
+        return null;
+    }
+
     /// <summary>Text safe inside a // comment (no line breaks).</summary>
     public static string Comment(string s) => s.Replace('\r', ' ').Replace('\n', ' ');
 }

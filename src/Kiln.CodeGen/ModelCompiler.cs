@@ -53,10 +53,25 @@ public static class ModelCompiler
         return CSharp.TypeName(stem is "model" && folder.Length > 0 ? folder : stem);
     }
 
+    /// <summary>
+    /// Refuses a class or namespace the generated code could not declare (KILN0028 at <paramref name="file"/>), before
+    /// any work: one error naming it, not hundreds from the C# compiler.
+    /// </summary>
+    public static void CheckNames(string ns, string className, string file)
+    {
+        var diagnostics = new List<Ir.Diagnostics.Diagnostic>();
+        if (CSharp.ClassNameProblem(className) is { } c)
+            diagnostics.Add(new(Ir.Diagnostics.DiagnosticCode.InvalidName, $"class name '{className}' cannot be used: {c}", file));
+        if (CSharp.NamespaceProblem(ns) is { } n)
+            diagnostics.Add(new(Ir.Diagnostics.DiagnosticCode.InvalidName, $"namespace '{ns}' cannot be used: {n}", file));
+        if (diagnostics.Count > 0) throw new Ir.Diagnostics.KilnException(diagnostics);
+    }
+
     /// <summary>Runs the pipeline on <paramref name="model"/> (in place) and emits its class.</summary>
     public static CompileResult Compile(Model model, string sourceName, CompileOptions options)
     {
         var clock = Stopwatch.StartNew();
+        CheckNames(options.Namespace, options.ClassName ?? DefaultClassName(sourceName), sourceName);
         RefuseOversizedWeights(model, sourceName);
         var before = model.Graph.AllGraphs().Sum(g => g.Nodes.Count);
         var pipeline = PassPipeline.Parse(options.Passes ?? PassPipeline.Default);

@@ -187,6 +187,42 @@ public sealed class KilnModelBuildTests(PackageFeed feed) : IClassFixture<Packag
         Assert.Contains("public sealed partial class Tiny ", generated);
     }
 
+    [Fact]
+    public void Class_names_are_validated_and_derived_as_the_cli_derives_them()
+    {
+        var dir = App("Names", """<KilnModel Include="Models/tiny.onnx" ClassName="My-Model" />""", "Console.WriteLine();");
+        var project = Path.Combine(dir, "Names.csproj");
+        // One KILN error naming the class, at the model file, and no C# compiler errors behind it.
+        foreach (var (metadata, message) in new[]
+                 {
+                     ("ClassName=\"My-Model\"", "class name 'My-Model' cannot be used"),
+                     ("ClassName=\"class\"", "class name 'class' cannot be used: it is a C# keyword"),
+                     ("ClassName=\"Tiny\" Namespace=\"My App\"", "namespace 'My App' cannot be used"),
+                 })
+        {
+            File.WriteAllText(project, System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(project), "<KilnModel [^>]*/>", $"<KilnModel Include=\"Models/tiny.onnx\" {metadata} />"));
+            var (code, log) = Build(dir);
+            Assert.NotEqual(0, code);
+            Assert.Contains($"Models/tiny.onnx : error KILN0028: {message}", log);
+            Assert.InRange(CountOf(log, "error KILN0028"), 1, 2); // once, and once more in MSBuild's summary
+            Assert.DoesNotContain("error CS", log);
+        }
+
+        // Two models with one class: the second is an error, not silently dropped.
+        File.Copy(Path.Combine(dir, "Models", "tiny.onnx"), Path.Combine(dir, "Models", "my-model.onnx"));
+        File.WriteAllText(project, System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(project), "<KilnModel [^>]*/>",
+            """<KilnModel Include="Models/tiny.onnx" ClassName="MyModel" /><KilnModel Include="Models/my-model.onnx" />"""));
+        var (dupCode, dupLog) = Build(dir);
+        Assert.NotEqual(0, dupCode);
+        Assert.Contains("Models/my-model.onnx : error KILN0028: class 'MyModel' is already generated from Models/tiny.onnx", dupLog);
+
+        // The default class of my-model.onnx is the CLI's (CompileCommandTests: kiln compile names it MyModel too).
+        File.WriteAllText(project, System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(project), "<KilnModel .*/>", """<KilnModel Include="Models/my-model.onnx" />"""));
+        var (okCode, okLog) = Build(dir);
+        Assert.True(okCode == 0, okLog);
+        Assert.Contains("public sealed partial class MyModel ", File.ReadAllText(Path.Combine(dir, "obj", "Debug", "net10.0", "kiln", "MyModel", "MyModel.cs")));
+    }
+
     /// <summary>Two lines (the file-blob and the embedded-blob class) of the model's probabilities, each equal to the evaluator's.</summary>
     private static void AssertMatchesEvaluator(string printed)
     {

@@ -57,6 +57,8 @@ public enum DiagnosticCode
     CodeGenFailed = 26,
     /// <summary>Calibration data is missing, unreadable or does not fit the model.</summary>
     CalibrationData = 27,
+    /// <summary>A class or namespace for generated code is not a valid C# name, or two models would generate the same class.</summary>
+    InvalidName = 28,
     /// <summary>An internal error: a bug in Kiln.</summary>
     InternalError = 99,
 }
