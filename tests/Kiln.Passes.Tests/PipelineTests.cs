@@ -63,6 +63,13 @@ public sealed class PipelineTests
     [InlineData("quantize{bits=8},quantize-activations{bits=8 mode=static}", "mode=static needs calibration data")]
     [InlineData("quantize{bits=8},quantize-activations{bits=8 mode=sometimes}", "mode=sometimes is not a mode")]
     [InlineData("quantize-kv{bits=8}", "no kiln:GroupQueryAttention in the graph: run fuse before it")]
+    // Every wrong bit width gets the same message, in range or not, a number or not.
+    [InlineData("quantize{bits=2}", "option 'bits' must be 4 or 8, not '2'")]
+    [InlineData("quantize{bits=5}", "option 'bits' must be 4 or 8, not '5'")]
+    [InlineData("quantize{bits=16}", "option 'bits' must be 4 or 8, not '16'")]
+    [InlineData("quantize{bits=four}", "option 'bits' must be 4 or 8, not 'four'")]
+    [InlineData("quantize{bits=8},quantize-activations{bits=4}", "option 'bits' must be 8, not '4'")]
+    [InlineData("quantize-kv{bits=4}", "option 'bits' must be 8, not '4'")]
     public void Compression_passes_say_what_they_are_missing(string pipeline, string message)
     {
         const string text = """

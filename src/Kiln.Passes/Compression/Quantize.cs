@@ -30,8 +30,7 @@ public sealed class Quantize : IPass
     public void Run(PassContext ctx)
     {
         var o = ctx.Options;
-        var bits = (int)o.Int("bits", 4, 4, 8);
-        if (bits is not (4 or 8)) throw Bad($"option 'bits' must be 4 or 8, not {bits}");
+        var bits = (int)o.OneOf("bits", 4, 4, 8);
         var group = (int)o.Int("group", 32, 0, 1 << 20);
         if (group != 0 && group % QuantizedLayout.Block != 0) throw Bad($"option 'group' must be 0 (per channel) or a multiple of {QuantizedLayout.Block}, not {group}");
         var symmetric = o.Bool("sym", true);
@@ -52,6 +51,8 @@ public sealed class Quantize : IPass
                 if (o.String(key) is not null) throw Bad($"option '{key}' applies to method=gptq only");
 
         var layers = QuantizableLayers.Find(ctx.Graph);
+        // Weights a layer was found to share with another (a tied classifier's transposed copy of the embedding).
+        var replaced = layers.SelectMany(l => l.Node.Inputs).Where(v => v is { Kind: ValueKind.Constant } && !layers.Any(l => l.Weight == v)).Select(v => v!).Distinct().ToList();
         var done = new Dictionary<(Value Weight, bool Transposed), QuantizedConstants>();
         var count = 0;
         var embeddingTables = layers.Where(l => l.IsEmbedding || l.IsClassifier).Select(l => l.Weight).ToHashSet();
@@ -123,8 +124,8 @@ public sealed class Quantize : IPass
         }
         // The last layers' float copies go before the next stage (emission, the Roslyn check) allocates its own.
         if (ctx.Spill is not null) GC.Collect();
-        // Float weights nothing reads any more go.
-        foreach (var (weight, _) in done.Keys)
+        // Float weights nothing reads any more go (a tied classifier's transposed copy among them).
+        foreach (var weight in done.Keys.Select(k => k.Weight).Concat(replaced))
             if (weight.Uses.Count == 0 && weight.Owner.Constants.Contains(weight)) weight.Owner.RemoveConstant(weight);
     }
 
@@ -274,7 +275,7 @@ public static class QuantizableLayers
 {
     public static List<QuantizableLayer> Find(Graph g)
     {
-        var outputs = g.Outputs.Select(o => o.Value).ToHashSet();
+        var outputs = OutputsThroughViews(g);
         var layers = new List<QuantizableLayer>();
         foreach (var n in g.Nodes)
         {
@@ -295,7 +296,54 @@ public static class QuantizableLayers
                     break;
             }
         }
-        return layers;
+        return Retie(layers);
+    }
+
+    /// <summary>
+    /// The graph's outputs and the values they are views of (Reshape, Squeeze, Unsqueeze, Flatten, Identity): a
+    /// classifier is the product that computes the logits, however the exporter reshaped them afterwards.
+    /// </summary>
+    private static HashSet<Value> OutputsThroughViews(Graph g)
+    {
+        var found = new HashSet<Value>();
+        var pending = new Stack<Value>(g.Outputs.Select(o => o.Value));
+        while (pending.TryPop(out var v))
+        {
+            if (!found.Add(v)) continue;
+            if (v.Producer is { QualifiedOp: "Reshape" or "Squeeze" or "Unsqueeze" or "Flatten" or "Identity" } p && p.Inputs.Count > 0 && p.Inputs[0] is { } source)
+                pending.Push(source);
+        }
+        return found;
+    }
+
+    /// <summary>
+    /// A product whose weight is the transpose of an embedding table (the classifier of a tied model, once fold has
+    /// materialized Transpose(E)) is quantized as the table itself, rows as outputs: both read one set of codes, and
+    /// the documented format of embeddings and classifier applies to it.
+    /// </summary>
+    private static List<QuantizableLayer> Retie(List<QuantizableLayer> layers)
+    {
+        var tables = layers.Where(l => l.IsEmbedding).Select(l => l.Weight).Distinct().ToList();
+        if (tables.Count == 0) return layers;
+        return layers.Select(l =>
+        {
+            if (l.IsEmbedding || l.RowsAreOutputs || tables.Contains(l.Weight)) return l;
+            var table = tables.FirstOrDefault(t => IsTransposeOf(l.Weight.Data!, t.Data!));
+            return table is null ? l : l with { Weight = table, RowsAreOutputs = true, IsClassifier = true };
+        }).ToList();
+    }
+
+    /// <summary>Whether <paramref name="w"/> [k, n] holds exactly the transpose of <paramref name="table"/> [n, k], bit for bit.</summary>
+    private static bool IsTransposeOf(TensorData w, TensorData table)
+    {
+        if (w.Dims[0] != table.Dims[1] || w.Dims[1] != table.Dims[0]) return false;
+        var a = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(w.Bytes);
+        var b = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(table.Bytes);
+        int k = (int)w.Dims[0], n = (int)w.Dims[1];
+        for (var i = 0; i < k; i++)
+            for (var j = 0; j < n; j++)
+                if (a[i * n + j] != b[j * k + i]) return false;
+        return true;
     }
 
     private static bool IsWeight(Value? v) => v is { Kind: ValueKind.Constant, Data: { Elem: ElementType.F32, Dims.Length: 2 } d } && d.Dims[0] > 0 && d.Dims[1] > 0;

@@ -23,7 +23,7 @@ public sealed class QuantizeActivations : IPass
 
     public void Run(PassContext ctx)
     {
-        var bits = ctx.Options.Int("bits", 8, 8, 8);
+        var bits = ctx.Options.OneOf("bits", 8, 8);
         var mode = ctx.Options.String("mode") ?? "dynamic";
         if (mode is not ("dynamic" or "static"))
             throw Bad($"mode={mode} is not a mode (dynamic: each row's blocks scaled as they arrive; static: scales fixed from calibration data)");

@@ -20,7 +20,7 @@ public sealed class QuantizeKv : IPass
 
     public void Run(PassContext ctx)
     {
-        var bits = (int)ctx.Options.Int("bits", 8, 8, 8);
+        var bits = (int)ctx.Options.OneOf("bits", 8, 8);
         var skip = ctx.Options.List("skip");
         var attention = ctx.Graph.Nodes.Where(n => n.QualifiedOp == "kiln:GroupQueryAttention").ToList();
         if (attention.Count == 0)

@@ -149,6 +149,16 @@ public sealed class PassOptions(string pass, IReadOnlyList<KeyValuePair<string, 
         return x < min || x > max ? throw Bad(key, $"must be between {min} and {max}, not {x}") : x;
     }
 
+    /// <summary>An integer option that takes one of a few values; any other value (or text) gets the same message listing them.</summary>
+    public long OneOf(string key, long fallback, params long[] allowed)
+    {
+        var list = allowed.Length == 1 ? allowed[0].ToString(System.Globalization.CultureInfo.InvariantCulture)
+            : string.Join(", ", allowed[..^1]) + " or " + allowed[^1];
+        if (String(key) is not { } s) return fallback;
+        return long.TryParse(s, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var x) && allowed.Contains(x)
+            ? x : throw Bad(key, $"must be {list}, not '{s}'");
+    }
+
     public bool Bool(string key, bool fallback) => String(key) switch
     {
         null => fallback,
