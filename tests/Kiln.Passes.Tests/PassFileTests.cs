@@ -15,4 +15,22 @@ public sealed class PassFileTests
             (model, pipeline) => PassManager.Run(model, pipeline));
         Assert.Empty(failures);
     }
+
+    /// <summary>
+    /// Each file can fail: with the passes of its RUN line turned into no-ops it fails, and each CHECK-NOT's text is
+    /// there to be found (files whose pass is meant to change nothing say so with NEGATIVE, and fail under CONTROL).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Files))]
+    public void Fails_when_its_passes_do_nothing(string file)
+    {
+        var problems = KirCheck.ProveCanFail(Path.Combine(Fixtures.RepoRoot, "tests", "Kiln.Passes.Tests", "ir", file),
+            (model, pipeline) =>
+            {
+                var parsed = PassPipeline.Parse(pipeline);
+                PassManager.Run(model, parsed, noOps: parsed.Steps.Select(s => s.Name).ToHashSet());
+            },
+            (model, pipeline) => PassManager.Run(model, pipeline));
+        Assert.Empty(problems);
+    }
 }
