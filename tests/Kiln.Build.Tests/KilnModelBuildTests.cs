@@ -74,7 +74,7 @@ public sealed class KilnModelBuildTests(PackageFeed feed) : IClassFixture<Packag
         // The app's results against the reference evaluator on the same input.
         var (runCode, printed) = feed.Dotnet("bin/Debug/net10.0/App.dll", dir);
         Assert.True(runCode == 0, printed);
-        AssertMatchesEvaluator(printed);
+        AssertMatchesOnnxRuntimeAndEvaluator(printed);
 
         // Nothing changed: both models' Kiln targets are skipped.
         (code, log) = Build(dir);
@@ -123,7 +123,7 @@ public sealed class KilnModelBuildTests(PackageFeed feed) : IClassFixture<Packag
         var printed = process.StandardOutput.ReadToEnd();
         process.WaitForExit();
         Assert.Equal(0, process.ExitCode);
-        AssertMatchesEvaluator(printed);
+        AssertMatchesOnnxRuntimeAndEvaluator(printed);
     }
 
     [Fact]
@@ -223,12 +223,15 @@ public sealed class KilnModelBuildTests(PackageFeed feed) : IClassFixture<Packag
         Assert.Contains("public sealed partial class MyModel ", File.ReadAllText(Path.Combine(dir, "obj", "Debug", "net10.0", "kiln", "MyModel", "MyModel.cs")));
     }
 
-    /// <summary>Two lines (the file-blob and the embedded-blob class) of the model's probabilities, each equal to the evaluator's.</summary>
-    private static void AssertMatchesEvaluator(string printed)
+    /// <summary>Two lines (the file-blob and the embedded-blob class) of the model's probabilities, each equal to ONNX Runtime's and the evaluator's.</summary>
+    private static void AssertMatchesOnnxRuntimeAndEvaluator(string printed)
     {
         using var model = OnnxImporter.Import(TinyMlp);
-        var expected = new Evaluator.Interpreter(model.Graph).Run(new Dictionary<string, object?> { ["x"] = Tensor.FromArray(DType.F32, [2, 16], Input) });
+        var inputs = new Dictionary<string, object?> { ["x"] = Tensor.FromArray(DType.F32, [2, 16], Input) };
+        var expected = new Evaluator.Interpreter(model.Graph).Run(inputs);
         var want = ((Tensor)expected["probs"]!).Span<float>().ToArray();
+        var ort = OrtRunner.RunModel(model, inputs)["probs"];
+        for (var i = 0; i < want.Length; i++) Assert.True(Math.Abs(ort[i] - want[i]) <= 1e-5, $"[{i}] evaluator {want[i]} vs ONNX Runtime {ort[i]}");
         var lines = printed.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         Assert.Equal(2, lines.Length);
         foreach (var line in lines)

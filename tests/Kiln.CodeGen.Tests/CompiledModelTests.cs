@@ -73,6 +73,10 @@ public sealed class CompiledModelTests : IDisposable
         for (var i = 0; i < 512; i++) Assert.Equal(next2[i], next[i], 1e-5f);
     }
 
+    /// <summary>
+    /// A consistency test: Kiln's two engines on one compressed model (ONNX Runtime cannot run Kiln's compressed ops).
+    /// The f32 models are compared with reference outputs in <see cref="Compiled_model_reproduces_the_reference_outputs"/>.
+    /// </summary>
     /// <remarks>
     /// Not bit for bit: attention's reductions add in an order that depends on buffer alignment, and a difference of
     /// one ulp upstream flips an activation code now and then (dynamic int8 rounding turns it into one step, ~1e-3 of
@@ -84,7 +88,8 @@ public sealed class CompiledModelTests : IDisposable
     [InlineData("fold,dce,cse,fuse,smoothquant{alpha=0.5},quantize{bits=8},quantize-activations{bits=8 mode=dynamic}")]
     [InlineData("fold,dce,cse,fuse,smoothquant{alpha=0.5},quantize{bits=8},quantize-activations{bits=8 mode=static}")]
     [InlineData("fold,dce,cse,fuse,quantize-kv{bits=8}")]
-    public void Compiled_compressed_models_compute_what_the_evaluator_computes(string passes)
+    [Trait("Kind", "consistency")]
+    public void Consistency_compiled_compressed_models_compute_what_the_evaluator_computes(string passes)
     {
         var path = Fixtures.Model("stories260k/model-nocache.onnx");
         var calibrationDir = Fixtures.Model("stories260k/test_data_set_0");

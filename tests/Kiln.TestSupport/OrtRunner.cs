@@ -46,6 +46,18 @@ public static class OrtRunner
         _ => throw new NotSupportedException($"no ONNX Runtime element type for {t.Name()} in tests"),
     };
 
+    /// <summary>
+    /// Runs an IR model of standard ONNX ops in ONNX Runtime (exported first) on named inputs; returns each f32 output
+    /// by name. The oracle for tests that compare Kiln's f32 results.
+    /// </summary>
+    public static Dictionary<string, float[]> RunModel(Model model, IReadOnlyDictionary<string, object?> inputs)
+    {
+        var bytes = OnnxExporter.ExportToBytes(model);
+        var data = model.Graph.Inputs.Select(v => Kiln.Evaluator.RuntimeTypes.ToTensorData((Kiln.Runtime.Tensor)inputs[v.Name]!)).ToList();
+        var names = model.Graph.Outputs.Select(o => o.Value.Name).ToList();
+        return names.Zip(Run(bytes, data, names)).ToDictionary(p => p.First, p => p.Second.ToArray<float>());
+    }
+
     /// <summary>Runs <paramref name="modelBytes"/> on the inputs, bound by graph input order; returns outputs as tensor data.</summary>
     public static List<TensorData> Run(byte[] modelBytes, IReadOnlyList<TensorData> inputs, IReadOnlyList<string>? outputNames = null)
     {
