@@ -6,51 +6,52 @@ using Kiln.Ir;
 using Kiln.Ir.Diagnostics;
 using Kiln.Onnx;
 
-// kiln: inspect, dump and export models. Exit codes: 0 ok, 1 bad input, 2 internal error.
+// kiln: inspect, dump, export, conformance, run, compile, bench and eval. Exit codes: 0 ok, 1 bad input, 2 internal error.
 var root = new RootCommand("Kiln: an ahead-of-time model compiler for .NET");
 
-var modelArg = new Argument<string>("MODEL") { Description = "an .onnx model (or .kir dump for 'dump')" };
+var modelArg = new Argument<string>("MODEL") { Description = "an .onnx model (its external data beside it)" };
 var jsonOpt = new Option<bool>("--json") { Description = "print as JSON" };
-var inspect = new Command("inspect", "Inputs, outputs, op histogram, opsets, parameters, bytes by element type, unsupported ops, import peak memory") { modelArg, jsonOpt };
+var inspect = new Command("inspect", "Inputs, outputs, op histogram, opsets, parameters, bytes by element type, unsupported ops, import peak memory; --json for a machine-readable summary") { modelArg, jsonOpt };
 inspect.SetAction(r => Cli.Run(() => Commands.Inspect(r.GetValue(modelArg)!, r.GetValue(jsonOpt))));
 
 var dumpArg = new Argument<string>("MODEL") { Description = "an .onnx model or a .kir dump" };
-var outOpt = new Option<string?>("--output", "-o") { Description = "write the IR text here (and its large constants to FILE.weights) instead of stdout" };
-var dumpPasses = new Option<string?>("--passes") { Description = "run this pass pipeline first (docs/pipelines.md) and print what each pass changed to stderr" };
-var dump = new Command("dump", "Print the model as Kiln IR text (.kir)") { dumpArg, outOpt, dumpPasses };
+var outOpt = new Option<string?>("--output", "-o") { Description = "write the IR text to FILE (and its large constants to FILE.weights) instead of stdout", HelpName = "FILE" };
+var dumpPasses = new Option<string?>("--passes") { Description = "run this pass pipeline first (docs/pipelines.md) and print what each pass changed to stderr", HelpName = "PIPELINE" };
+var dump = new Command("dump", "Print the model as Kiln IR text (.kir), optionally after a pass pipeline (--passes), to stdout or a file (-o)") { dumpArg, outOpt, dumpPasses };
 dump.SetAction(r => Cli.Run(() => Commands.Dump(r.GetValue(dumpArg)!, r.GetValue(outOpt), r.GetValue(dumpPasses))));
 
 var kirArg = new Argument<string>("IR") { Description = "a .kir dump (its weights file beside it)" };
-var onnxOut = new Option<string>("--output", "-o") { Description = "the .onnx file to write", Required = true };
+var onnxOut = new Option<string>("--output", "-o") { Description = "the .onnx file to write", Required = true, HelpName = "FILE" };
 var export = new Command("export", "Write Kiln IR text back out as an ONNX model") { kirArg, onnxOut };
 export.SetAction(r => Cli.Run(() => Commands.Export(r.GetValue(kirArg)!, r.GetValue(onnxOut)!)));
 
 var confDirs = new Argument<string[]>("DIR") { Description = "folders of ONNX backend test cases (model.onnx + test_data_set_*)", Arity = ArgumentArity.OneOrMore };
-var engineOpt = new Option<string>("--engine") { Description = "the engine that runs the cases: interpreter (Kiln's reference evaluator) or compiled (each case compiled to C#, in batches per Roslyn compilation)", DefaultValueFactory = _ => "interpreter" };
-var filterOpt = new Option<string?>("--filter") { Description = "run only cases whose name contains this text" };
-var tsvOpt = new Option<string?>("--tsv") { Description = "write one row per case (the columns of the ONNX Runtime reference file) to this file" };
+var engineOpt = new Option<string>("--engine") { Description = "the engine that runs the cases: interpreter (Kiln's reference evaluator) or compiled (each case compiled to C#, in batches per Roslyn compilation)", DefaultValueFactory = _ => "interpreter", HelpName = "interpreter|compiled" };
+var filterOpt = new Option<string?>("--filter") { Description = "run only cases whose name contains TEXT", HelpName = "TEXT" };
+var tsvOpt = new Option<string?>("--tsv") { Description = "write one row per case (the columns of the ONNX Runtime reference file) to FILE", HelpName = "FILE" };
 var timeLimitOpt = new Option<double>("--time-limit") { Description = "seconds one test data set may run, in either engine, before it fails as run-error (0: no limit)", DefaultValueFactory = _ => 60, HelpName = "SECONDS" };
-var conformance = new Command("conformance", "Run ONNX backend test cases through an engine (the evaluator or compiled C#) and compare with their expected outputs; print failures and pass counts per group") { confDirs, engineOpt, filterOpt, tsvOpt, timeLimitOpt };
+var conformance = new Command("conformance", "Run ONNX backend test cases through an engine (--engine: the evaluator or compiled C#) and compare with their expected outputs; print failures and pass counts per group. --filter picks cases, --tsv writes a row per case, --time-limit bounds each run") { confDirs, engineOpt, filterOpt, tsvOpt, timeLimitOpt };
 conformance.SetAction(r => Cli.Run(() => Commands.Conformance(r.GetValue(confDirs)!, r.GetValue(engineOpt)!, r.GetValue(filterOpt), r.GetValue(tsvOpt), r.GetValue(timeLimitOpt))));
 
 var runModel = new Argument<string>("MODEL") { Description = "an .onnx model or a .kir dump" };
-var dataOpt = new Option<string>("--data") { Description = "a data-set folder (input_N.pb, output_N.pb) or a folder of test_data_set_* folders", Required = true };
-var atolOpt = new Option<double>("--atol") { Description = "absolute tolerance", DefaultValueFactory = _ => DataSets.DefaultAtol };
-var rtolOpt = new Option<double>("--rtol") { Description = "relative tolerance (times |expected|)", DefaultValueFactory = _ => DataSets.DefaultRtol };
-var budgetOpt = new Option<double?>("--memory-budget-gb") { Description = "refuse runs whose tensors would exceed this many GiB, in either engine (default: a quarter of the memory, at most 8 GiB)" };
-var runEngine = new Option<string>("--engine") { Description = "interpreter (the reference evaluator) or compiled (compile to C# in memory with Roslyn, then run)", DefaultValueFactory = _ => "interpreter" };
-var passesOpt = new Option<string?>("--passes") { Description = $"the pass pipeline (docs/pipelines.md); default '{Kiln.Passes.PassPipeline.Default}' when compiling; 'kiln run' on the interpreter runs the model as it is unless given" };
-var calibrationOpt = new Option<string?>("--calibration") { Description = "calibration inputs for quantize{method=gptq|awq}: a folder of input_N.pb sets, or a token file (int64 [rows, tokens])" };
-var run = new Command("run", "Run data sets through an engine; print max abs/rel error per output; exit 1 when out of tolerance") { runModel, dataOpt, atolOpt, rtolOpt, budgetOpt, runEngine, passesOpt, calibrationOpt };
-run.SetAction(r => Cli.Run(() => Commands.RunData(r.GetValue(runModel)!, r.GetValue(dataOpt)!, r.GetValue(atolOpt), r.GetValue(rtolOpt), r.GetValue(budgetOpt), r.GetValue(runEngine)!, r.GetValue(passesOpt), r.GetValue(calibrationOpt))));
+var dataOpt = new Option<string>("--data") { Description = "a data-set folder (input_N.pb, output_N.pb) or a folder of test_data_set_* folders", Required = true, HelpName = "DIR" };
+var atolOpt = new Option<double>("--atol") { Description = "absolute tolerance", DefaultValueFactory = _ => DataSets.DefaultAtol, HelpName = "A" };
+var rtolOpt = new Option<double>("--rtol") { Description = "relative tolerance (times |expected|)", DefaultValueFactory = _ => DataSets.DefaultRtol, HelpName = "R" };
+var budgetOpt = new Option<double?>("--memory-budget-gb") { Description = "refuse runs whose tensors would exceed GB GiB, in either engine (default: a quarter of the memory, at most 8 GiB)", HelpName = "GB" };
+var runEngine = new Option<string>("--engine") { Description = "interpreter (the reference evaluator) or compiled (compile to C# in memory with Roslyn, then run)", DefaultValueFactory = _ => "interpreter", HelpName = "interpreter|compiled" };
+var runPasses = new Option<string?>("--passes") { Description = $"the pass pipeline (docs/pipelines.md), in either engine; without it the interpreter runs the model as it is and compiling runs '{Kiln.Passes.PassPipeline.Default}'", HelpName = "PIPELINE" };
+var passesOpt = new Option<string?>("--passes") { Description = $"the pass pipeline (docs/pipelines.md); default '{Kiln.Passes.PassPipeline.Default}'", HelpName = "PIPELINE" };
+var calibrationOpt = new Option<string?>("--calibration") { Description = "calibration inputs for quantize{method=gptq|awq}: a folder of input_N.pb sets, or a token file (int64 [rows, tokens])", HelpName = "DIR|FILE" };
+var run = new Command("run", "Run data sets through an engine (--engine), after a pass pipeline (--passes); print max abs/rel error per output; exit 1 when out of tolerance (--atol, --rtol) or over the memory budget") { runModel, dataOpt, atolOpt, rtolOpt, budgetOpt, runEngine, runPasses, calibrationOpt };
+run.SetAction(r => Cli.Run(() => Commands.RunData(r.GetValue(runModel)!, r.GetValue(dataOpt)!, r.GetValue(atolOpt), r.GetValue(rtolOpt), r.GetValue(budgetOpt), r.GetValue(runEngine)!, r.GetValue(runPasses), r.GetValue(calibrationOpt))));
 
 var compileModel = new Argument<string>("MODEL") { Description = "an .onnx model or a .kir dump" };
-var compileOut = new Option<string>("--output", "-o") { Description = "folder for CLASS.cs, CLASS.kiln and CLASS.report.md", Required = true };
-var nsOpt = new Option<string>("--namespace") { Description = "namespace of the generated class", DefaultValueFactory = _ => "Kiln.Models" };
-var classOpt = new Option<string?>("--class") { Description = "name of the generated class (default: from the model's file or folder name)" };
+var compileOut = new Option<string>("--output", "-o") { Description = "folder for CLASS.cs, CLASS.kiln and CLASS.report.md", Required = true, HelpName = "DIR" };
+var nsOpt = new Option<string>("--namespace") { Description = "namespace of the generated class", DefaultValueFactory = _ => "Kiln.Models", HelpName = "NAMESPACE" };
+var classOpt = new Option<string?>("--class") { Description = "name of the generated class (default: PascalCase of the model's file name, or its folder's for model.onnx)", HelpName = "NAME" };
 var noVerifyOpt = new Option<bool>("--no-verify") { Description = "skip building the generated code with Roslyn to check it" };
-var dumpIrOpt = new Option<string?>("--dump-ir") { Description = "write the IR after import and after each pass to this folder (00-import.kir, 01-fold.kir, …)" };
-var compile = new Command("compile", "Compile a model to C# (one class), a .kiln weight blob and a compile report") { compileModel, passesOpt, compileOut, nsOpt, classOpt, noVerifyOpt, dumpIrOpt, calibrationOpt };
+var dumpIrOpt = new Option<string?>("--dump-ir") { Description = "write the IR after import and after each pass to DIR (00-import.kir, 01-fold.kir, …)", HelpName = "DIR" };
+var compile = new Command("compile", "Compile a model to C# (one class), a .kiln weight blob and a compile report, after a pass pipeline (--passes); the code is built with Roslyn to check it unless --no-verify") { compileModel, passesOpt, compileOut, nsOpt, classOpt, noVerifyOpt, dumpIrOpt, calibrationOpt };
 compile.SetAction(r => Cli.Run(() => Commands.Compile(r.GetValue(compileModel)!, r.GetValue(passesOpt), r.GetValue(compileOut)!, r.GetValue(nsOpt)!, r.GetValue(classOpt), !r.GetValue(noVerifyOpt), r.GetValue(dumpIrOpt), r.GetValue(calibrationOpt))));
 
 root.Subcommands.Add(inspect);
@@ -62,15 +63,15 @@ root.Subcommands.Add(compile);
 
 var benchModel = new Argument<string>("MODEL") { Description = "an .onnx model" };
 var ortOpt = new Option<bool>("--ort") { Description = "run ONNX Runtime side by side in the same process (graph optimization all, the same threads) and print ratios against it" };
-var baselinePassesOpt = new Option<string?>("--baseline-passes") { Description = "a second Kiln pipeline timed in the same run; ratio_vs_baseline is --passes over it (above 1: --passes is faster)" };
-var threadsOpt = new Option<int>("--threads") { Description = "threads for every engine (default: every core)" };
-var roundsOpt = new Option<int>("--rounds") { Description = "measured rounds per engine (min, median and max reported)", DefaultValueFactory = _ => 5 };
-var benchData = new Option<string?>("--data") { Description = "a data set whose inputs to time (models that are not decoders; default: test_data_set_* beside the model)" };
+var baselinePassesOpt = new Option<string?>("--baseline-passes") { Description = "a second Kiln pipeline timed in the same run; ratio_vs_baseline is --passes over it (above 1: --passes is faster)", HelpName = "PIPELINE" };
+var threadsOpt = new Option<int>("--threads") { Description = "threads for every engine (default: every core)", HelpName = "N" };
+var roundsOpt = new Option<int>("--rounds") { Description = "measured rounds per engine (min, median and max reported)", DefaultValueFactory = _ => 5, HelpName = "N" };
+var benchData = new Option<string?>("--data") { Description = "a data set whose inputs to time (models that are not decoders; default: test_data_set_* beside the model)", HelpName = "DIR" };
 var weightsOpt = new Option<string>("--weights") { Description = "how Kiln's blob reaches memory: copy (anonymous memory) or map (zero copy)", DefaultValueFactory = _ => "copy" };
 weightsOpt.AcceptOnlyFromAmong("copy", "map");
 var pagesOpt = new Option<string>("--pages") { Description = "page treatment of every engine's weights: huge (transparent huge pages where the OS allows) or plain (none, for the whole process)", DefaultValueFactory = _ => "huge" };
 pagesOpt.AcceptOnlyFromAmong("huge", "plain");
-var bench = new Command("bench", "Time a compiled model (decoders: prefill of 128 tokens, decode tokens/s; others: latency) against ONNX Runtime and/or a baseline pipeline, in one process (docs/bench.md)")
+var bench = new Command("bench", "Time a compiled model (decoders: prefill of 128 tokens, decode tokens/s; others: latency on --data) against ONNX Runtime (--ort) and/or a baseline pipeline (--baseline-passes), in one process, with the same --threads and --pages for every engine; --json prints the documented report (docs/bench.md)")
     { benchModel, passesOpt, baselinePassesOpt, ortOpt, threadsOpt, roundsOpt, benchData, weightsOpt, pagesOpt, jsonOpt, calibrationOpt };
 bench.SetAction(r => Cli.Run(() =>
 {
@@ -91,10 +92,10 @@ bench.SetAction(r => Cli.Run(() =>
 }));
 root.Subcommands.Add(bench);
 
-var evalModel = new Argument<string>("model") { Description = "a decoder LLM (.onnx) whose first (or 'logits') output is next-token logits" };
-var evalPasses = new Option<string>("--passes") { Description = "the compression pipeline to judge, e.g. 'fold,dce,cse,fuse,quantize{bits=4 group=32}'", Required = true };
-var evalTokens = new Option<string>("--tokens") { Description = "token file: one TensorProto of int64 [rows, tokens] (as eval_tokens.pb)", Required = true };
-var evalCmd = new Command("eval", "Compare a compressed model with the float one on token sequences: perplexity of both, KL divergence, top-1 agreement, weight bytes") { evalModel, evalPasses, evalTokens, calibrationOpt, jsonOpt };
+var evalModel = new Argument<string>("MODEL") { Description = "a decoder LLM (.onnx) whose first (or 'logits') output is next-token logits" };
+var evalPasses = new Option<string>("--passes") { Description = "the compression pipeline to judge, e.g. 'fold,dce,cse,fuse,quantize{bits=4 group=32}'", Required = true, HelpName = "PIPELINE" };
+var evalTokens = new Option<string>("--tokens") { Description = "token file: one TensorProto of int64 [rows, tokens] (as eval_tokens.pb)", Required = true, HelpName = "FILE" };
+var evalCmd = new Command("eval", "Compare a compressed model (--passes) with the float one on token sequences (--tokens): perplexity of both, KL divergence, top-1 agreement, weight bytes; --json prints the documented report") { evalModel, evalPasses, evalTokens, calibrationOpt, jsonOpt };
 evalCmd.SetAction(r => Cli.Run(() =>
 {
     var json = r.GetValue(jsonOpt);
