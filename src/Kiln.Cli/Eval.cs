@@ -38,6 +38,9 @@ public static class Eval
         using var compressed = OnnxImporter.Import(modelPath);
         // Inputs are checked before any pass runs: a wrong file is the user's to fix, and should cost no compression time.
         var logitsName = CheckInputs(reference.Graph, modelPath, tokensPath);
+        // Parameters as the exporter wrote them, before fold can materialize a copy (a tied classifier's Transpose(E)):
+        // a table read by both the lookup and the classifier counts once.
+        var parameters = reference.Graph.AllGraphs().SelectMany(g => g.Constants).Where(c => c.Data is { Elem: ElementType.F32 or ElementType.F16 or ElementType.BF16 }).Sum(c => c.Data!.ElementCount);
         // The float model runs through the default pipeline, so the comparison isolates what compression changed.
         PassManager.Run(reference, PassPipeline.Parse(PassPipeline.Default));
         var calibration = Commands.Calibration(calibrationPath, compressed.Graph);
@@ -81,7 +84,6 @@ public static class Eval
         var n = klds.Count;
         klds.Sort();
         var floatBytes = WeightBytes(reference.Graph);
-        var parameters = reference.Graph.AllGraphs().SelectMany(g => g.Constants).Where(c => c.Data is { Elem: ElementType.F32 or ElementType.F16 or ElementType.BF16 }).Sum(c => c.Data!.ElementCount);
         var bytes = WeightBytes(compressed.Graph);
         return new EvalResult(Math.Exp(nllFloat / n), Math.Exp(nllQuant / n), klds.Average(), klds[Math.Min(n - 1, (int)Math.Ceiling(0.99 * n) - 1)], agree / n,
             parameters == 0 ? 0 : bytes * 8.0 / parameters, bytes, floatBytes, parameters, n, passes);
