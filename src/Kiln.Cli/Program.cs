@@ -188,14 +188,14 @@ namespace Kiln.Cli
                     s.File, s.FileBytes, s.IrVersion, s.Producer, s.Opsets, s.Inputs, s.Outputs, s.NodeCount, s.OpHistogram,
                     s.InitializerParameters, s.InitializerCount, s.ConstantNodeParameters, s.ConstantNodeCount, s.BytesByElementType,
                     s.UnsupportedOps, ImportError = importError,
-                    ImportPeakMemoryBytes = memory.AboveBaseline, ProcessPeakMemoryBytes = memory.PeakBytes,
-                    ImportPeakToFileSize = s.FileBytes == 0 ? 0 : Math.Round((double)memory.AboveBaseline / s.FileBytes, 3),
+                    s.ExternalDataBytes, ImportPeakMemoryBytes = memory.AboveBaseline, ProcessPeakMemoryBytes = memory.PeakBytes,
+                    ImportPeakToFileSize = s.TotalBytes == 0 ? 0 : Math.Round((double)memory.AboveBaseline / s.TotalBytes, 3),
                 };
                 Console.WriteLine(JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
                 return;
             }
             var inv = CultureInfo.InvariantCulture;
-            Console.WriteLine($"model: {s.File} ({s.FileBytes.ToString("N0", inv)} bytes)");
+            Console.WriteLine($"model: {s.File} ({s.FileBytes.ToString("N0", inv)} bytes{(s.ExternalDataBytes > 0 ? $", external data {s.ExternalDataBytes.ToString("N0", inv)} bytes" : "")})");
             Console.WriteLine($"ir_version: {s.IrVersion}   producer: {(s.Producer.Length > 0 ? s.Producer : "(none)")}");
             Console.WriteLine($"opsets: {string.Join(", ", s.Opsets.Select(o => $"{o.Key} {o.Value}"))}");
             Console.WriteLine("inputs:");
@@ -212,7 +212,7 @@ namespace Kiln.Cli
             foreach (var (t, b) in s.BytesByElementType) Console.WriteLine($"  {t,-8} {b.ToString("N0", inv),16}");
             Console.WriteLine(s.UnsupportedOps.Count == 0 ? "unsupported ops: none" : $"unsupported ops: {string.Join(", ", s.UnsupportedOps)}");
             if (importError is not null) Console.WriteLine($"import: failed\n{importError}");
-            Console.WriteLine($"import peak memory: {Mib(memory.AboveBaseline)} above the process baseline ({(s.FileBytes == 0 ? 0 : (double)memory.AboveBaseline / s.FileBytes).ToString("0.00", inv)}× the file size; process peak {Mib(memory.PeakBytes)})");
+            Console.WriteLine($"import peak memory: {Mib(memory.AboveBaseline)} above the process baseline ({(s.TotalBytes == 0 ? 0 : (double)memory.AboveBaseline / s.TotalBytes).ToString("0.000", inv)}× the size of the model with its external data; process peak {Mib(memory.PeakBytes)})");
         }
 
         private static string Mib(long bytes) => (bytes / 1048576.0).ToString("0.0", CultureInfo.InvariantCulture) + " MiB";

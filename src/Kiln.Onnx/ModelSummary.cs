@@ -21,8 +21,12 @@ public sealed record ModelSummary(
     long ConstantNodeParameters,
     int ConstantNodeCount,
     IReadOnlyDictionary<string, long> BytesByElementType,
-    IReadOnlyList<string> UnsupportedOps)
+    IReadOnlyList<string> UnsupportedOps,
+    long ExternalDataBytes)
 {
+    /// <summary>The model file and the external data files it names (those that exist), in bytes.</summary>
+    public long TotalBytes => FileBytes + ExternalDataBytes;
+
     public static ModelSummary Read(string path, OpRegistry? registry = null)
     {
         registry ??= OpRegistry.Default;
@@ -79,7 +83,18 @@ public sealed record ModelSummary(
             g.Output.Select(Io).ToList(),
             nodeCount, histogram,
             g.Initializer.Sum(t => t.Dims.Aggregate(1L, (a, b) => a * b)), g.Initializer.Count,
-            constParams, constCount, bytes, unsupported.ToList());
+            constParams, constCount, bytes, unsupported.ToList(), ExternalBytes(g, path));
+    }
+
+    /// <summary>Sizes of the distinct external data files the initializers name (beside the model), where they exist.</summary>
+    private static long ExternalBytes(GraphProto g, string path)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path)) ?? "";
+        return g.Initializer.Where(t => t.DataLocation == TensorProto.Types.DataLocation.External)
+            .SelectMany(t => t.ExternalData.Where(e => e.Key == "location").Select(e => e.Value))
+            .Distinct(StringComparer.Ordinal)
+            .Select(location => new FileInfo(Path.Combine(dir, location)))
+            .Where(f => f.Exists).Sum(f => f.Length);
     }
 
     private static IrType SafeType(ValueInfoProto v)

@@ -17,6 +17,42 @@ public sealed class CommandTests
     }
 
     [Fact]
+    public void InspectCountsExternalDataInTheSizeTheImportIsMeasuredAgainst()
+    {
+        // stories260k with its initializers moved to external data, as large exports are written.
+        var dir = Directory.CreateTempSubdirectory("kiln-inspect-").FullName;
+        try
+        {
+            var proto = Kiln.Onnx.OnnxImporter.ReadProto(Fixtures.Model("stories260k/model.onnx"));
+            using (var data = File.Create(Path.Combine(dir, "model.onnx.data")))
+                foreach (var t in proto.Graph.Initializer.Where(t => t.RawData.Length >= 1024))
+                {
+                    t.ExternalData.Add(new Kiln.Onnx.Proto.StringStringEntryProto { Key = "location", Value = "model.onnx.data" });
+                    t.ExternalData.Add(new Kiln.Onnx.Proto.StringStringEntryProto { Key = "offset", Value = data.Position.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    t.ExternalData.Add(new Kiln.Onnx.Proto.StringStringEntryProto { Key = "length", Value = t.RawData.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    data.Write(t.RawData.Span);
+                    t.RawData = Google.Protobuf.ByteString.Empty;
+                    t.DataLocation = Kiln.Onnx.Proto.TensorProto.Types.DataLocation.External;
+                }
+            var model = Path.Combine(dir, "model.onnx");
+            File.WriteAllBytes(model, Google.Protobuf.MessageExtensions.ToByteArray(proto));
+            var external = new FileInfo(Path.Combine(dir, "model.onnx.data")).Length;
+            var r = CliRunner.Run("inspect", "--json", model);
+            Assert.True(r.ExitCode == 0, r.StdErr);
+            using var doc = JsonDocument.Parse(r.StdOut);
+            Assert.Equal(external, doc.RootElement.GetProperty("external_data_bytes").GetInt64());
+            var peak = doc.RootElement.GetProperty("import_peak_memory_bytes").GetInt64();
+            var total = external + new FileInfo(model).Length;
+            Assert.Equal(Math.Round((double)peak / total, 3), doc.RootElement.GetProperty("import_peak_to_file_size").GetDouble());
+            Assert.Contains("external data", CliRunner.Run("inspect", model).StdOut);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public void InspectPaddleOcrCountsConstantNodesSeparately()
     {
         var r = CliRunner.Run("inspect", "--json", Fixtures.Model("paddleocr/cls/model.onnx"));
