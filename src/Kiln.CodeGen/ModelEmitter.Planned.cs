@@ -1,6 +1,7 @@
 using System.Globalization;
 using Kiln.CodeGen.Backends;
 using Kiln.Ir;
+using Kiln.Ir.Analysis;
 
 namespace Kiln.CodeGen;
 
@@ -222,10 +223,7 @@ public sealed partial class ModelEmitter
 
         // Liveness: a slot is busy from its value's node to the last reader of the value or of any view of it
         // (a reader inside an elementwise chain reads where the chain runs).
-        var lastUse = new Dictionary<Value, int>();
-        foreach (var n in order)
-            foreach (var v in n.Inputs)
-                if (v is not null) lastUse[Root(v)] = Math.Max(lastUse.GetValueOrDefault(Root(v), -1), Position(n));
+        var lastUse = Liveness.LastReads(g, order, Position, Root);
         foreach (var v in pinnedToEnd) lastUse[v] = int.MaxValue;
         var slots = new List<(List<string> Sizes, int FreeAfter)>();
         var slotOf = new Dictionary<Value, int>();

@@ -1,5 +1,6 @@
 using Kiln.CodeGen.Backends;
 using Kiln.Ir;
+using Kiln.Ir.Analysis;
 using Kiln.Ir.Diagnostics;
 using Kiln.Ir.Ops;
 
@@ -296,22 +297,12 @@ public sealed partial class ModelEmitter
 
     private static string FormatKnown(Kiln.Ir.Inference.SymbolicTensor k) => "[" + string.Join(", ", k.Values.Select(d => d.ToString())) + "]";
 
-    /// <summary>The index of the last node of <paramref name="g"/> that reads each value (a subgraph's reads count at the node holding it).</summary>
+    /// <summary>The index of the last needed node of <paramref name="g"/> that reads each value (a subgraph's reads count at the node holding it).</summary>
     private static Dictionary<Value, int> LastUses(Graph g, HashSet<Node> needed)
     {
-        var last = new Dictionary<Value, int>();
-        for (var i = 0; i < g.Nodes.Count; i++)
-        {
-            if (!needed.Contains(g.Nodes[i])) continue;
-            foreach (var v in g.Nodes[i].Inputs) if (v is not null) last[v] = i;
-            foreach (var sub in g.Nodes[i].Subgraphs)
-                foreach (var inner in sub.AllGraphs())
-                {
-                    foreach (var v in inner.Nodes.SelectMany(n => n.Inputs).OfType<Value>()) if (v.Owner == g) last[v] = i;
-                    foreach (var o in inner.Outputs) if (o.Value.Owner == g) last[o.Value] = i;
-                }
-        }
-        return last;
+        var index = new Dictionary<Node, int>();
+        for (var i = 0; i < g.Nodes.Count; i++) index[g.Nodes[i]] = i;
+        return Liveness.LastReads(g, g.Nodes.Where(needed.Contains).ToList(), n => index[n]);
     }
 
     internal string AttributesOf(Node node, CodeWriter body)

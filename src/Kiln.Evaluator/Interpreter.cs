@@ -1,4 +1,5 @@
 using Kiln.Ir;
+using Kiln.Ir.Analysis;
 using Kiln.Ir.Diagnostics;
 using Kiln.Runtime;
 using Kiln.Runtime.Operators;
@@ -213,14 +214,7 @@ public sealed class Interpreter
     private GraphPlan Plan(Graph g)
     {
         if (_plans.TryGetValue(g, out var p)) return p;
-        var last = new Dictionary<Value, int>();
-        for (var i = 0; i < g.Nodes.Count; i++)
-        {
-            var n = g.Nodes[i];
-            foreach (var v in n.Inputs) if (v is not null) last[v] = i;
-            foreach (var sub in n.Subgraphs)
-                foreach (var v in OuterUses(sub)) last[v] = i;
-        }
+        var last = Liveness.LastReads(g);
         foreach (var o in g.Outputs) last.Remove(o.Value);
         var free = Enumerable.Range(0, g.Nodes.Count).Select(_ => new List<Value>()).ToArray();
         foreach (var (v, i) in last)
@@ -237,19 +231,6 @@ public sealed class Interpreter
         };
         _plans[g] = p;
         return p;
-    }
-
-    /// <summary>Values a subgraph (or its own subgraphs) uses from enclosing graphs.</summary>
-    private static IEnumerable<Value> OuterUses(Graph sub) =>
-        sub.AllGraphs().SelectMany(g => g.Nodes).SelectMany(n => n.Inputs).OfType<Value>()
-            .Concat(sub.AllGraphs().SelectMany(g => g.Outputs.Select(o => o.Value)))
-            .Where(v => !IsWithin(v.Owner, sub)).Distinct();
-
-    private static bool IsWithin(Graph g, Graph root)
-    {
-        for (var x = g; x is not null; x = x.Parent)
-            if (x == root) return true;
-        return false;
     }
 
     internal object?[] RunGraph(Graph g, IReadOnlyList<object?> inputs, Scope? parent)

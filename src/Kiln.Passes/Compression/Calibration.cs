@@ -1,5 +1,6 @@
 using Kiln.Evaluator;
 using Kiln.Ir;
+using Kiln.Ir.Analysis;
 using Kiln.Ir.Diagnostics;
 using Kiln.Runtime;
 
@@ -56,10 +57,7 @@ public static class CalibrationWalk
         // All samples advance together, so a layer sees every sample's activations at once.
         var states = Enumerable.Range(0, data.Samples.Count).Select(i => data.Feeds(g, i)).ToList();
         var order = g.Nodes.ToList();
-        var lastUse = new Dictionary<Value, int>();
-        for (var i = 0; i < order.Count; i++)
-            foreach (var v in order[i].Inputs)
-                if (v is { Kind: ValueKind.NodeOutput or ValueKind.GraphInput }) lastUse[v] = i;
+        var lastUse = Liveness.LastReads(g, order);
         var outputs = g.Outputs.Select(o => o.Value).ToHashSet();
         var done = 0;
         for (var i = 0; i < order.Count; i++)
