@@ -2,6 +2,7 @@ using System.Globalization;
 using Kiln.CodeGen.Backends;
 using Kiln.Ir;
 using Kiln.Ir.Analysis;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.CodeGen;
 
@@ -170,7 +171,7 @@ public sealed partial class ModelEmitter
             if (!operands.TryGetValue(logits, out var lo) || lo.Storage != PlannedStorage.Arena || lo.Elem != ElementType.F32) return "the logits are not computed by a planned node";
             // Only-the-last-positions needs the rows of the classifier's input: a plain product with a weight.
             if (logits.Producer is not { } cls || !(cls.QualifiedOp is "MatMul" || cls.QualifiedOp == "Gemm" && cls.Inputs.Count < 3
-                || cls.QualifiedOp == "kiln:QuantizedMatMul" && (cls.Inputs.Count < 5 || cls.Inputs[4] is null) && cls.Attr<StringAttr>("activation") is not { Value.Length: > 0 }))
+                || cls.QualifiedOp == KilnOp.Qualified.QuantizedMatMul && (cls.Inputs.Count < 5 || cls.Inputs[4] is null) && cls.Attr<StringAttr>("activation") is not { Value.Length: > 0 }))
                 return "the logits are not one product with the classifier weight";
             logitsNode = cls;
             operands[logits] = lo with { Span = "logits", Storage = PlannedStorage.Logits };
@@ -178,7 +179,7 @@ public sealed partial class ModelEmitter
             // quantize-kv: the cache holds int8 when every attention reading a present asks for it (one cache, one format).
             var presents = io2.PresentKeys.Concat(io2.PresentValues).Select(i => g.Outputs[i].Value).ToList();
             var readers = presents.SelectMany(v => v.Uses.Where(u => needed.Contains(u.Node)).Select(u => u.Node)).ToList();
-            var int8Cache = readers.Count > 0 && readers.All(r => r.QualifiedOp == "kiln:GroupQueryAttention" && r.Attr<IntAttr>("kv_bits")?.Value == 8);
+            var int8Cache = readers.Count > 0 && readers.All(r => r.QualifiedOp == KilnOp.Qualified.GroupQueryAttention && r.Attr<IntAttr>("kv_bits")?.Value == 8);
             _stepKvBits = int8Cache ? 8 : 32;
             for (var layer = 0; layer < io2.PresentKeys.Length; layer++)
                 foreach (var (outIndex, pastIndex, which) in new[] { (io2.PresentKeys[layer], io2.PastKeys[layer], "Keys"), (io2.PresentValues[layer], io2.PastValues[layer], "Values") })
@@ -189,7 +190,7 @@ public sealed partial class ModelEmitter
                         return $"present output '{g.Outputs[outIndex].Name}' is not its past with the new positions appended";
                     var axis = cat.Attr<IntAttr>("axis")?.Value ?? 0;
                     if (axis != 2 && axis != -2) return $"'{cat.Name}' appends along axis {axis}, not the sequence axis";
-                    if (v.Uses.Any(u => needed.Contains(u.Node) && !(u.Node.QualifiedOp == "kiln:GroupQueryAttention" && u.Index is 1 or 2)))
+                    if (v.Uses.Any(u => needed.Contains(u.Node) && !(u.Node.QualifiedOp == KilnOp.Qualified.GroupQueryAttention && u.Index is 1 or 2)))
                         return $"present '{v.Name}' is read by something other than attention";
                     operands[v] = int8Cache
                         ? pv with { Span = $"cache.{which[..^1]}Codes({layer})", KvScales = $"cache.{which[..^1]}Scales({layer})", Storage = PlannedStorage.KvCache, HeadStride = $"cache.Capacity * {pv.Dims[3]}" }

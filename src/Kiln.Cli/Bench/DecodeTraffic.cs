@@ -1,4 +1,5 @@
 using Kiln.Ir;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Cli.Bench;
 
@@ -25,7 +26,7 @@ public static class DecodeTraffic
     private static bool IsLookupTable(Use use) => use.Node.QualifiedOp switch
     {
         "Gather" => use.Index == 0 && (use.Node.Attr<IntAttr>("axis")?.Value ?? 0) == 0,
-        "kiln:QuantizedGather" => use.Index <= 2,
+        KilnOp.Qualified.QuantizedGather => use.Index <= 2,
         _ => false,
     };
 }

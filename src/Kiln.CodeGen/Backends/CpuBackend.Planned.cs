@@ -1,4 +1,5 @@
 using Kiln.Ir;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.CodeGen.Backends;
 
@@ -15,7 +16,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
         ["Cos"] = "System.Numerics.Tensors.TensorPrimitives.Cos<float>", ["Sin"] = "System.Numerics.Tensors.TensorPrimitives.Sin<float>",
         ["Exp"] = "System.Numerics.Tensors.TensorPrimitives.Exp<float>", ["Neg"] = "System.Numerics.Tensors.TensorPrimitives.Negate<float>",
         ["Sqrt"] = "System.Numerics.Tensors.TensorPrimitives.Sqrt<float>", ["Tanh"] = "System.Numerics.Tensors.TensorPrimitives.Tanh<float>",
-        ["Sigmoid"] = "System.Numerics.Tensors.TensorPrimitives.Sigmoid<float>", ["kiln:SiLU"] = "Kiln.Runtime.Kernels.Fused.Silu",
+        ["Sigmoid"] = "System.Numerics.Tensors.TensorPrimitives.Sigmoid<float>", [KilnOp.Qualified.SiLU] = "Kiln.Runtime.Kernels.Fused.Silu",
     };
 
     private static readonly Dictionary<string, string> BinaryOps = new(StringComparer.Ordinal)
@@ -49,28 +50,28 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 return Numeric(y.Elem) ? null : "numeric range";
             case "Gather":
                 return (n.Attr<IntAttr>("axis")?.Value ?? 0) == 0 && x!.Rank >= 1 && c.In(1)!.Elem == ElementType.I64 && x.ClrType != "" ? null : "axis 0 with i64 indices";
-            case "kiln:RMSNorm":
+            case KilnOp.Qualified.RmsNorm:
                 return x!.Elem == ElementType.F32 && x.Rank >= 1 ? null : "f32";
-            case "kiln:RotaryEmbedding":
+            case KilnOp.Qualified.RotaryEmbedding:
                 return x!.Elem == ElementType.F32 && x.Rank >= 2 && Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(x.Rank, c.In(1)!.Dims).Problem is null
                     ? null : "f32 of rank ≥ 2, cos/sin varying along one axis";
-            case "MatMul" or "kiln:MatMulAdd":
+            case "MatMul" or KilnOp.Qualified.MatMulAdd:
                 return x!.Elem == ElementType.F32 && x.Rank >= 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 } ? null : "f32 activations times a 2-D weight";
             case "Gemm":
                 return x!.Elem == ElementType.F32 && x.Rank == 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 }
                     && (n.Attr<IntAttr>("transA")?.Value ?? 0) == 0 && (n.Attr<FloatAttr>("alpha")?.Value ?? 1f) == 1f && (n.Attr<FloatAttr>("beta")?.Value ?? 1f) == 1f
                     ? null : "A·op(W) (+ C) with alpha = beta = 1";
-            case "kiln:QuantizedMatMul":
+            case KilnOp.Qualified.QuantizedMatMul:
                 return x!.Elem == ElementType.F32 && x.Rank >= 1 && new[] { 1, 2, 3, 5 }.All(i => c.In(i) is null or { Storage: PlannedStorage.Constant })
                     && (c.In(4) is not { } bias || bias.Elem == ElementType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))
                     ? null : "f32 activations, constant codes, C the product's shape or one row";
-            case "kiln:QuantizedGather":
+            case KilnOp.Qualified.QuantizedGather:
                 return c.In(3)!.Elem == ElementType.I64 && c.In(0) is { Storage: PlannedStorage.Constant } ? null : "i64 indices into a constant table";
             case "Transpose":
                 return x!.ClrType != "" && x.Rank <= 8 ? null : "rank ≤ 8";
             case "Concat":
                 return y.ClrType != "" ? null : "numeric";
-            case "kiln:GroupQueryAttention":
+            case KilnOp.Qualified.GroupQueryAttention:
                 if (x!.Elem != ElementType.F32 || x.Rank != 4) return "f32 rank-4 Q";
                 if (c.In(3) is { } mask && (mask.Rank < 2 || mask.Dims.Take(mask.Rank - 2).Any(d => d != "1"))) return "a mask of [s, t] (leading dims 1)";
                 return null;
@@ -113,10 +114,10 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 var rowLength = x.Rank == 1 ? "1" : "(" + string.Join(" * ", x.Dims.Skip(1)) + ")";
                 w.Line($"Kiln.Runtime.Kernels.ArenaKernels.GatherRows<{x.ClrType}>({x.Span}, {x.Dims[0]}, {rowLength}, {c.In(1)!.Span}, {y.Span});");
                 break;
-            case "kiln:RMSNorm":
+            case KilnOp.Qualified.RmsNorm:
                 w.Line($"Kiln.Runtime.Kernels.Fused.RmsNorm({x.Span}, {c.In(1)!.Span}, {y.Span}, {x.Dims[^1]}, {CSharp.Float(n.Attr<FloatAttr>("epsilon")?.Value ?? 1e-5f)});");
                 break;
-            case "kiln:RotaryEmbedding":
+            case KilnOp.Qualified.RotaryEmbedding:
             {
                 // Positions run along the one axis where cos/sin are not 1; the rows after it share a position.
                 var axis = Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(x.Rank, c.In(1)!.Dims).Axis;
@@ -134,7 +135,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 if (last) w.Close();
                 break;
             }
-            case "kiln:MatMulAdd":
+            case KilnOp.Qualified.MatMulAdd:
             {
                 var wt = c.In(1)!;
                 var (k, nn) = (wt.Dims[0], wt.Dims[1]);
@@ -160,7 +161,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 if (lastRows) w.Close();
                 break;
             }
-            case "kiln:QuantizedMatMul":
+            case KilnOp.Qualified.QuantizedMatMul:
             {
                 var layout = Layout(n, c.In(1)!, c.In(3) is null);
                 var zeros = c.In(3)?.Span ?? "default";
@@ -179,7 +180,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
                 if (last) w.Close();
                 break;
             }
-            case "kiln:QuantizedGather":
+            case KilnOp.Qualified.QuantizedGather:
             {
                 var layout = Layout(n, x, c.In(2) is null);
                 w.Line($"Kiln.Runtime.Kernels.QuantizedOps.GatherRows({layout}, {x.Span}, {c.In(1)!.Span}, {c.In(2)?.Span ?? "default"}, {c.In(3)!.Span}, {y.Span});");
@@ -194,7 +195,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
             case "Concat":
                 EmitConcat(c, y);
                 break;
-            case "kiln:GroupQueryAttention":
+            case KilnOp.Qualified.GroupQueryAttention:
             {
                 var (k, v) = (c.In(1)!, c.In(2)!);
                 var scale = CSharp.Float(n.Attr<FloatAttr>("scale")!.Value);
@@ -236,7 +237,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
     }
 
     public bool IsFusableElementwise(Node node) => node.QualifiedOp is "Add" or "Sub" or "Mul" or "Div" or "Neg" or "Sqrt" or "Exp"
-        or "Sigmoid" or "Relu" or "Cos" or "Sin" or "kiln:SiLU";
+        or "Sigmoid" or "Relu" or "Cos" or "Sin" or KilnOp.Qualified.SiLU;
 
     /// <summary>A step's value as a scalar (float) or vector (Vector256&lt;float&gt;) expression of its arguments.</summary>
     private static string ElementwiseExpression(string op, IReadOnlyList<string> a, bool vector)
@@ -256,7 +257,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
             "Sin" => $"{math}.Sin({a[0]})",
             "Relu" => vector ? $"System.Runtime.Intrinsics.Vector256.Max({a[0]}, System.Runtime.Intrinsics.Vector256<float>.Zero)" : $"MathF.Max({a[0]}, 0f)",
             "Sigmoid" => $"({one} / ({one} + {math}.Exp(-{a[0]})))",
-            "kiln:SiLU" => $"({a[0]} / ({one} + {math}.Exp(-{a[0]})))",
+            KilnOp.Qualified.SiLU => $"({a[0]} / ({one} + {math}.Exp(-{a[0]})))",
             _ => throw new InvalidOperationException($"{op} is not a fusable elementwise op"),
         };
     }

@@ -1,4 +1,5 @@
 using Kiln.Ir.Inference;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Ir.Ops;
 
@@ -11,7 +12,7 @@ namespace Kiln.Ir.Ops;
 /// </summary>
 internal static class CompressedOps
 {
-    public const string Domain = "kiln";
+    public const string Domain = KilnOp.Domain;
 
     private const string LayoutAttrs = "bits:int!, group:int!, columns:int!";
 
@@ -20,7 +21,7 @@ internal static class CompressedOps
         // Y = A·Wᵀ (+ C), then an optional activation, with W quantized; A [..., columns] → Y [..., rows].
         // activation_bits: 0 lets the kernel choose how A is quantized on the fly; 8 asks int8 (W8A8, quantize-activations).
         // activation_scales (quantize-activations{mode=static}): f32 [blocks], one fixed int8 scale per 32-block of A's rows.
-        r.Add("QuantizedMatMul", "A, codes, scales, zero_points?, C?, activation_scales?", "Y", LayoutAttrs + ", activation:string=, activation_bits:int=0", c =>
+        r.Add(KilnOp.QuantizedMatMul, "A, codes, scales, zero_points?, C?, activation_scales?", "Y", LayoutAttrs + ", activation:string=, activation_bits:int=0", c =>
         {
             var a = c.ShapeOf(0);
             var codes = c.ShapeOf(1);
@@ -29,7 +30,7 @@ internal static class CompressedOps
             c.Set(0, c.Elem(0), c.HasInput(4) ? Rules.Broadcast(c, product, c.ShapeOf(4)) : product);
         }, domain: Domain);
         // Rows of a quantized table (an embedding) as f32: Y [indices..., columns].
-        r.Add("QuantizedGather", "codes, scales, zero_points?, indices", "Y", LayoutAttrs, c =>
+        r.Add(KilnOp.QuantizedGather, "codes, scales, zero_points?, indices", "Y", LayoutAttrs, c =>
         {
             var idx = c.ShapeOf(3);
             c.Set(0, ElementType.F32, idx is null ? null : new Shape(idx.Dims.Append(Dim.Const(c.Int("columns")))));

@@ -33,8 +33,24 @@ public sealed class OpRegistry
         MiscOps.Register(r);
         FusedOps.Register(r);
         CompressedOps.Register(r);
+        // Known to import and shape inference, with no runtime kernel yet: a model using one imports and compiles
+        // (its shapes are inferred), and running it is refused naming the op (KILN0005).
+        r.MarkWithoutKernel("LpNormalization", "MaxRoiPool", "RoiAlign", "Upsample", "RandomUniform", "RandomNormal", "RandomUniformLike",
+            "RandomNormalLike", "Bernoulli", "Multinomial", "TfIdfVectorizer", "DFT", "STFT", "MelWeightMatrix");
         return r;
     }
+
+    private readonly HashSet<(string Domain, string Name)> _withoutKernel = [];
+
+    /// <summary>Marks default-domain ops that have no runtime kernel (a test keeps the marks and the operator table in step).</summary>
+    public void MarkWithoutKernel(params string[] names)
+    {
+        foreach (var n in names)
+            if (!_ops.ContainsKey(("", n)) || !_withoutKernel.Add(("", n))) throw new InvalidOperationException($"op {n} is not registered, or marked twice");
+    }
+
+    /// <summary>Whether the runtime is meant to have a kernel for the op (false: marked with <see cref="MarkWithoutKernel"/>).</summary>
+    public bool HasKernel(OpDef def) => !_withoutKernel.Contains((def.Domain, def.Name));
 
     public IEnumerable<OpDef> All => _ops.Values;
 

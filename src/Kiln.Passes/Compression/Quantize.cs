@@ -1,6 +1,7 @@
 using Kiln.Ir;
 using Kiln.Ir.Diagnostics;
 using Kiln.Runtime.Weights;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -238,7 +239,7 @@ public sealed record QuantizableLayer(Node Node, Value Weight, bool RowsAreOutpu
         var added = new List<Node>();
         Node Insert(string op, Value?[] inputs, string outName, IrType type, Dictionary<string, AttrValue>? attrs, string? name)
         {
-            var node = g.AddNode(op, op == "Mul" ? "" : "kiln", name, inputs, [g.UniqueName(outName)], attrs, [type]);
+            var node = g.AddNode(op, op == "Mul" ? "" : KilnOp.Domain, name, inputs, [g.UniqueName(outName)], attrs, [type]);
             g.Nodes.Remove(node);
             g.Nodes.Insert(index + 1 + added.Count, node);
             added.Add(node);
@@ -249,13 +250,13 @@ public sealed record QuantizableLayer(Node Node, Value Weight, bool RowsAreOutpu
         string op;
         if (IsEmbedding)
         {
-            op = "QuantizedGather";
+            op = KilnOp.QuantizedGather;
             inputs = [q.Codes, q.Scales, q.Zeros, n.Inputs[1]];
         }
         else
         {
-            op = "QuantizedMatMul";
-            var c = n.QualifiedOp is "kiln:MatMulAdd" or "Gemm" && n.Inputs.Count > 2 ? n.Inputs[2] : null;
+            op = KilnOp.QuantizedMatMul;
+            var c = n.QualifiedOp is KilnOp.Qualified.MatMulAdd or "Gemm" && n.Inputs.Count > 2 ? n.Inputs[2] : null;
             var x = n.Inputs[0]!;
             if (q.InputScale is { } s)
                 x = Insert("Mul", [x, s], x.Name + ".scaled", x.Type, null, n.Name is null ? null : n.Name + "/input_scale").Outputs[0]!;
@@ -284,7 +285,7 @@ public static class QuantizableLayers
             var classifier = outputs.Contains(y);
             switch (n.QualifiedOp)
             {
-                case "MatMul" or "kiln:MatMulAdd" when IsWeight(n.Inputs[1]) && n.Inputs[0]?.TensorType?.Elem == ElementType.F32:
+                case "MatMul" or KilnOp.Qualified.MatMulAdd when IsWeight(n.Inputs[1]) && n.Inputs[0]?.TensorType?.Elem == ElementType.F32:
                     layers.Add(new QuantizableLayer(n, w!, false, false, classifier));
                     break;
                 case "Gemm" when IsWeight(n.Inputs[1]) && (n.Attr<IntAttr>("transA")?.Value ?? 0) == 0

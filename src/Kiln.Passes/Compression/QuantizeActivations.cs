@@ -1,5 +1,6 @@
 using Kiln.Ir;
 using Kiln.Ir.Diagnostics;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -28,7 +29,7 @@ public sealed class QuantizeActivations : IPass
         if (mode is not ("dynamic" or "static"))
             throw Bad($"mode={mode} is not a mode (dynamic: each row's blocks scaled as they arrive; static: scales fixed from calibration data)");
         var skip = ctx.Options.List("skip");
-        var products = ctx.Graph.Nodes.Where(n => n.QualifiedOp == "kiln:QuantizedMatMul").ToList();
+        var products = ctx.Graph.Nodes.Where(n => n.QualifiedOp == KilnOp.Qualified.QuantizedMatMul).ToList();
         if (products.Count == 0)
             throw Bad("no quantized products: run quantize{bits=8} before it");
         var chosen = products.Where(n => n.Attr<IntAttr>("bits")?.Value == 8 && !Glob.MatchesAny(skip, n.Inputs[1]?.Name) && !Glob.MatchesAny(skip, n.Name)).ToList();
@@ -58,7 +59,7 @@ public sealed class QuantizeActivations : IPass
         var constant = g.AddConstant(g.UniqueName((n.Inputs[1]?.Name ?? n.Name ?? "product") + ".activation_scales"), TensorData.FromArray(ElementType.F32, [blocks], scales));
         var old = n.Outputs[0]!;
         var inputs = Enumerable.Range(0, 6).Select(i => i == 5 ? constant : i < n.Inputs.Count ? n.Inputs[i] : null).ToArray();
-        var fresh = g.AddNode("QuantizedMatMul", "kiln", n.Name, inputs, [g.UniqueName(old.Name + ".static")], new Dictionary<string, AttrValue>(n.Attributes), [old.Type]);
+        var fresh = g.AddNode(KilnOp.QuantizedMatMul, KilnOp.Domain, n.Name, inputs, [g.UniqueName(old.Name + ".static")], new Dictionary<string, AttrValue>(n.Attributes), [old.Type]);
         g.Nodes.Remove(fresh);
         g.Nodes.Insert(g.Nodes.IndexOf(n) + 1, fresh);
         Graph.ReplaceAllUses(old, fresh.Outputs[0]!);

@@ -1,5 +1,6 @@
 using Kiln.Ir;
 using Kiln.Ir.Diagnostics;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -22,10 +23,10 @@ public sealed class QuantizeKv : IPass
     {
         var bits = (int)ctx.Options.OneOf("bits", 8, 8);
         var skip = ctx.Options.List("skip");
-        var attention = ctx.Graph.Nodes.Where(n => n.QualifiedOp == "kiln:GroupQueryAttention").ToList();
+        var attention = ctx.Graph.Nodes.Where(n => n.QualifiedOp == KilnOp.Qualified.GroupQueryAttention).ToList();
         if (attention.Count == 0)
             throw new KilnException(new Diagnostic(DiagnosticCode.InvalidPipeline,
-                "pass 'quantize-kv': no kiln:GroupQueryAttention in the graph: run fuse before it (it recognizes attention over a KV cache)"));
+                $"pass 'quantize-kv': no {KilnOp.Qualified.GroupQueryAttention} in the graph: run fuse before it (it recognizes attention over a KV cache)"));
         foreach (var n in attention)
         {
             if (Glob.MatchesAny(skip, n.Name)) continue;

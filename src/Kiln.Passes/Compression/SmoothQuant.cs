@@ -1,5 +1,6 @@
 using Kiln.Ir;
 using Kiln.Ir.Diagnostics;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -30,12 +31,12 @@ public sealed class SmoothQuant : IPass
         var groups = new List<(Node Norm, List<Node> Readers)>();
         foreach (var n in g.Nodes)
         {
-            if (!(n.QualifiedOp is "kiln:RMSNorm" or "LayerNormalization") || n.Inputs[1] is not { Kind: ValueKind.Constant, Data.Elem: ElementType.F32 }) continue;
+            if (!(n.QualifiedOp is KilnOp.Qualified.RmsNorm or "LayerNormalization") || n.Inputs[1] is not { Kind: ValueKind.Constant, Data.Elem: ElementType.F32 }) continue;
             if (n.QualifiedOp == "LayerNormalization" && (n.Attr<IntAttr>("axis")?.Value ?? -1) != -1) continue;
             var y = n.Outputs[0]!;
             if (y.Uses.Count == 0 || g.Outputs.Any(o => o.Value == y)) continue;
             var readers = y.Uses.Select(u => u.Node).Distinct().ToList();
-            if (readers.All(r => r.QualifiedOp is "MatMul" or "kiln:MatMulAdd" && r.Inputs[0] == y && r.Inputs[1] is { Kind: ValueKind.Constant, Data: { Elem: ElementType.F32, Dims.Length: 2 } } w
+            if (readers.All(r => r.QualifiedOp is "MatMul" or KilnOp.Qualified.MatMulAdd && r.Inputs[0] == y && r.Inputs[1] is { Kind: ValueKind.Constant, Data: { Elem: ElementType.F32, Dims.Length: 2 } } w
                 && w.Uses.Count == 1))
                 groups.Add((n, readers));
         }

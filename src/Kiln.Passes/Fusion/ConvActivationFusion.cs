@@ -1,5 +1,6 @@
 using Kiln.Ir;
 using static Kiln.Passes.Matching;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -31,7 +32,7 @@ public sealed class ConvActivationFusion : IFusionPattern
         }
         var attrs = new Dictionary<string, AttrValue>(conv.Attributes) { ["activation"] = new StringAttr(act.Op) };
         if (parameters is not null) attrs["activation_params"] = new FloatsAttr(parameters);
-        Replace(g, act, act.Outputs[0]!, "kiln", "ConvActivation", conv.Inputs.ToArray(), attrs);
+        Replace(g, act, act.Outputs[0]!, KilnOp.Domain, KilnOp.ConvActivation, conv.Inputs.ToArray(), attrs);
         return true;
     }
 }

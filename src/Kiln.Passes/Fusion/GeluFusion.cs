@@ -1,5 +1,6 @@
 using Kiln.Ir;
 using static Kiln.Passes.Matching;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -29,7 +30,7 @@ public sealed class GeluFusion : IFusionPattern
 
     private static bool Rewrite(Graph g, Node anchor, Value x)
     {
-        Replace(g, anchor, anchor.Outputs[0]!, "kiln", "GELU", [x]);
+        Replace(g, anchor, anchor.Outputs[0]!, KilnOp.Domain, KilnOp.Gelu, [x]);
         return true;
     }
 

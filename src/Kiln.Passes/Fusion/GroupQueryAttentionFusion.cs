@@ -1,5 +1,6 @@
 using Kiln.Ir;
 using static Kiln.Passes.Matching;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -48,7 +49,7 @@ public sealed class GroupQueryAttentionFusion : IFusionPattern
         var kvHeads = k.TensorType!.Shape![1].Value;
         if (heads is null || kvHeads is null || kvHeads == 0 || heads % kvHeads != 0 || v.TensorType!.Shape![1].Value != kvHeads) return false;
         if (mask is not null && (Rank(mask) is not { } mr || mr > 4 || !IsF32(mask))) return false;
-        Replace(g, anchor, anchor.Outputs[0]!, "kiln", "GroupQueryAttention", [q, k, v, mask], new() { ["scale"] = new FloatAttr((float)scale) });
+        Replace(g, anchor, anchor.Outputs[0]!, KilnOp.Domain, KilnOp.GroupQueryAttention, [q, k, v, mask], new() { ["scale"] = new FloatAttr((float)scale) });
         return true;
     }
 

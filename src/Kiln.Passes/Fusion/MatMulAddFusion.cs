@@ -1,5 +1,6 @@
 using Kiln.Ir;
 using static Kiln.Passes.Matching;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -23,7 +24,7 @@ public sealed class MatMulAddFusion : IFusionPattern
         var activation = "";
         var last = anchor;
         if (output.Uses.Count == 1 && Replaceable(output) && output.Uses[0].Node is var next && next.Inputs.Count == 1
-            && (Is(next, "Relu") || Is(next, "Sigmoid") || Is(next, "Tanh") || next.Domain == "kiln" && next.Op is "SiLU" or "GELU" && next.Attr<StringAttr>("approximate") is null))
+            && (Is(next, "Relu") || Is(next, "Sigmoid") || Is(next, "Tanh") || next.Domain == KilnOp.Domain && next.Op is KilnOp.SiLU or KilnOp.Gelu && next.Attr<StringAttr>("approximate") is null))
         {
             activation = next.Op;
             last = next;
@@ -31,7 +32,7 @@ public sealed class MatMulAddFusion : IFusionPattern
         if (!Replaceable(last.Outputs[0]!)) return false;
         var attrs = new Dictionary<string, AttrValue>();
         if (activation.Length > 0) attrs["activation"] = new StringAttr(activation);
-        Replace(g, last, last.Outputs[0]!, "kiln", "MatMulAdd", [matmul.Inputs[0], matmul.Inputs[1], m.Other], attrs);
+        Replace(g, last, last.Outputs[0]!, KilnOp.Domain, KilnOp.MatMulAdd, [matmul.Inputs[0], matmul.Inputs[1], m.Other], attrs);
         return true;
     }
 }

@@ -1,4 +1,5 @@
 using Kiln.Ir;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -9,7 +10,7 @@ internal static class Matching
     public static Node? From(Value? v, string op) => v?.Producer is { } n && n.Op == op && n.Domain.Length == 0 ? n : null;
 
     /// <summary>The node producing <paramref name="v"/> when it is a Kiln fused op of that name.</summary>
-    public static Node? FromKiln(Value? v, string op) => v?.Producer is { } n && n.Op == op && n.Domain == "kiln" ? n : null;
+    public static Node? FromKiln(Value? v, string op) => v?.Producer is { } n && n.Op == op && n.Domain == KilnOp.Domain ? n : null;
 
     public static bool Is(Node n, string op) => n.Op == op && n.Domain.Length == 0;
 

@@ -1,5 +1,6 @@
 using Kiln.Ir;
 using static Kiln.Passes.Matching;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -23,7 +24,7 @@ public sealed class RmsNormFusion : IFusionPattern
                 if (!Private(inverse) || Epsilon(inverse, x) is not { } eps) continue;
                 var last = x.TensorType?.Shape is { Rank: > 0 } s ? s[s.Rank - 1].Value : null;
                 if (last != scale.Data.Dims[0]) continue;
-                Replace(g, anchor, anchor.Outputs[0]!, "kiln", "RMSNorm", [x, scale], new() { ["epsilon"] = new FloatAttr((float)eps) });
+                Replace(g, anchor, anchor.Outputs[0]!, KilnOp.Domain, KilnOp.RmsNorm, [x, scale], new() { ["epsilon"] = new FloatAttr((float)eps) });
                 return true;
             }
         }

@@ -1,5 +1,6 @@
 using Kiln.Ir;
 using static Kiln.Passes.Matching;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -39,7 +40,7 @@ public sealed class RotaryEmbeddingFusion : IFusionPattern
         if (Rank(cos) is not { } cr || cos!.TensorType!.Shape![cr - 1].Value is not { } half || x.TensorType!.Shape! is not { Rank: > 0 } xs || xs[xs.Rank - 1].Value != 2 * half) return false;
         if (!SameShape(pairs, stacked)) return false;
         foreach (var use in stacked.Uses.Where(u => u.Node != anchor).ToList()) use.Node.SetInput(use.Index, pairs);
-        Replace(g, anchor, anchor.Outputs[0]!, "kiln", "RotaryEmbedding", [x, cos, sin], new() { ["interleaved"] = new IntAttr(1) });
+        Replace(g, anchor, anchor.Outputs[0]!, KilnOp.Domain, KilnOp.RotaryEmbedding, [x, cos, sin], new() { ["interleaved"] = new IntAttr(1) });
         return true;
     }
 

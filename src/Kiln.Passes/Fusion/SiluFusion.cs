@@ -1,5 +1,6 @@
 using Kiln.Ir;
 using static Kiln.Passes.Matching;
+using Kiln.Runtime.Operators;
 
 namespace Kiln.Passes;
 
@@ -12,7 +13,7 @@ public sealed class SiluFusion : IFusionPattern
     {
         if (!Is(anchor, "Mul") || !Replaceable(anchor.Outputs[0]!) || !IsF32(anchor.Outputs[0]) || Operand(anchor, "Sigmoid") is not { } m) return false;
         if (m.Match.Inputs[0] != m.Other || !Private(m.Match.Outputs[0]!)) return false;
-        Replace(g, anchor, anchor.Outputs[0]!, "kiln", "SiLU", [m.Other]);
+        Replace(g, anchor, anchor.Outputs[0]!, KilnOp.Domain, KilnOp.SiLU, [m.Other]);
         return true;
     }
 }

@@ -18,7 +18,7 @@ public static class Fused
     /// <summary>y = x / sqrt(mean(x², last axis) + eps) * scale.</summary>
     public static Tensor RmsNorm(Tensor x, Tensor scale, float eps)
     {
-        RequireF32("RMSNorm", x, scale);
+        RequireF32(Operators.KilnOp.RmsNorm, x, scale);
         var n = x.Rank == 0 ? 1 : x.Shape[^1];
         if (scale.Length != n) throw new KernelException($"RMSNorm scale has {scale.Length} elements for rows of {n}");
         var r = Tensor.Uninitialized(DType.F32, x.Shape);
@@ -48,8 +48,8 @@ public static class Fused
             case "LeakyRelu": AffineClamp(y, alpha, 0f, float.MinValue, float.MaxValue, multiplyByInput: false, leaky: true); break;
             case "Sigmoid": TensorPrimitives.Sigmoid(y, y); break;
             case "Tanh": TensorPrimitives.Tanh(y, y); break;
-            case "SiLU": Silu(y, y); break;
-            case "GELU": Gelu(y, y, tanh: false); break;
+            case Operators.KilnOp.SiLU: Silu(y, y); break;
+            case Operators.KilnOp.Gelu: Gelu(y, y, tanh: false); break;
             case "HardSigmoid": AffineClamp(y, alpha, beta, 0f, 1f, multiplyByInput: false); break;
             case "HardSwish": AffineClamp(y, 1f / 6f, 0.5f, 0f, 1f, multiplyByInput: true); break;
             case "Clip": TensorPrimitives.Max(y, min, y); TensorPrimitives.Min(y, max, y); break;
@@ -88,7 +88,7 @@ public static class Fused
     /// <summary>y = x * sigmoid(x).</summary>
     public static Tensor Silu(Tensor x)
     {
-        RequireF32("SiLU", x);
+        RequireF32(Operators.KilnOp.SiLU, x);
         var r = Tensor.Uninitialized(DType.F32, x.Shape);
         Silu(x.Span<float>(), r.Span<float>());
         return r;
@@ -109,7 +109,7 @@ public static class Fused
 
     public static Tensor Gelu(Tensor x, bool tanh)
     {
-        RequireF32("GELU", x);
+        RequireF32(Operators.KilnOp.Gelu, x);
         var r = Tensor.Uninitialized(DType.F32, x.Shape);
         Gelu(x.Span<float>(), r.Span<float>(), tanh);
         return r;
@@ -138,7 +138,7 @@ public static class Fused
     /// <summary>Rotary embedding over the last axis of x [..., s, d]; cos/sin are [s, d/2] (leading 1s allowed).</summary>
     public static Tensor Rotary(Tensor x, Tensor cos, Tensor sin, bool interleaved)
     {
-        RequireF32("RotaryEmbedding", x, cos, sin);
+        RequireF32(Operators.KilnOp.RotaryEmbedding, x, cos, sin);
         if (x.Rank < 2) throw new KernelException($"RotaryEmbedding needs x of rank ≥ 2, got {x}");
         int d = x.Shape[^1], half = d / 2;
         var (axis, bad) = RotaryPositionAxis(x.Rank, cos.Shape.Select(v => v == 1 ? "1" : "n").ToArray());
@@ -175,7 +175,7 @@ public static class Fused
     /// <param name="kvBits">8: K and V rounded as an int8 KV cache stores them (<see cref="ArenaKernels.QuantizeKvRow"/>), per position and head.</param>
     public static Tensor GroupQueryAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, int kvBits = 0)
     {
-        RequireF32("GroupQueryAttention", q, k, v, mask);
+        RequireF32(Operators.KilnOp.GroupQueryAttention, q, k, v, mask);
         if (kvBits is not (0 or 8 or 32)) throw new KernelException($"GroupQueryAttention: kv_bits={kvBits} (0 or 32: f32, 8: int8 cache)");
         if (kvBits == 8 && k.Rank == 4 && v.Rank == 4)
         {
@@ -204,7 +204,7 @@ public static class Fused
     /// <summary>A·B + C (C broadcast to the product), then the activation; B is a 2-D weight (its packed form is cached when persistent).</summary>
     public static Tensor MatMulAdd(Tensor a, Tensor b, Tensor c, string activation)
     {
-        RequireF32("MatMulAdd", a, b, c);
+        RequireF32(Operators.KilnOp.MatMulAdd, a, b, c);
         if (a.Rank < 2 || b.Rank != 2 || a.Shape[^1] != b.Shape[0]) throw new KernelException($"MatMulAdd shapes do not agree: {a} × {b}");
         int k = a.Shape[^1], n = b.Shape[1];
         var m = (int)(a.Length / k);

@@ -7,15 +7,15 @@ public static partial class OperatorTable
     /// <summary>Kiln's fused ops (domain kiln), produced by the fuse pass.</summary>
     private static void RegisterFused(Dictionary<string, Action<OpContext>> d)
     {
-        d["kiln:RMSNorm"] = c => c.Set(0, Fused.RmsNorm(c.In(0), c.In(1), c.Float("epsilon", 1e-5f)));
-        d["kiln:SiLU"] = c => c.Set(0, Fused.Silu(c.In(0)));
-        d["kiln:GELU"] = c => c.Set(0, Fused.Gelu(c.In(0), c.Str("approximate", "none") == "tanh"));
-        d["kiln:RotaryEmbedding"] = c => c.Set(0, Fused.Rotary(c.In(0), c.In(1), c.In(2), c.Int("interleaved", 1) != 0));
-        d["kiln:GroupQueryAttention"] = c => c.Set(0, Fused.GroupQueryAttention(c.In(0), c.In(1), c.In(2), c.Opt(3), c.Float("scale", 1f), (int)c.Int("kv_bits", 0)));
-        d["kiln:MatMulAdd"] = c => c.Set(0, Fused.MatMulAdd(c.In(0), c.In(1), c.In(2), c.Str("activation")));
-        d["kiln:QuantizedMatMul"] = c => c.Set(0, QuantizedOps.MatMul(c.In(0), QuantizedOps.Matrix(c, 1), c.Opt(4), c.Str("activation"), (int)c.Int("activation_bits"), c.Opt(5)));
-        d["kiln:QuantizedGather"] = c => c.Set(0, QuantizedOps.Gather(QuantizedOps.Matrix(c, 0), c.In(3)));
-        d["kiln:ConvActivation"] = c =>
+        d[KilnOp.Qualified.RmsNorm] = c => c.Set(0, Fused.RmsNorm(c.In(0), c.In(1), c.Float("epsilon", 1e-5f)));
+        d[KilnOp.Qualified.SiLU] = c => c.Set(0, Fused.Silu(c.In(0)));
+        d[KilnOp.Qualified.Gelu] = c => c.Set(0, Fused.Gelu(c.In(0), c.Str("approximate", "none") == "tanh"));
+        d[KilnOp.Qualified.RotaryEmbedding] = c => c.Set(0, Fused.Rotary(c.In(0), c.In(1), c.In(2), c.Int("interleaved", 1) != 0));
+        d[KilnOp.Qualified.GroupQueryAttention] = c => c.Set(0, Fused.GroupQueryAttention(c.In(0), c.In(1), c.In(2), c.Opt(3), c.Float("scale", 1f), (int)c.Int("kv_bits", 0)));
+        d[KilnOp.Qualified.MatMulAdd] = c => c.Set(0, Fused.MatMulAdd(c.In(0), c.In(1), c.In(2), c.Str("activation")));
+        d[KilnOp.Qualified.QuantizedMatMul] = c => c.Set(0, QuantizedOps.MatMul(c.In(0), QuantizedOps.Matrix(c, 1), c.Opt(4), c.Str("activation"), (int)c.Int("activation_bits"), c.Opt(5)));
+        d[KilnOp.Qualified.QuantizedGather] = c => c.Set(0, QuantizedOps.Gather(QuantizedOps.Matrix(c, 0), c.In(3)));
+        d[KilnOp.Qualified.ConvActivation] = c =>
         {
             var x = c.In(0);
             var w = c.In(1);

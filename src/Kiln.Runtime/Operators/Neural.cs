@@ -133,12 +133,6 @@ public static partial class OperatorTable
             if (c.WantsOutput(1)) c.Set(1, mean);
             if (c.WantsOutput(2)) c.Set(2, inv);
         };
-        d["RMSNormalization"] = c =>
-        {
-            var x = c.In(0);
-            var axis = Movement.NormalizeAxis(c.Int("axis", -1), x.Rank, "RMSNormalization");
-            c.Set(0, Normalization.LayerNorm(x, axis, c.Float("epsilon", 1e-5f), c.In(1), null, rms: true).Y);
-        };
         d["LRN"] = c => c.Set(0, Normalization.Lrn(c.In(0), (int)c.Int("size"), c.Float("alpha", 1e-4f), c.Float("beta", 0.75f), c.Float("bias", 1f)));
         d["MeanVarianceNormalization"] = c =>
         {

@@ -145,17 +145,6 @@ public static partial class OperatorTable
             }
             c.Set(0, r);
         };
-        d["Constant"] = c =>
-        {
-            if (c.TensorAttr("value") is { } t) { c.Set(0, t); return; }
-            if (c.Has("value_float")) c.Set(0, Tensor.Scalar(c.Float("value_float")));
-            else if (c.Has("value_int")) c.Set(0, Tensor.Scalar(c.Int("value_int")));
-            else if (c.Floats("value_floats") is { } fs) c.Set(0, Tensor.FromArray(DType.F32, [fs.Length], fs));
-            else if (c.Ints("value_ints") is { } ls) c.Set(0, Tensor.Vector(ls));
-            else if (c.Has("value_string")) c.Set(0, Tensor.FromStrings([], [c.Str("value_string")]));
-            else if (c.Strings("value_strings") is { } ss) c.Set(0, Tensor.FromStrings([ss.Length], ss));
-            else throw new KernelException("Constant has no value attribute");
-        };
         d["DepthToSpace"] = c =>
         {
             var x = c.In(0);
