@@ -17,8 +17,13 @@ inspect.SetAction(r => Cli.Run(() => Commands.Inspect(r.GetValue(modelArg)!, r.G
 var dumpArg = new Argument<string>("MODEL") { Description = "an .onnx model or a .kir dump" };
 var outOpt = new Option<string?>("--output", "-o") { Description = "write the IR text to FILE (and its large constants to FILE.weights) instead of stdout", HelpName = "FILE" };
 var dumpPasses = new Option<string?>("--passes") { Description = "run this pass pipeline first (docs/pipelines.md) and print what each pass changed to stderr", HelpName = "PIPELINE" };
-var dump = new Command("dump", "Print the model as Kiln IR text (.kir), optionally after a pass pipeline (--passes), to stdout or a file (-o)") { dumpArg, outOpt, dumpPasses };
-dump.SetAction(r => Cli.Run(() => Commands.Dump(r.GetValue(dumpArg)!, r.GetValue(outOpt), r.GetValue(dumpPasses))));
+var planOpt = new Option<bool>("--plan") { Description = $"print the generated code's memory plan instead (where each value lives, the elementwise chains), after --passes (default '{Kiln.Passes.PassPipeline.Default}')" };
+var dump = new Command("dump", "Print the model as Kiln IR text (.kir), optionally after a pass pipeline (--passes), to stdout or a file (-o); or, with --plan, the memory plan of its generated code") { dumpArg, outOpt, dumpPasses, planOpt };
+dump.SetAction(r => Cli.Run(() =>
+{
+    if (r.GetValue(planOpt)) Commands.DumpPlan(r.GetValue(dumpArg)!, r.GetValue(outOpt), r.GetValue(dumpPasses));
+    else Commands.Dump(r.GetValue(dumpArg)!, r.GetValue(outOpt), r.GetValue(dumpPasses));
+}));
 
 var kirArg = new Argument<string>("IR") { Description = "a .kir dump (its weights file beside it)" };
 var onnxOut = new Option<string>("--output", "-o") { Description = "the .onnx file to write", Required = true, HelpName = "FILE" };
@@ -255,6 +260,19 @@ namespace Kiln.Cli
             }
             var weights = KirPrinter.WriteFile(model, output);
             Console.Error.WriteLine($"wrote {output}{(weights > 0 ? $" and {WeightFile.PathFor(output)} ({weights} tensors)" : "")}");
+        }
+
+        /// <summary>The memory plan of the model's generated code, after the pipeline (default: the compile default).</summary>
+        public static void DumpPlan(string path, string? output, string? passes)
+        {
+            using var model = Load(path);
+            var result = CodeGen.ModelCompiler.Compile(model, path, new CodeGen.CompileOptions { Passes = passes, Verify = false });
+            if (output is null) Console.Out.Write(result.Plan);
+            else
+            {
+                File.WriteAllText(output, result.Plan);
+                Console.Error.WriteLine($"wrote {output}");
+            }
         }
 
         public static int Conformance(string[] dirs, string engine, string? filter, string? tsv, double timeLimitSeconds)

@@ -40,6 +40,9 @@ public sealed record CompileOptions
 public sealed record CompileResult(string ClassName, string Namespace, string Source, IReadOnlyList<BlobTensor> Weights, string ModelHash,
     string Pipeline, IReadOnlyList<PassReport> Passes, int NodesBefore, int NodesAfter, long WeightBytes, double Milliseconds, string Activations, bool FullyPlanned)
 {
+    /// <summary>The memory plan of the generated code as text (<c>kiln dump --plan</c>).</summary>
+    public string Plan { get; init; } = "";
+
     public string FullName => Namespace + "." + ClassName;
 }
 
@@ -106,7 +109,7 @@ public static class ModelCompiler
             RoslynBuild.Compile(className, [(className + ".cs", source)]);
         }
         return new CompileResult(className, options.Namespace, source, emitted.Weights, hash, pipeline.ToString(), reports, before, after,
-            emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds, emitted.Activations, emitted.FullyPlanned);
+            emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds, emitted.Activations, emitted.FullyPlanned) { Plan = emitted.Plan };
     }
 
     /// <summary>
@@ -163,6 +166,8 @@ public static class ModelCompiler
         sb.Append(inv, $"- nodes: {r.NodesBefore} before passes, {r.NodesAfter} after\n");
         sb.Append(inv, $"- weights: {r.Weights.Count} tensors, {r.WeightBytes.ToString("N0", inv)} bytes ({blobBytes.ToString("N0", inv)} bytes of blob with header, table and alignment)\n");
         sb.Append(inv, $"- activations: {r.Activations}\n");
+        foreach (var summary in r.Plan.Split('\n').Where(l => l.Length > 0 && !l.StartsWith(' ')))
+            sb.Append(inv, $"- plan, {summary} (`kiln dump MODEL --plan` lists every value)\n");
         sb.Append(inv, $"- model hash: {r.ModelHash}\n");
         sb.Append(inv, $"- time: {r.Milliseconds.ToString("0", inv)} ms\n\n");
         sb.Append("## Passes\n\n| step | nodes before | nodes after | ms | what it did | ops added/removed |\n| --- | --- | --- | --- | --- | --- |\n");

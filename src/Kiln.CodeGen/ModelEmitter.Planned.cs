@@ -20,7 +20,7 @@ public sealed partial class ModelEmitter
     private enum PlanMode { Run, Step }
 
     /// <summary>The code of a planned body and what it produced.</summary>
-    private sealed record PlannedCode(string Code, IReadOnlyList<string> Returns, int Values, int Slots);
+    private sealed record PlannedCode(string Code, IReadOnlyList<string> Returns, int Values, int Slots, IReadOnlyList<string> Plan);
 
     private static readonly HashSet<string> ViewOps = ["Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"];
 
@@ -309,8 +309,37 @@ public sealed partial class ModelEmitter
             w.Line($"var o{i} = Tensor.Uninitialized(DType.{DTypeName(op.Elem)}, new int[] {{ {string.Join(", ", op.Dims)} }});");
             w.Line($"{op.Span}.CopyTo(o{i}.Span<{op.ClrType}>());");
         }
-        result = new PlannedCode(w.ToString(), [.. Enumerable.Range(0, g.Outputs.Count).Select(i => $"o{i}")], slotOf.Count, slots.Count);
+        result = new PlannedCode(w.ToString(), [.. Enumerable.Range(0, g.Outputs.Count).Select(i => $"o{i}")], slotOf.Count, slots.Count, PlanLines());
         return null;
+
+        // The plan as text (kiln dump --plan, the compile report): where each computed value lives, and the chains.
+        List<string> PlanLines()
+        {
+            var ends = order.Where(n => fusedInto.ContainsValue(n)).ToList();
+            var views = order.Count(n => operands[n.Outputs[0]!].Storage == PlannedStorage.Alias);
+            var lines = new List<string> { $"{mode.ToString().ToLowerInvariant()}: {order.Count} nodes, {slotOf.Count} values in {slots.Count} arena slots, {views} views, {ends.Count} elementwise chains" };
+            foreach (var n in order)
+            {
+                var o = n.Outputs[0]!;
+                var where = operands[o].Storage switch
+                {
+                    PlannedStorage.Arena => $"slot {slotOf[o]}",
+                    PlannedStorage.Output => $"output '{outputValueOf[o].Name}'",
+                    PlannedStorage.Alias => $"view of %{Root(o).Name}",
+                    PlannedStorage.Fused => $"in chain {ends.IndexOf(ChainEnd(n))}",
+                    PlannedStorage.Logits => "the caller's logits span",
+                    PlannedStorage.KvCache => "the KV cache, in place",
+                    var other => other.ToString().ToLowerInvariant(),
+                };
+                lines.Add($"  %{o.Name}: {o.Type} {where} = {n.QualifiedOp}");
+            }
+            for (var c = 0; c < ends.Count; c++)
+            {
+                var members = order.Where(m => m == ends[c] || fusedInto.ContainsKey(m) && ChainEnd(m) == ends[c]).ToList();
+                lines.Add($"  chain {c}: {string.Join("·", members.Select(m => m.Op))} → one loop writing %{ends[c].Outputs[0]!.Name}");
+            }
+            return lines;
+        }
 
         // The nodes of the chain ending at `end`, in graph order, each reading operands or earlier steps.
         List<ElementwiseStep> ChainSteps(Node end)

@@ -14,7 +14,11 @@ public sealed record BlobTensor(string Name, TensorData Data);
 
 /// <summary>The generated C# and the weights it loads.</summary>
 /// <param name="FullyPlanned">every node runs from the plan: the run (and, for a decoder, its step) was planned as a whole</param>
-public sealed record EmittedModel(string ClassName, string Source, IReadOnlyList<BlobTensor> Weights, int NodeCount, string Activations, bool FullyPlanned);
+public sealed record EmittedModel(string ClassName, string Source, IReadOnlyList<BlobTensor> Weights, int NodeCount, string Activations, bool FullyPlanned)
+{
+    /// <summary>The memory plan as text, one line per computed value and per elementwise chain, for each planned entry (Run, Step); empty when nothing was planned.</summary>
+    public string Plan { get; init; } = "";
+}
 
 /// <summary>
 /// Emits one C# class for a graph: a typed <c>Run</c> over tensors named after the model's inputs and outputs, an
@@ -101,7 +105,11 @@ public sealed partial class ModelEmitter
               (step is not null ? "; decoding step planned (KV cache written in place, no allocation per token)" : io is not null ? $"; no planned decoding step ({whyNoStep})" : "");
 
         var fullyPlanned = run is not null && (io is null || step is not null);
-        return new EmittedModel(_options.ClassName, WriteClass(inputs, body, run is not null, step is not null ? (io!, stepBody!) : null), _weights, _nodes.Count, activations, fullyPlanned);
+        var plan = string.Join("\n", (run?.Plan ?? [$"run: not planned ({whyNotPlanned})"]).Concat(step?.Plan ?? (io is not null && run is not null ? [$"step: not planned ({whyNoStep})"] : [])));
+        return new EmittedModel(_options.ClassName, WriteClass(inputs, body, run is not null, step is not null ? (io!, stepBody!) : null), _weights, _nodes.Count, activations, fullyPlanned)
+        {
+            Plan = plan + "\n",
+        };
     }
 
     /// <summary>

@@ -53,6 +53,18 @@ public sealed class CommandTests
     }
 
     [Fact]
+    public void DumpPlanPrintsWhereEachValueOfTheGeneratedCodeLives()
+    {
+        var r = CliRunner.Run("dump", Fixtures.Model("stories260k/model.onnx"), "--plan");
+        Assert.True(r.ExitCode == 0, r.StdErr);
+        Assert.Matches(@"^run: \d+ nodes, \d+ values in \d+ arena slots, \d+ views, 5 elementwise chains", r.StdOut);
+        Assert.Matches(@"(?m)^step: \d+ nodes", r.StdOut);
+        Assert.Contains("= kiln:GroupQueryAttention", r.StdOut);
+        Assert.Contains("the KV cache, in place = Concat", r.StdOut);
+        Assert.Contains("chain 0: SiLU·Mul → one loop", r.StdOut);
+    }
+
+    [Fact]
     public void InspectPaddleOcrCountsConstantNodesSeparately()
     {
         var r = CliRunner.Run("inspect", "--json", Fixtures.Model("paddleocr/cls/model.onnx"));

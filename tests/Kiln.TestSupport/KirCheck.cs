@@ -33,7 +33,14 @@ public static class KirCheck
     }
 
     /// <summary>Parses the file, applies <paramref name="run"/> with the RUN pipeline, checks the printed model; returns the failures (empty when it passes).</summary>
-    public static IReadOnlyList<string> Run(string path, Action<Model, string> run)
+    public static IReadOnlyList<string> Run(string path, Action<Model, string> run) => RunOn(path, (model, pipeline) =>
+    {
+        run(model, pipeline);
+        return KirPrinter.Print(model);
+    });
+
+    /// <summary>As <see cref="Run"/>, checking the text <paramref name="produce"/> makes from the model and the RUN line (a plan, generated code).</summary>
+    public static IReadOnlyList<string> RunOn(string path, Func<Model, string, string> produce)
     {
         var file = Path.GetFileName(path);
         var text = File.ReadAllText(path);
@@ -41,7 +48,8 @@ public static class KirCheck
         string output;
         try
         {
-            output = Output(path, text, run, d.Pipeline);
+            using var model = KirParser.ParseModel(text, null, file);
+            output = produce(model, d.Pipeline);
         }
         catch (KilnException e) when (d.Errors.Count > 0)
         {
