@@ -33,4 +33,14 @@ public sealed class TiedClassifierTests
         // The transposed float copy is gone from the model.
         Assert.DoesNotContain(g.Constants, c => c.Data is { Elem: ElementType.F32 } d && d.ElementCount == table.FloatBytes / 4);
     }
+
+    [Fact]
+    public void Skipping_the_classifier_by_the_name_it_has_in_the_graph_still_skips_it()
+    {
+        using var model = OnnxImporter.Import(Kjv);
+        PassManager.Run(model, "fold,dce,cse,fuse,quantize{bits=4 skip=[/m/Transpose_output_0]}");
+        var logits = model.Graph.Outputs.Single(o => o.Value.Name == "logits").Value;
+        Assert.Equal("MatMul", logits.Producer!.Inputs[0]!.Producer!.QualifiedOp);
+        Assert.Single(model.Graph.Nodes, n => n.QualifiedOp == "kiln:QuantizedGather");
+    }
 }

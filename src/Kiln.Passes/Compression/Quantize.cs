@@ -64,7 +64,9 @@ public sealed class Quantize : IPass
         {
             count++;
             var weight = layer.Weight;
-            if (Glob.MatchesAny(skip, weight.Name))
+            // A tied classifier is skipped by its own weight's name too (the transposed copy it reads in the graph).
+            var own = layer.Node.Inputs[layer.IsEmbedding ? 0 : 1];
+            if (Glob.MatchesAny(skip, weight.Name) || own is not null && Glob.MatchesAny(skip, own.Name))
             {
                 ctx.Notes.Add($"{weight.Name}: skipped (skip=)");
                 return [layer.Node];
