@@ -54,7 +54,9 @@ public sealed class CompiledModelTests : IDisposable
         Assert.Equal(expected, got);
     }
 
+    /// <summary>A consistency test: the planned prefill (last rows only) against a full step of the same code.</summary>
     [Fact]
+    [Trait("Kind", "consistency")]
     public void Prefill_computes_only_the_last_logits_and_they_equal_a_full_steps()
     {
         long[] prompt = [1, 403, 407, 261, 378, 99, 12, 500, 7, 300];
@@ -114,7 +116,9 @@ public sealed class CompiledModelTests : IDisposable
         Assert.True(agree >= 0.99 * rows, $"the next token agrees on {agree} of {rows} positions");
     }
 
+    /// <summary>A consistency test: an int8 KV-cache session against whole-sequence runs of the same compressed model.</summary>
     [Fact]
+    [Trait("Kind", "consistency")]
     public void An_int8_kv_cache_session_matches_whole_sequence_runs_that_round_keys_and_values_the_same_way()
     {
         using var runner = Compile(Fixtures.Model("stories260k/model.onnx"), "fold,dce,cse,fuse,quantize-kv{bits=8}");

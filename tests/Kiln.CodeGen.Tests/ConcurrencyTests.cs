@@ -29,6 +29,7 @@ public sealed unsafe class ConcurrencyTests : IDisposable
         ((Tensor)r.Run(inputs).Values.First()!).Span<float>().ToArray();
 
     [Fact]
+    [Trait("Kind", "consistency")]
     public void Eight_threads_on_one_instance_and_on_eight_instances_give_the_single_threaded_results_bit_for_bit()
     {
         // 128 tokens: the products and attention heads of this prompt split across the worker team.
@@ -65,6 +66,7 @@ public sealed unsafe class ConcurrencyTests : IDisposable
     }
 
     [Fact]
+    [Trait("Kind", "consistency")]
     public void Two_sessions_with_different_thread_counts_do_not_change_each_other()
     {
         using var runner = Compile("stories260k/model.onnx");
