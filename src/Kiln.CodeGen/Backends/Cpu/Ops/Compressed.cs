@@ -1,0 +1,53 @@
+using Kiln.Ir;
+using Kiln.Runtime.Operators;
+
+namespace Kiln.CodeGen.Backends.Cpu.Ops;
+
+/// <summary>Planned CPU kernels of the compressed ops (Ir/Ops/CompressedOps): quantized products and embedding lookups.</summary>
+internal static class CompressedKernels
+{
+    public static void Register(IDictionary<string, PlannedKernel> d)
+    {
+        d[KilnOp.Qualified.QuantizedMatMul] = new(
+            c =>
+            {
+                var (x, y) = (c.In(0)!, c.Out(0)!);
+                return x.Elem == ElementType.F32 && x.Rank >= 1 && new[] { 1, 2, 3, 5 }.All(i => c.In(i) is null or { Storage: PlannedStorage.Constant })
+                    && (c.In(4) is not { } bias || bias.Elem == ElementType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))
+                    ? null : "f32 activations, constant codes, C the product's shape or one row";
+            },
+            EmitProduct);
+        d[KilnOp.Qualified.QuantizedGather] = new(
+            c => c.In(3)!.Elem == ElementType.I64 && c.In(0) is { Storage: PlannedStorage.Constant } ? null : "i64 indices into a constant table",
+            c =>
+            {
+                var x = c.In(0)!;
+                var layout = Layout(c.Node, x, c.In(2) is null);
+                c.Body.Line($"Kiln.Runtime.Kernels.QuantizedOps.GatherRows({layout}, {x.Span}, {c.In(1)!.Span}, {c.In(2)?.Span ?? "default"}, {c.In(3)!.Span}, {c.Out(0)!.Span});");
+            });
+    }
+
+    private static void EmitProduct(PlannedNodeContext c)
+    {
+        var (w, n, x, y) = (c.Body, c.Node, c.In(0)!, c.Out(0)!);
+        var layout = Layout(n, c.In(1)!, c.In(3) is null);
+        var zeros = c.In(3)?.Span ?? "default";
+        var act = n.Attr<StringAttr>("activation")?.Value ?? "";
+        var cols = n.Attr<IntAttr>("columns")!.Value;
+        var last = false;
+        if (c.LastRowsOnly is { } condition)
+        {
+            w.Open($"if ({condition})");
+            w.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false, {n.Attr<IntAttr>("activation_bits")?.Value ?? 0}, {c.In(5)?.Span ?? "default"});");
+            w.Close();
+            w.Open("else");
+            last = true;
+        }
+        w.Line($"Kiln.Runtime.Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)}, {n.Attr<IntAttr>("activation_bits")?.Value ?? 0}, {c.In(5)?.Span ?? "default"});");
+        if (last) w.Close();
+    }
+
+    /// <summary>The layout of a quantized matrix as a C# expression (a struct: nothing is allocated per call).</summary>
+    private static string Layout(Node n, PlannedOperand codes, bool symmetric) =>
+        $"Kiln.Runtime.Weights.QuantizedLayout.Create({n.Attr<IntAttr>("bits")!.Value}, {codes.Dims[0]}, {n.Attr<IntAttr>("columns")!.Value}, {n.Attr<IntAttr>("group")!.Value}, {(symmetric ? "true" : "false")})";
+}

@@ -1,0 +1,70 @@
+using Kiln.Ir;
+using Kiln.Runtime.Operators;
+
+namespace Kiln.CodeGen.Backends.Cpu.Ops;
+
+/// <summary>Planned CPU kernels of Kiln's fused ops (Ir/Ops/FusedOps): RMSNorm, SiLU, rotary embedding, MatMul+Add, attention.</summary>
+internal static class FusedKernels
+{
+    public static void Register(IDictionary<string, PlannedKernel> d)
+    {
+        d[KilnOp.Qualified.SiLU] = ElementwiseKernels.Unary("Kiln.Runtime.Kernels.Fused.Silu");
+        d[KilnOp.Qualified.RmsNorm] = new(
+            c => c.In(0)!.Elem == ElementType.F32 && c.In(0)!.Rank >= 1 ? null : "f32",
+            c =>
+            {
+                var x = c.In(0)!;
+                c.Body.Line($"Kiln.Runtime.Kernels.Fused.RmsNorm({x.Span}, {c.In(1)!.Span}, {c.Out(0)!.Span}, {x.Dims[^1]}, {CSharp.Float(c.Node.Attr<FloatAttr>("epsilon")?.Value ?? 1e-5f)});");
+            });
+        d[KilnOp.Qualified.RotaryEmbedding] = new(
+            c => c.In(0)!.Elem == ElementType.F32 && c.In(0)!.Rank >= 2 && Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(c.In(0)!.Rank, c.In(1)!.Dims).Problem is null
+                ? null : "f32 of rank ≥ 2, cos/sin varying along one axis",
+            c =>
+            {
+                var x = c.In(0)!;
+                // Positions run along the one axis where cos/sin are not 1; the rows after it share a position.
+                var axis = Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(x.Rank, c.In(1)!.Dims).Axis;
+                var s = axis < 0 ? "1" : x.Dims[axis];
+                var inner = axis < 0 || axis + 1 >= x.Rank - 1 ? "1" : "(" + string.Join(" * ", x.Dims[(axis + 1)..^1]) + ")";
+                var interleaved = (c.Node.Attr<IntAttr>("interleaved")?.Value ?? 1) != 0 ? "true" : "false";
+                c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.Rotary({x.Span}, {c.In(1)!.Span}, {c.In(2)!.Span}, {c.Out(0)!.Span}, {inner}, {s}, {x.Dims[^1]}, {interleaved});");
+            });
+        d[KilnOp.Qualified.MatMulAdd] = new(MatMulKernels.WeightProduct, c =>
+        {
+            var (x, wt) = (c.In(0)!, c.In(1)!);
+            var (k, nn) = (wt.Dims[0], wt.Dims[1]);
+            var act = c.Node.Attr<StringAttr>("activation")?.Value ?? "";
+            c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.MatMulAdd({x.Span}, {wt.Span}, {wt.WeightField}, {c.In(2)!.Span}, {c.Out(0)!.Span}, {x.Count} / {k}, {nn}, {k}, {CSharp.String(act)});");
+        });
+        d[KilnOp.Qualified.GroupQueryAttention] = new(
+            c =>
+            {
+                var x = c.In(0)!;
+                if (x.Elem != ElementType.F32 || x.Rank != 4) return "f32 rank-4 Q";
+                if (c.In(3) is { } mask && (mask.Rank < 2 || mask.Dims.Take(mask.Rank - 2).Any(dim => dim != "1"))) return "a mask of [s, t] (leading dims 1)";
+                return null;
+            },
+            EmitAttention);
+    }
+
+    private static void EmitAttention(PlannedNodeContext c)
+    {
+        var (w, x, k, v, y) = (c.Body, c.In(0)!, c.In(1)!, c.In(2)!, c.Out(0)!);
+        var scale = CSharp.Float(c.Node.Attr<FloatAttr>("scale")!.Value);
+        var mask = c.In(3);
+        var strides = "default, 0, 0, 0, 0";
+        if (mask is not null)
+        {
+            string rows = mask.Dims[^2], cols = mask.Dims[^1];
+            strides = $"{mask.Span}, 0, 0, ({rows} == 1 ? 0 : {cols}), ({cols} == 1 ? 0 : 1)";
+        }
+        var headStride = k.HeadStride ?? $"{k.Dims[2]} * {k.Dims[3]}";
+        var dims = $"{x.Dims[0]}, {x.Dims[1]}, {x.Dims[2]}, {x.Dims[3]}, {k.Dims[1]}, {k.Dims[2]}";
+        if (k.KvScales is { } keyScales && v.KvScales is { } valueScales)
+            w.Line($"Kiln.Runtime.Kernels.ArenaKernels.AttentionInt8({x.Span}, {k.Span}, {keyScales}, {v.Span}, {valueScales}, {strides}, {y.Span}, {dims}, cache.Capacity, {scale});");
+        else if (c.Node.Attr<IntAttr>("kv_bits")?.Value == 8)
+            w.Line($"Kiln.Runtime.Kernels.ArenaKernels.AttentionRoundedKv({x.Span}, {k.Span}, {v.Span}, {strides}, {y.Span}, {dims}, {headStride}, {scale});");
+        else
+            w.Line($"Kiln.Runtime.Kernels.ArenaKernels.Attention({x.Span}, {k.Span}, {v.Span}, {strides}, {y.Span}, {dims}, {headStride}, {scale});");
+    }
+}
