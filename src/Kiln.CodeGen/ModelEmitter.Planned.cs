@@ -188,7 +188,7 @@ public sealed partial class ModelEmitter
                     var v = g.Outputs[outIndex].Value;
                     if (v.Producer is not { Op: "Concat" } cat || cat.Inputs[0] != g.Inputs[pastIndex] || !operands.TryGetValue(v, out var pv) || pv.Storage != PlannedStorage.Arena)
                         return $"present output '{g.Outputs[outIndex].Name}' is not its past with the new positions appended";
-                    var axis = cat.Attr<IntAttr>("axis")?.Value ?? 0;
+                    var axis = cat.AttrInt("axis");
                     if (axis != 2 && axis != -2) return $"'{cat.Name}' appends along axis {axis}, not the sequence axis";
                     if (v.Uses.Any(u => needed.Contains(u.Node) && !(u.Node.QualifiedOp == KilnOp.Qualified.GroupQueryAttention && u.Index is 1 or 2)))
                         return $"present '{v.Name}' is read by something other than attention";

@@ -25,7 +25,7 @@ public static class DecodeTraffic
 
     private static bool IsLookupTable(Use use) => use.Node.QualifiedOp switch
     {
-        "Gather" => use.Index == 0 && (use.Node.Attr<IntAttr>("axis")?.Value ?? 0) == 0,
+        "Gather" => use.Index == 0 && use.Node.AttrInt("axis") == 0,
         KilnOp.Qualified.QuantizedGather => use.Index <= 2,
         _ => false,
     };

@@ -47,6 +47,19 @@ public sealed class Node
 
     public T? Attr<T>(string name) where T : AttrValue => Attributes.TryGetValue(name, out var a) ? a as T : null;
 
+    /// <summary>An int attribute, or the default the op's registry definition declares: read one way, the default written once.</summary>
+    public long AttrInt(string name) => Attr<IntAttr>(name)?.Value ?? RegistryDefault<IntAttr>(name).Value;
+
+    /// <summary>A float attribute, or the op's registry default.</summary>
+    public float AttrFloat(string name) => Attr<FloatAttr>(name)?.Value ?? RegistryDefault<FloatAttr>(name).Value;
+
+    /// <summary>A string attribute, or the op's registry default.</summary>
+    public string AttrString(string name) => Attr<StringAttr>(name)?.Value ?? RegistryDefault<StringAttr>(name).Value;
+
+    private T RegistryDefault<T>(string name) where T : AttrValue =>
+        Ops.OpRegistry.Default.Find(Domain, Op)?.FindAttribute(name)?.Default as T
+        ?? throw new InvalidOperationException($"{QualifiedOp} has no attribute '{name}' of that kind with a default (a required attribute is checked by the verifier)");
+
     /// <summary>Subgraphs held in attributes (If branches, Loop/Scan bodies).</summary>
     public IEnumerable<Graph> Subgraphs =>
         Attributes.Values.SelectMany(a => a switch

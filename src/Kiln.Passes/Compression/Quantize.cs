@@ -290,11 +290,11 @@ public static class QuantizableLayers
                 case "MatMul" or KilnOp.Qualified.MatMulAdd when IsWeight(n.Inputs[1]) && n.Inputs[0]?.TensorType?.Elem == ElementType.F32:
                     layers.Add(new QuantizableLayer(n, w!, false, false, classifier));
                     break;
-                case "Gemm" when IsWeight(n.Inputs[1]) && (n.Attr<IntAttr>("transA")?.Value ?? 0) == 0
-                    && (n.Attr<FloatAttr>("alpha")?.Value ?? 1f) == 1f && (n.Attr<FloatAttr>("beta")?.Value ?? 1f) == 1f:
-                    layers.Add(new QuantizableLayer(n, w!, (n.Attr<IntAttr>("transB")?.Value ?? 0) != 0, false, classifier));
+                case "Gemm" when IsWeight(n.Inputs[1]) && n.AttrInt("transA") == 0
+                    && n.AttrFloat("alpha") == 1f && n.AttrFloat("beta") == 1f:
+                    layers.Add(new QuantizableLayer(n, w!, n.AttrInt("transB") != 0, false, classifier));
                     break;
-                case "Gather" when IsWeight(n.Inputs[0]) && (n.Attr<IntAttr>("axis")?.Value ?? 0) == 0:
+                case "Gather" when IsWeight(n.Inputs[0]) && n.AttrInt("axis") == 0:
                     layers.Add(new QuantizableLayer(n, n.Inputs[0]!, true, true, false));
                     break;
             }

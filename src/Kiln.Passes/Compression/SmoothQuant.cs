@@ -32,7 +32,7 @@ public sealed class SmoothQuant : IPass
         foreach (var n in g.Nodes)
         {
             if (!(n.QualifiedOp is KilnOp.Qualified.RmsNorm or "LayerNormalization") || n.Inputs[1] is not { Kind: ValueKind.Constant, Data.Elem: ElementType.F32 }) continue;
-            if (n.QualifiedOp == "LayerNormalization" && (n.Attr<IntAttr>("axis")?.Value ?? -1) != -1) continue;
+            if (n.QualifiedOp == "LayerNormalization" && n.AttrInt("axis") != -1) continue;
             var y = n.Outputs[0]!;
             if (y.Uses.Count == 0 || g.Outputs.Any(o => o.Value == y)) continue;
             var readers = y.Uses.Select(u => u.Node).Distinct().ToList();

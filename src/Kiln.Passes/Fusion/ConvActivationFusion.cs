@@ -20,8 +20,8 @@ public sealed class ConvActivationFusion : IFusionPattern
         switch (act.Op)
         {
             case "Relu" or "Sigmoid" or "Tanh" or "HardSwish": parameters = null; break;
-            case "LeakyRelu": parameters = [act.Attr<FloatAttr>("alpha")?.Value ?? 0.01f]; break;
-            case "HardSigmoid": parameters = [act.Attr<FloatAttr>("alpha")?.Value ?? 0.2f, act.Attr<FloatAttr>("beta")?.Value ?? 0.5f]; break;
+            case "LeakyRelu": parameters = [act.AttrFloat("alpha")]; break;
+            case "HardSigmoid": parameters = [act.AttrFloat("alpha"), act.AttrFloat("beta")]; break;
             case "Clip":
                 var min = act.Inputs.Count > 1 && act.Inputs[1] is { } lo ? Scalar(lo) : float.MinValue;
                 var max = act.Inputs.Count > 2 && act.Inputs[2] is { } hi ? Scalar(hi) : float.MaxValue;

@@ -27,7 +27,7 @@ public sealed class ConvChannelAffineFolding : IFusionPattern
         if (From(bn.Inputs[0], "Conv") is not { } conv || !Private(bn.Inputs[0]!)) return false;
         var p = bn.Inputs.Skip(1).Select(v => v?.Data).ToArray();
         if (p.Any(d => d is null || d.Elem != ElementType.F32)) return false;
-        var eps = bn.Attr<FloatAttr>("epsilon")?.Value ?? 1e-5f;
+        var eps = bn.AttrFloat("epsilon");
         float[] gamma = p[0]!.ToArray<float>(), beta = p[1]!.ToArray<float>(), mean = p[2]!.ToArray<float>(), variance = p[3]!.ToArray<float>();
         var s = gamma.Select((x, i) => x / MathF.Sqrt(variance[i] + eps)).ToArray();
         var t = beta.Select((x, i) => x - mean[i] * s[i]).ToArray();

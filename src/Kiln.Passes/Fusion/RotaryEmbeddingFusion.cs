@@ -59,7 +59,7 @@ public sealed class RotaryEmbeddingFusion : IFusionPattern
     private static (Value, Value)? Halves(Value a, Value b)
     {
         if (From(a, "Gather") is not { } ga || From(b, "Gather") is not { } gb || ga.Inputs[0] != gb.Inputs[0]) return null;
-        if (Rank(ga.Inputs[0]) is not { } r || !IsLastAxis(ga.Attr<IntAttr>("axis")?.Value ?? 0, r) || !IsLastAxis(gb.Attr<IntAttr>("axis")?.Value ?? 0, r)) return null;
+        if (Rank(ga.Inputs[0]) is not { } r || !IsLastAxis(ga.AttrInt("axis"), r) || !IsLastAxis(gb.AttrInt("axis"), r)) return null;
         if (ga.Inputs[0]!.TensorType!.Shape![r - 1].Value != 2) return null;
         return Scalar(ga.Inputs[1]) == 0 && Scalar(gb.Inputs[1]) == 1 ? (a, b) : null;
     }

@@ -32,18 +32,18 @@ internal static class CompressedKernels
         var (w, n, x, y) = (c.Body, c.Node, c.In(0)!, c.Out(0)!);
         var layout = Layout(n, c.In(1)!, c.In(3) is null);
         var zeros = c.In(3)?.Span ?? "default";
-        var act = n.Attr<StringAttr>("activation")?.Value ?? "";
+        var act = n.AttrString("activation");
         var cols = n.Attr<IntAttr>("columns")!.Value;
         var last = false;
         if (c.LastRowsOnly is { } condition)
         {
             w.Open($"if ({condition})");
-            w.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false, {n.Attr<IntAttr>("activation_bits")?.Value ?? 0}, {c.In(5)?.Span ?? "default"});");
+            w.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false, {n.AttrInt("activation_bits")}, {c.In(5)?.Span ?? "default"});");
             w.Close();
             w.Open("else");
             last = true;
         }
-        w.Line($"Kiln.Runtime.Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)}, {n.Attr<IntAttr>("activation_bits")?.Value ?? 0}, {c.In(5)?.Span ?? "default"});");
+        w.Line($"Kiln.Runtime.Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)}, {n.AttrInt("activation_bits")}, {c.In(5)?.Span ?? "default"});");
         if (last) w.Close();
     }
 

@@ -14,7 +14,7 @@ internal static class FusedKernels
             c =>
             {
                 var x = c.In(0)!;
-                c.Body.Line($"Kiln.Runtime.Kernels.Fused.RmsNorm({x.Span}, {c.In(1)!.Span}, {c.Out(0)!.Span}, {x.Dims[^1]}, {CSharp.Float(c.Node.Attr<FloatAttr>("epsilon")?.Value ?? 1e-5f)});");
+                c.Body.Line($"Kiln.Runtime.Kernels.Fused.RmsNorm({x.Span}, {c.In(1)!.Span}, {c.Out(0)!.Span}, {x.Dims[^1]}, {CSharp.Float(c.Node.AttrFloat("epsilon"))});");
             });
         d[KilnOp.Qualified.RotaryEmbedding] = new(
             c => c.In(0)!.Elem == ElementType.F32 && c.In(0)!.Rank >= 2 && Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(c.In(0)!.Rank, c.In(1)!.Dims).Problem is null
@@ -26,14 +26,14 @@ internal static class FusedKernels
                 var axis = Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(x.Rank, c.In(1)!.Dims).Axis;
                 var s = axis < 0 ? "1" : x.Dims[axis];
                 var inner = axis < 0 || axis + 1 >= x.Rank - 1 ? "1" : "(" + string.Join(" * ", x.Dims[(axis + 1)..^1]) + ")";
-                var interleaved = (c.Node.Attr<IntAttr>("interleaved")?.Value ?? 1) != 0 ? "true" : "false";
+                var interleaved = c.Node.AttrInt("interleaved") != 0 ? "true" : "false";
                 c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.Rotary({x.Span}, {c.In(1)!.Span}, {c.In(2)!.Span}, {c.Out(0)!.Span}, {inner}, {s}, {x.Dims[^1]}, {interleaved});");
             });
         d[KilnOp.Qualified.MatMulAdd] = new(MatMulKernels.WeightProduct, c =>
         {
             var (x, wt) = (c.In(0)!, c.In(1)!);
             var (k, nn) = (wt.Dims[0], wt.Dims[1]);
-            var act = c.Node.Attr<StringAttr>("activation")?.Value ?? "";
+            var act = c.Node.AttrString("activation");
             c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.MatMulAdd({x.Span}, {wt.Span}, {wt.WeightField}, {c.In(2)!.Span}, {c.Out(0)!.Span}, {x.Count} / {k}, {nn}, {k}, {CSharp.String(act)});");
         });
         d[KilnOp.Qualified.GroupQueryAttention] = new(

@@ -20,13 +20,13 @@ internal static class MatMulKernels
             {
                 var (n, x) = (c.Node, c.In(0)!);
                 return x.Elem == ElementType.F32 && x.Rank == 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 }
-                    && (n.Attr<IntAttr>("transA")?.Value ?? 0) == 0 && (n.Attr<FloatAttr>("alpha")?.Value ?? 1f) == 1f && (n.Attr<FloatAttr>("beta")?.Value ?? 1f) == 1f
+                    && n.AttrInt("transA") == 0 && n.AttrFloat("alpha") == 1f && n.AttrFloat("beta") == 1f
                     ? null : "A·op(W) (+ C) with alpha = beta = 1";
             },
             c =>
             {
                 var (w, x, wt, y) = (c.Body, c.In(0)!, c.In(1)!, c.Out(0)!);
-                var transB = (c.Node.Attr<IntAttr>("transB")?.Value ?? 0) != 0;
+                var transB = c.Node.AttrInt("transB") != 0;
                 var (k, nn) = transB ? (wt.Dims[1], wt.Dims[0]) : (wt.Dims[0], wt.Dims[1]);
                 var accumulate = "false";
                 var lastRows = LastRows(c, x, wt, y, k, nn, transB);

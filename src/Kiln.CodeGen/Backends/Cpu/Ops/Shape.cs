@@ -26,7 +26,7 @@ internal static class ShapeKernels
         var w = c.Body;
         var y = c.Out(0)!;
         var rank = y.Rank;
-        var axis = (int)(c.Node.Attr<IntAttr>("axis")?.Value ?? 0);
+        var axis = (int)c.Node.AttrInt("axis");
         if (axis < 0) axis += rank;
         if (y.Storage == PlannedStorage.KvCache)
         {
