@@ -1,0 +1,79 @@
+using Kiln.Ir;
+
+namespace Kiln.CodeGen;
+
+/// <summary>
+/// The decoder convention: which inputs and outputs are token ids, past and present keys and values, and logits, and
+/// the argument checks a planned decoding step starts with.
+/// </summary>
+public sealed partial class ModelEmitter
+{
+    /// <summary>
+    /// The KV-cache layout of a decoder whose I/O follows the <c>input_ids</c>, <c>past_key_values.N.key/value</c> →
+    /// <c>logits</c>, <c>present.N.key/value</c> convention (as a C# expression), or null for other models.
+    /// </summary>
+    private static string? DecoderLayoutOf(Graph g)
+    {
+        if (DecoderIoOf(g) is not { } io) return null;
+        int In(string name) => g.Inputs.FindIndex(v => v.Name == name);
+        var arr = (int[] a) => CSharp.Ints(a);
+        return $"new DecoderLayout({io.InputIds}, {In("attention_mask")}, {In("position_ids")}, {arr(io.PastKeys)}, {arr(io.PastValues)}, {io.Logits}, {arr(io.PresentKeys)}, {arr(io.PresentValues)}, {io.KvHeads}, {io.HeadDim})";
+    }
+
+    /// <summary>
+    /// Input and output positions of a decoder whose I/O follows the <c>input_ids</c>, <c>past_key_values.N.key/value</c>
+    /// → <c>logits</c>, <c>present.N.key/value</c> convention, or null for other models.
+    /// </summary>
+    private sealed record DecoderIo(int InputIds, int[] PastKeys, int[] PastValues, int Logits, int[] PresentKeys, int[] PresentValues, int KvHeads, int HeadDim, long? Vocabulary);
+
+    private static DecoderIo? DecoderIoOf(Graph g)
+    {
+        int In(string name) => g.Inputs.FindIndex(v => v.Name == name);
+        int Out(string name) => g.Outputs.FindIndex(o => o.Name == name);
+        var ids = In("input_ids");
+        var logits = Out("logits");
+        if (ids < 0 || logits < 0) return null;
+        var layers = Enumerable.Range(0, 1024).TakeWhile(i => In($"past_key_values.{i}.key") >= 0).ToList();
+        if (layers.Count == 0) return null;
+        int[] pastK = [.. layers.Select(i => In($"past_key_values.{i}.key"))], pastV = [.. layers.Select(i => In($"past_key_values.{i}.value"))];
+        int[] presK = [.. layers.Select(i => Out($"present.{i}.key"))], presV = [.. layers.Select(i => Out($"present.{i}.value"))];
+        if (pastV.Concat(presK).Concat(presV).Any(x => x < 0)) return null;
+        if (g.Inputs[pastK[0]].TensorType is not { Elem: ElementType.F32, Shape: { Rank: 4 } s } || s[1].Value is not { } heads || s[3].Value is not { } dim) return null;
+        var vocab = g.Outputs[logits].Value.TensorType is { Shape: { Rank: 3 } ls } ? ls[2].Value : null;
+        return new DecoderIo(ids, pastK, pastV, logits, presK, presV, (int)heads, (int)dim, vocab);
+    }
+
+    /// <summary>Argument checks of the step and its symbol locals (from batch, seq and the cache's length), or why the inputs' dims do not allow a step.</summary>
+    private string? StepPrologue(DecoderIo io, CodeWriter w)
+    {
+        var g = _graph;
+        if (io.Vocabulary is null) return "the logits' last dim (the vocabulary) is not fixed";
+        if (g.Inputs[io.InputIds].TensorType is not { Elem: ElementType.I64, Shape: { Rank: 2 } }) return "input_ids is not i64 [batch, seq]";
+        var sources = new Dictionary<string, string>(StringComparer.Ordinal);
+        var checks = new List<string>();
+        string? Bind(Value v, string[] exprs)
+        {
+            var dims = v.TensorType!.Shape!.Dims;
+            for (var i = 0; i < dims.Count; i++)
+            {
+                if (dims[i].Value is { } lit) { checks.Add($"{exprs[i]} != {lit}"); continue; }
+                if (dims[i].SymbolName is not { } sym) return $"input '{v.Name}' has a computed dim";
+                if (sources.TryGetValue(sym, out var e) && e != exprs[i]) return $"symbol '{sym}' stands for two different step dims";
+                sources[sym] = exprs[i];
+            }
+            return null;
+        }
+        if (Bind(g.Inputs[io.InputIds], ["batch", "seq"]) is { } why) return why;
+        foreach (var p in io.PastKeys.Concat(io.PastValues))
+            if (Bind(g.Inputs[p], ["batch", "cache.KvHeads", "cache.Length", "cache.HeadDim"]) is { } why2) return why2;
+        foreach (var sym in _symbolLocals.Keys)
+            if (!sources.ContainsKey(sym)) return $"symbol '{sym}' is not set by a decoding step";
+        _stepPastSymbol = sources.FirstOrDefault(x => x.Value == "cache.Length" && _symbolLocals.ContainsKey(x.Key)).Key;
+        w.Line("if (batch < 1 || seq < 1 || tokens.Length != batch * seq) throw new ArgumentException($\"expected {batch} row(s) of {seq} tokens, got {tokens.Length}\");");
+        w.Line($"if (cache.Layers != {io.PastKeys.Length} || cache.KvHeads != {io.KvHeads} || cache.HeadDim != {io.HeadDim} || cache.Batch != batch) throw new ArgumentException($\"this model needs a KV cache of {io.PastKeys.Length} layers × {io.KvHeads} heads × {io.HeadDim} for {{batch}} row(s), got {{cache.Layers}} × {{cache.KvHeads}} × {{cache.HeadDim}} for {{cache.Batch}}\");");
+        w.Line("if (cache.Length + seq > cache.Capacity) throw new ArgumentException($\"the KV cache holds {cache.Capacity} positions; {cache.Length} + {seq} do not fit\");");
+        foreach (var c in checks.Distinct().Where(c => !c.StartsWith("cache.", StringComparison.Ordinal))) w.Line($"if ({c}) throw new ArgumentException(\"this model was compiled for fixed dims: {CSharp.Comment(c.Replace("!=", "must be"))}\");");
+        foreach (var (sym, local) in _symbolLocals) w.Line($"long {local} = {sources[sym]};");
+        return null;
+    }
+}
