@@ -52,8 +52,8 @@ public sealed class Quantize : IPass
                 if (o.String(key) is not null) throw Bad($"option '{key}' applies to method=gptq only");
 
         var layers = QuantizableLayers.Find(ctx.Graph);
-        // Weights a layer was found to share with another (a tied classifier's transposed copy of the embedding).
-        var replaced = layers.SelectMany(l => l.Node.Inputs).Where(v => v is { Kind: ValueKind.Constant } && !layers.Any(l => l.Weight == v)).Select(v => v!).Distinct().ToList();
+        // What the layers read before they are rewritten: a re-tied classifier reads a transposed copy that then goes.
+        var graphWeights = layers.Select(l => l.GraphWeight).ToList();
         var done = new Dictionary<(Value Weight, bool Transposed), QuantizedConstants>();
         var count = 0;
         var embeddingTables = layers.Where(l => l.IsEmbedding || l.IsClassifier).Select(l => l.Weight).ToHashSet();
@@ -65,8 +65,7 @@ public sealed class Quantize : IPass
             count++;
             var weight = layer.Weight;
             // A tied classifier is skipped by its own weight's name too (the transposed copy it reads in the graph).
-            var own = layer.Node.Inputs[layer.IsEmbedding ? 0 : 1];
-            if (Glob.MatchesAny(skip, weight.Name) || own is not null && Glob.MatchesAny(skip, own.Name))
+            if (Glob.MatchesAny(skip, weight.Name) || Glob.MatchesAny(skip, layer.GraphWeight.Name))
             {
                 ctx.Notes.Add($"{weight.Name}: skipped (skip=)");
                 return [layer.Node];
@@ -128,7 +127,7 @@ public sealed class Quantize : IPass
         // The last layers' float copies go before the next stage (emission, the Roslyn check) allocates its own.
         if (ctx.Spill is not null) GC.Collect();
         // Float weights nothing reads any more go (a tied classifier's transposed copy among them).
-        foreach (var weight in done.Keys.Select(k => k.Weight).Concat(replaced))
+        foreach (var weight in done.Keys.Select(k => k.Weight).Concat(graphWeights).Distinct())
             if (weight.Uses.Count == 0 && weight.Owner.Constants.Contains(weight)) weight.Owner.RemoveConstant(weight);
     }
 
@@ -219,6 +218,9 @@ public sealed record QuantizedConstants(QuantizedLayout Layout, Value Codes, Val
 /// <summary>A node that reads a 2-D constant weight in a way quantization can rewrite.</summary>
 public sealed record QuantizableLayer(Node Node, Value Weight, bool RowsAreOutputs, bool IsEmbedding, bool IsClassifier)
 {
+    /// <summary>The weight the node reads in the graph: <see cref="Weight"/>, or for a re-tied classifier the transposed copy it replaces.</summary>
+    public Value GraphWeight => Node.Inputs[IsEmbedding ? 0 : 1]!;
+
     /// <summary>The weight as [outputs, inputs] floats (transposed from MatMul's [inputs, outputs]).</summary>
     public float[] WeightRows()
     {
