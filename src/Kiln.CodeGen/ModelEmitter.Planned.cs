@@ -335,16 +335,19 @@ public sealed partial class ModelEmitter
             }
             for (var c = 0; c < ends.Count; c++)
             {
-                var members = order.Where(m => m == ends[c] || fusedInto.ContainsKey(m) && ChainEnd(m) == ends[c]).ToList();
+                var members = ChainMembers(ends[c]);
                 lines.Add($"  chain {c}: {string.Join("·", members.Select(m => m.Op))} → one loop writing %{ends[c].Outputs[0]!.Name}");
             }
             return lines;
         }
 
-        // The nodes of the chain ending at `end`, in graph order, each reading operands or earlier steps.
+        // The nodes of the chain ending at `end`, in graph order.
+        List<Node> ChainMembers(Node end) => order.Where(m => m == end || fusedInto.ContainsKey(m) && ChainEnd(m) == end).ToList();
+
+        // The chain's steps, each reading operands or earlier steps.
         List<ElementwiseStep> ChainSteps(Node end)
         {
-            var members = order.Where(m => m == end || fusedInto.ContainsKey(m) && ChainEnd(m) == end).ToList();
+            var members = ChainMembers(end);
             var steps = new List<ElementwiseStep>();
             foreach (var m in members)
             {
