@@ -1,3 +1,4 @@
+using Kiln.CodeGen.Planning;
 using Kiln.Ir;
 
 namespace Kiln.CodeGen;

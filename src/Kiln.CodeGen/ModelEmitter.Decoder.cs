@@ -1,3 +1,4 @@
+using Kiln.CodeGen.Planning;
 using Kiln.Ir;
 
 namespace Kiln.CodeGen;
@@ -14,33 +15,10 @@ public sealed partial class ModelEmitter
     /// </summary>
     private static string? DecoderLayoutOf(Graph g)
     {
-        if (DecoderIoOf(g) is not { } io) return null;
+        if (DecoderConvention.Of(g) is not { } io) return null;
         int In(string name) => g.Inputs.FindIndex(v => v.Name == name);
         var arr = (int[] a) => CSharp.Ints(a);
         return $"new DecoderLayout({io.InputIds}, {In("attention_mask")}, {In("position_ids")}, {arr(io.PastKeys)}, {arr(io.PastValues)}, {io.Logits}, {arr(io.PresentKeys)}, {arr(io.PresentValues)}, {io.KvHeads}, {io.HeadDim})";
-    }
-
-    /// <summary>
-    /// Input and output positions of a decoder whose I/O follows the <c>input_ids</c>, <c>past_key_values.N.key/value</c>
-    /// → <c>logits</c>, <c>present.N.key/value</c> convention, or null for other models.
-    /// </summary>
-    private sealed record DecoderIo(int InputIds, int[] PastKeys, int[] PastValues, int Logits, int[] PresentKeys, int[] PresentValues, int KvHeads, int HeadDim, long? Vocabulary);
-
-    private static DecoderIo? DecoderIoOf(Graph g)
-    {
-        int In(string name) => g.Inputs.FindIndex(v => v.Name == name);
-        int Out(string name) => g.Outputs.FindIndex(o => o.Name == name);
-        var ids = In("input_ids");
-        var logits = Out("logits");
-        if (ids < 0 || logits < 0) return null;
-        var layers = Enumerable.Range(0, 1024).TakeWhile(i => In($"past_key_values.{i}.key") >= 0).ToList();
-        if (layers.Count == 0) return null;
-        int[] pastK = [.. layers.Select(i => In($"past_key_values.{i}.key"))], pastV = [.. layers.Select(i => In($"past_key_values.{i}.value"))];
-        int[] presK = [.. layers.Select(i => Out($"present.{i}.key"))], presV = [.. layers.Select(i => Out($"present.{i}.value"))];
-        if (pastV.Concat(presK).Concat(presV).Any(x => x < 0)) return null;
-        if (g.Inputs[pastK[0]].TensorType is not { Elem: ElementType.F32, Shape: { Rank: 4 } s } || s[1].Value is not { } heads || s[3].Value is not { } dim) return null;
-        var vocab = g.Outputs[logits].Value.TensorType is { Shape: { Rank: 3 } ls } ? ls[2].Value : null;
-        return new DecoderIo(ids, pastK, pastV, logits, presK, presV, (int)heads, (int)dim, vocab);
     }
 
     /// <summary>Argument checks of the step and its symbol locals (from batch, seq and the cache's length), or why the inputs' dims do not allow a step.</summary>

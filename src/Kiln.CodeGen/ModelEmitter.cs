@@ -1,4 +1,5 @@
 using Kiln.CodeGen.Backends;
+using Kiln.CodeGen.Planning;
 using Kiln.Ir;
 using Kiln.Ir.Analysis;
 using Kiln.Ir.Diagnostics;
@@ -84,7 +85,7 @@ public sealed partial class ModelEmitter
 
         string? whyNoStep = null;
         CodeWriter? stepBody = null;
-        var io = DecoderIoOf(_graph);
+        var io = DecoderConvention.Of(_graph);
         if (run is not null && io is not null)
         {
             stepBody = new CodeWriter { Indent = 3 };
@@ -101,11 +102,11 @@ public sealed partial class ModelEmitter
         }
         var activations = run is null
             ? $"allocated per call from the model's tensor pool (not planned: {whyNotPlanned})"
-            : $"one arena: {run.Values} values in {run.Slots} slots, sizes computed from the input dims once per call" +
+            : $"one arena: {run.Plan.ArenaValues} values in {run.Plan.SlotSizes.Count} slots, sizes computed from the input dims once per call" +
               (step is not null ? "; decoding step planned (KV cache written in place, no allocation per token)" : io is not null ? $"; no planned decoding step ({whyNoStep})" : "");
 
         var fullyPlanned = run is not null && (io is null || step is not null);
-        var plan = string.Join("\n", (run?.Plan ?? [$"run: not planned ({whyNotPlanned})"]).Concat(step?.Plan ?? (io is not null && run is not null ? [$"step: not planned ({whyNoStep})"] : [])));
+        var plan = string.Join("\n", (run?.Plan.Lines() ?? [$"run: not planned ({whyNotPlanned})"]).Concat(step?.Plan.Lines() ?? (io is not null && run is not null ? [$"step: not planned ({whyNoStep})"] : [])));
         return new EmittedModel(_options.ClassName, WriteClass(inputs, body, run is not null, step is not null ? (io!, stepBody!) : null), _weights, _nodes.Count, activations, fullyPlanned)
         {
             Plan = plan + "\n",

@@ -1,6 +1,8 @@
 using Kiln.Cli;
 using Kiln.CodeGen.Backends;
+using Kiln.CodeGen.Planning;
 using Kiln.Ir;
+using Kiln.Ir.Inference;
 using Kiln.Runtime;
 using Kiln.TestSupport;
 
@@ -8,8 +10,8 @@ namespace Kiln.CodeGen.Tests;
 
 /// <summary>
 /// A second backend written against the seam alone (ICodeBackend + IPlannedCodeBackend), without touching the
-/// planner: its planned kernels are plain loops over the spans the plan hands it. It compiles and runs, and its
-/// results are ONNX Runtime's.
+/// planner: it owns its storage (a heap array per value instead of the CPU backend's arena) and its planned kernels
+/// are plain loops over the spans it bound. It compiles and runs, and its results are ONNX Runtime's.
 /// </summary>
 public sealed class TestBackendTests : IDisposable
 {
@@ -17,7 +19,7 @@ public sealed class TestBackendTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    /// <summary>Add, Mul and Relu on f32 spans of one shape, as for loops; anything else runs through the CPU backend's operator calls.</summary>
+    /// <summary>Add, Mul and Relu on f32 spans of one shape, as for loops over arrays; anything else runs through the CPU backend's operator calls.</summary>
     private sealed class LoopBackend : ICodeBackend, IPlannedCodeBackend
     {
         private readonly CpuBackend _cpu = new();
@@ -50,6 +52,31 @@ public sealed class TestBackendTests : IDisposable
 
         public void EmitElementwiseLoop(CodeWriter body, IReadOnlyList<ElementwiseStep> steps, PlannedOperand output) =>
             throw new InvalidOperationException("the loop backend fuses nothing");
+
+        public bool ComputesLastRowsOnly(PlannedNodeContext context) => false;
+
+        public PlannedOperand Bind(PlannedOperand v) => v.Storage switch
+        {
+            PlannedStorage.Input => v with { Span = $"{v.Local}.Span<float>()" },
+            PlannedStorage.Constant => v with { Span = $"{v.WeightField}.Span<float>()" },
+            PlannedStorage.Output => v with { Span = $"o{v.OutputIndex}.Span<float>()" },
+            _ => v with { Span = v.Local },
+        };
+
+        public void EmitStorage(CodeWriter body, MemoryPlan plan) =>
+            body.Line($"// loop backend storage: one array per value ({plan.ArenaValues} arrays), no arena");
+
+        public void EmitKnown(CodeWriter body, PlannedOperand value, SymbolicTensor known, IReadOnlyDictionary<string, string> symbolLocals) =>
+            throw new InvalidOperationException("the test graph computes nothing from its dims");
+
+        public void EmitAllocation(CodeWriter body, PlannedOperand v)
+        {
+            if (v.Storage == PlannedStorage.Arena) body.Line($"var {v.Span} = new float[{v.Count}];");
+            else if (v.Storage == PlannedStorage.Output) body.Line($"var o{v.OutputIndex} = Tensor.Uninitialized(DType.F32, new int[] {{ {string.Join(", ", v.OutputDims)} }});");
+        }
+
+        public void EmitOutputCopy(CodeWriter body, int index, PlannedOperand v) =>
+            body.Line($"var o{index} = Tensor.FromArray(DType.F32, new int[] {{ {string.Join(", ", v.Dims)} }}, {v.Span}.ToArray());");
     }
 
     private const string Text = """
@@ -70,7 +97,8 @@ public sealed class TestBackendTests : IDisposable
         var source = File.ReadAllText(Directory.GetFiles(_dir, "*.cs", SearchOption.AllDirectories).Single());
         Assert.Contains("// loop backend: Add", source);
         Assert.Contains("// loop backend: Relu", source);
-        Assert.Contains("ActivationArena", source);
+        Assert.Contains("// loop backend storage: one array per value (2 arrays), no arena", source);
+        Assert.DoesNotContain("_arena.Slot", source);
         Assert.DoesNotContain("TensorPrimitives", source);
         var rng = new Random(11);
         var inputs = new Dictionary<string, object?>

@@ -1,3 +1,4 @@
+using Kiln.CodeGen.Planning;
 using Kiln.Ir;
 using Kiln.Runtime.Operators;
 
@@ -24,6 +25,9 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
             throw new InvalidOperationException($"EmitPlanned called for unsupported op {c.Node.QualifiedOp}");
         kernel.Emit(c);
     }
+
+    public bool ComputesLastRowsOnly(PlannedNodeContext c) =>
+        Cpu.PlannedKernels.ByOp.TryGetValue(c.Node.QualifiedOp, out var kernel) && kernel.LastRowsOnly is { } rows && kernel.Unsupported(c) is null && rows(c);
 
     public bool IsFusableElementwise(Node node) => node.QualifiedOp is "Add" or "Sub" or "Mul" or "Div" or "Neg" or "Sqrt" or "Exp"
         or "Sigmoid" or "Relu" or "Cos" or "Sin" or KilnOp.Qualified.SiLU;

@@ -1,4 +1,6 @@
+using Kiln.CodeGen.Planning;
 using Kiln.Ir;
+using Kiln.Ir.Inference;
 
 namespace Kiln.CodeGen.Backends;
 
@@ -40,16 +42,18 @@ public sealed class NodeEmitContext(ModelEmitter emitter, Node node, CodeWriter 
 }
 
 /// <summary>
-/// A backend that can also emit planned code: every value in a slot of one activation arena (or an output tensor,
-/// or the KV cache) with its dims computed from the call's symbols, each node a kernel call that writes into its
-/// output's span and allocates nothing. The emitter plans storage; the backend writes the calls.
+/// A backend that can also emit planned code from a <see cref="MemoryPlan"/>: every value in storage the backend owns
+/// (on the CPU, spans over one activation arena, output tensors, the KV cache) with its dims computed from the
+/// call's symbols, each node a kernel call that writes into its output's storage and allocates nothing. Planning
+/// asks the backend what it can compute; the backend binds each planned value to an expression, declares storage,
+/// and writes the calls.
 /// </summary>
 public interface IPlannedCodeBackend
 {
     /// <summary>Why this node cannot run planned (the whole model then runs through <see cref="ICodeBackend.EmitNode"/>), or null.</summary>
     string? UnsupportedPlanned(PlannedNodeContext context);
 
-    /// <summary>Writes the kernel call(s) computing the node's outputs into their spans.</summary>
+    /// <summary>Writes the kernel call(s) computing the node's outputs into their storage.</summary>
     void EmitPlanned(PlannedNodeContext context);
 
     /// <summary>Whether the backend can compute this f32 elementwise op inside a fused loop (<see cref="EmitElementwiseLoop"/>).</summary>
@@ -60,48 +64,24 @@ public interface IPlannedCodeBackend
     /// values; only the last step's value is stored (intermediates never touch memory).
     /// </summary>
     void EmitElementwiseLoop(CodeWriter body, IReadOnlyList<ElementwiseStep> steps, PlannedOperand output);
-}
 
-/// <summary>An operand of a fused elementwise step: a whole span, a one-element operand, or an earlier step's value.</summary>
-public sealed record ElementwiseArg(PlannedOperand? Operand, bool IsScalar, int PreviousStep);
+    /// <summary>Whether the node (a step's logits) can compute only each row's last position (<see cref="PlannedNodeContext.LastRowsOnly"/>).</summary>
+    bool ComputesLastRowsOnly(PlannedNodeContext context);
 
-/// <summary>One node of a fused elementwise loop.</summary>
-public sealed record ElementwiseStep(Node Node, IReadOnlyList<ElementwiseArg> Args);
+    /// <summary>The value with the expressions that hold it in this backend's storage (<see cref="PlannedOperand.Span"/>, and for the KV cache its head stride and scales).</summary>
+    PlannedOperand Bind(PlannedOperand value);
 
-/// <summary>Where a planned value lives.</summary>
-public enum PlannedStorage { Input, Constant, Known, Arena, Output, Alias, Logits, KvCache, KvPast, Fused }
+    /// <summary>Declares the plan's storage before any node runs (on the CPU: the arena's slots, sized from this call's dims).</summary>
+    void EmitStorage(CodeWriter body, MemoryPlan plan);
 
-/// <summary>
-/// One value as planned code sees it: element type, dims as C# int expressions, the span expression holding it,
-/// the weight tensor field when it is a constant (kernels cache packed forms of weights), and for KV-cache values
-/// the distance in elements between heads.
-/// </summary>
-public sealed record PlannedOperand(Value Value, ElementType Elem, string[] Dims, string Span, PlannedStorage Storage, string? WeightField, string? HeadStride)
-{
-    /// <summary>For keys or values in an int8 KV cache: the span of their scales (<see cref="Span"/> is then the int8 codes).</summary>
-    public string? KvScales { get; init; }
+    /// <summary>Declares a value computed from the input dims (<see cref="PlannedStorage.Known"/>).</summary>
+    void EmitKnown(CodeWriter body, PlannedOperand value, SymbolicTensor known, IReadOnlyDictionary<string, string> symbolLocals);
 
-    public int Rank => Dims.Length;
+    /// <summary>Declares the storage a node writes, just before it runs: an arena slot, or graph output i's tensor, the local <c>o{i}</c>.</summary>
+    void EmitAllocation(CodeWriter body, PlannedOperand value);
 
-    /// <summary>The element count as a C# int expression.</summary>
-    public string Count => Dims.Length == 0 ? "1" : "(" + string.Join(" * ", Dims) + ")";
-
-    /// <summary>The dims as a span expression (stack-allocated: no garbage).</summary>
-    public string Shape => Dims.Length == 0 ? "ReadOnlySpan<int>.Empty" : "stackalloc int[] { " + string.Join(", ", Dims) + " }";
-
-    /// <summary>The C# element type of the span.</summary>
-    public string ClrType => ClrTypeOf(Elem);
-
-    public static string ClrTypeOf(ElementType e) => e switch
-    {
-        ElementType.F32 => "float",
-        ElementType.F64 => "double",
-        ElementType.I64 => "long",
-        ElementType.I32 => "int",
-        ElementType.Bool or ElementType.U8 => "byte",
-        ElementType.I8 => "sbyte",
-        _ => "",
-    };
+    /// <summary>Copies a value into a new tensor for graph output i, the local <c>o{i}</c>.</summary>
+    void EmitOutputCopy(CodeWriter body, int index, PlannedOperand value);
 }
 
 /// <summary>What a planned backend sees while emitting one node.</summary>

@@ -56,6 +56,9 @@ public sealed class Node
     /// <summary>A string attribute, or the op's registry default.</summary>
     public string AttrString(string name) => Attr<StringAttr>(name)?.Value ?? RegistryDefault<StringAttr>(name).Value;
 
+    /// <summary>Whether the op's registry definition declares all of these traits (false for an op the registry does not know).</summary>
+    public bool Has(Ops.OpTraits traits) => Ops.OpRegistry.Default.Find(Domain, Op) is { } def && (def.Traits & traits) == traits;
+
     private T RegistryDefault<T>(string name) where T : AttrValue =>
         Ops.OpRegistry.Default.Find(Domain, Op)?.FindAttribute(name)?.Default as T
         ?? throw new InvalidOperationException($"{QualifiedOp} has no attribute '{name}' of that kind with a default (a required attribute is checked by the verifier)");

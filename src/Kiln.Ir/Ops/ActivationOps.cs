@@ -9,20 +9,20 @@ internal static class ActivationOps
     {
         var same = (ShapeRule)Rules.SameAsInput;
         OpsetAdapter legacy = ElementwiseOps.DropLegacy;
-        r.Add("Relu", "X", "Y", "", same, legacy);
-        r.Add("Sigmoid", "X", "Y", "", same, legacy);
-        r.Add("Softplus", "X", "Y", "", same);
-        r.Add("Softsign", "X", "Y", "", same);
-        r.Add("Elu", "X", "Y", "alpha:float=1.0", same, legacy);
-        r.Add("Selu", "X", "Y", "alpha:float=1.67326319217681884765625, gamma:float=1.05070102214813232421875", same, legacy);
-        r.Add("LeakyRelu", "X", "Y", "alpha:float=0.01", same, legacy);
-        r.Add("HardSigmoid", "X", "Y", "alpha:float=0.2, beta:float=0.5", same, legacy);
-        r.Add("HardSwish", "X", "Y", "", same, since: 14);
-        r.Add("ThresholdedRelu", "X", "Y", "alpha:float=1.0", same, since: 10);
-        r.Add("Celu", "X", "Y", "alpha:float=1.0", same, since: 12);
-        r.Add("Shrink", "input", "output", "bias:float=0.0, lambd:float=0.5", same, since: 9);
-        r.Add("Mish", "X", "Y", "", same, since: 18);
-        r.Add("Gelu", "X", "Y", "approximate:string=none", same, since: 20);
+        r.Add("Relu", "X", "Y", "", same, legacy).With(OpTraits.Elementwise);
+        r.Add("Sigmoid", "X", "Y", "", same, legacy).With(OpTraits.Elementwise);
+        r.Add("Softplus", "X", "Y", "", same).With(OpTraits.Elementwise);
+        r.Add("Softsign", "X", "Y", "", same).With(OpTraits.Elementwise);
+        r.Add("Elu", "X", "Y", "alpha:float=1.0", same, legacy).With(OpTraits.Elementwise);
+        r.Add("Selu", "X", "Y", "alpha:float=1.67326319217681884765625, gamma:float=1.05070102214813232421875", same, legacy).With(OpTraits.Elementwise);
+        r.Add("LeakyRelu", "X", "Y", "alpha:float=0.01", same, legacy).With(OpTraits.Elementwise);
+        r.Add("HardSigmoid", "X", "Y", "alpha:float=0.2, beta:float=0.5", same, legacy).With(OpTraits.Elementwise);
+        r.Add("HardSwish", "X", "Y", "", same, since: 14).With(OpTraits.Elementwise);
+        r.Add("ThresholdedRelu", "X", "Y", "alpha:float=1.0", same, since: 10).With(OpTraits.Elementwise);
+        r.Add("Celu", "X", "Y", "alpha:float=1.0", same, since: 12).With(OpTraits.Elementwise);
+        r.Add("Shrink", "input", "output", "bias:float=0.0, lambd:float=0.5", same, since: 9).With(OpTraits.Elementwise);
+        r.Add("Mish", "X", "Y", "", same, since: 18).With(OpTraits.Elementwise);
+        r.Add("Gelu", "X", "Y", "approximate:string=none", same, since: 20).With(OpTraits.Elementwise);
         foreach (var op in new[] { "Softmax", "LogSoftmax", "Hardmax" })
             r.Add(op, "input", "output", "axis:int=-1", same, SoftmaxAdapter);
         r.Add("Dropout", "data, ratio?, training_mode?", "output, mask?", "seed:int?", c =>

@@ -28,7 +28,7 @@ internal static class CompressedOps
             if (a is null || codes is null || a.Rank < 1 || codes.Rank != 2) { c.Set(0, c.Elem(0), (Shape?)null); return; }
             var product = new Shape(a.Dims.Take(a.Rank - 1).Append(codes[0]));
             c.Set(0, c.Elem(0), c.HasInput(4) ? Rules.Broadcast(c, product, c.ShapeOf(4)) : product);
-        }, domain: Domain);
+        }, domain: Domain).With(OpTraits.RowIndependent);
         // Rows of a quantized table (an embedding) as f32: Y [indices..., columns].
         r.Add(KilnOp.QuantizedGather, "codes, scales, zero_points?, indices", "Y", LayoutAttrs, c =>
         {

@@ -14,34 +14,34 @@ internal static class ElementwiseOps
     public static void Register(OpRegistry r)
     {
         foreach (var op in Unary)
-            r.Add(op, "X", "Y", "", op == "Neg" ? NegRule : Rules.SameAsInput, DropLegacy);
+            r.Add(op, "X", "Y", "", op == "Neg" ? NegRule : Rules.SameAsInput, DropLegacy).With(OpTraits.Elementwise);
         r.Add("Not", "X", "Y", "", c => { Rules.SameAsInput(c); if (c.Known(0) is { } k) c.SetKnown(0, k with { Values = k.Values.Select(v => v.Value is { } b ? Rules.Bool(b == 0) : Dim.Unknown).ToArray() }); });
         r.Add("IsNaN", "X", "Y", "", Rules.SameShapeAs(ElementType.Bool));
         r.Add("IsInf", "X", "Y", "detect_negative:int=1, detect_positive:int=1", Rules.SameShapeAs(ElementType.Bool));
 
-        r.Add("Add", "A, B", "C", "", Rules.Elementwise(known: a => a[0] + a[1]), LegacyBroadcast);
-        r.Add("Sub", "A, B", "C", "", Rules.Elementwise(known: a => a[0] - a[1]), LegacyBroadcast);
-        r.Add("Mul", "A, B", "C", "", Rules.Elementwise(known: a => a[0] * a[1]), LegacyBroadcast);
-        r.Add("Div", "A, B", "C", "", Rules.Elementwise(known: a => a[1].Value == 0 ? null : Dim.FloorDivide(a[0], a[1]) is { IsUnknown: false } d ? d : null), LegacyBroadcast);
-        r.Add("Pow", "X, Y", "Z", "", c => { c.Set(0, c.Elem(0), Rules.Broadcast(c, c.ShapeOf(0), c.ShapeOf(1))); }, LegacyBroadcast);
-        r.Add("Mod", "A, B", "C", "fmod:int=0", Rules.Elementwise(known: a => a[0].Value is { } x && a[1].Value is { } y && y != 0 ? Dim.Const(x % y) : null));
+        r.Add("Add", "A, B", "C", "", Rules.Elementwise(known: a => a[0] + a[1]), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Sub", "A, B", "C", "", Rules.Elementwise(known: a => a[0] - a[1]), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Mul", "A, B", "C", "", Rules.Elementwise(known: a => a[0] * a[1]), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Div", "A, B", "C", "", Rules.Elementwise(known: a => a[1].Value == 0 ? null : Dim.FloorDivide(a[0], a[1]) is { IsUnknown: false } d ? d : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Pow", "X, Y", "Z", "", c => { c.Set(0, c.Elem(0), Rules.Broadcast(c, c.ShapeOf(0), c.ShapeOf(1))); }, LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Mod", "A, B", "C", "fmod:int=0", Rules.Elementwise(known: a => a[0].Value is { } x && a[1].Value is { } y && y != 0 ? Dim.Const(x % y) : null)).With(OpTraits.Elementwise);
         r.Add("BitShift", "X, Y", "Z", "direction:string!", Rules.Elementwise());
         foreach (var op in new[] { "BitwiseAnd", "BitwiseOr", "BitwiseXor" }) r.Add(op, "A, B", "C", "", Rules.Elementwise(), since: 18);
-        r.Add("PRelu", "X, slope", "Y", "", c => c.Set(0, c.Elem(0), Rules.Broadcast(c, c.ShapeOf(0), c.ShapeOf(1))), PReluAdapter);
+        r.Add("PRelu", "X, slope", "Y", "", c => c.Set(0, c.Elem(0), Rules.Broadcast(c, c.ShapeOf(0), c.ShapeOf(1))), PReluAdapter).With(OpTraits.Elementwise);
 
-        r.Add("And", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => a[0].Value is { } x && a[1].Value is { } y ? Rules.Bool(x != 0 && y != 0) : null), LegacyBroadcast);
-        r.Add("Or", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => a[0].Value is { } x && a[1].Value is { } y ? Rules.Bool(x != 0 || y != 0) : null), LegacyBroadcast);
-        r.Add("Xor", "A, B", "C", "", Rules.Elementwise(ElementType.Bool), LegacyBroadcast);
-        r.Add("Equal", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x == y, true) is { } b ? Rules.Bool(b) : null), LegacyBroadcast);
-        r.Add("Greater", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x > y, false) is { } b ? Rules.Bool(b) : null), LegacyBroadcast);
-        r.Add("Less", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x < y, false) is { } b ? Rules.Bool(b) : null), LegacyBroadcast);
-        r.Add("GreaterOrEqual", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x >= y, false) is { } b ? Rules.Bool(b) : null), since: 12);
-        r.Add("LessOrEqual", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x <= y, false) is { } b ? Rules.Bool(b) : null), since: 12);
+        r.Add("And", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => a[0].Value is { } x && a[1].Value is { } y ? Rules.Bool(x != 0 && y != 0) : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Or", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => a[0].Value is { } x && a[1].Value is { } y ? Rules.Bool(x != 0 || y != 0) : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Xor", "A, B", "C", "", Rules.Elementwise(ElementType.Bool), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Equal", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x == y, true) is { } b ? Rules.Bool(b) : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Greater", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x > y, false) is { } b ? Rules.Bool(b) : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Less", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x < y, false) is { } b ? Rules.Bool(b) : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("GreaterOrEqual", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x >= y, false) is { } b ? Rules.Bool(b) : null), since: 12).With(OpTraits.Elementwise);
+        r.Add("LessOrEqual", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x <= y, false) is { } b ? Rules.Bool(b) : null), since: 12).With(OpTraits.Elementwise);
 
-        r.Add("Sum", "data_0*", "sum", "", Rules.Elementwise(), DropLegacy);
-        r.Add("Mean", "data_0*", "mean", "", Rules.Elementwise(), DropLegacy);
-        r.Add("Max", "data_0*", "max", "", Rules.Elementwise(known: a => a.All(d => d.IsConstant) ? Dim.Const(a.Max(d => d.Value!.Value)) : null), DropLegacy);
-        r.Add("Min", "data_0*", "min", "", Rules.Elementwise(known: a => a.All(d => d.IsConstant) ? Dim.Const(a.Min(d => d.Value!.Value)) : null), DropLegacy);
+        r.Add("Sum", "data_0*", "sum", "", Rules.Elementwise(), DropLegacy).With(OpTraits.Elementwise);
+        r.Add("Mean", "data_0*", "mean", "", Rules.Elementwise(), DropLegacy).With(OpTraits.Elementwise);
+        r.Add("Max", "data_0*", "max", "", Rules.Elementwise(known: a => a.All(d => d.IsConstant) ? Dim.Const(a.Max(d => d.Value!.Value)) : null), DropLegacy).With(OpTraits.Elementwise);
+        r.Add("Min", "data_0*", "min", "", Rules.Elementwise(known: a => a.All(d => d.IsConstant) ? Dim.Const(a.Min(d => d.Value!.Value)) : null), DropLegacy).With(OpTraits.Elementwise);
 
         r.Add("Where", "condition, X, Y", "output", "", WhereRule, since: 9);
         r.Add("Clip", "input, min?, max?", "output", "", c => c.Set(0, c.Elem(0), c.ShapeOf(0)), ClipAdapter);

@@ -7,12 +7,12 @@ internal static class MatMulOps
 {
     public static void Register(OpRegistry r)
     {
-        r.Add("MatMul", "A, B", "Y", "", c => c.Set(0, c.Elem(0), MatMulShape(c, c.ShapeOf(0), c.ShapeOf(1))));
+        r.Add("MatMul", "A, B", "Y", "", c => c.Set(0, c.Elem(0), MatMulShape(c, c.ShapeOf(0), c.ShapeOf(1)))).With(OpTraits.RowIndependent);
         r.Add("Gemm", "A, B, C?", "Y", "alpha:float=1.0, beta:float=1.0, transA:int=0, transB:int=0", GemmRule, c =>
         {
             ElementwiseOps.DropLegacy(c);
             c.Attributes.Remove("broadcast");
-        });
+        }).With(OpTraits.RowIndependent);
         r.Add("MatMulInteger", "A, B, a_zero_point?, b_zero_point?", "Y", "",
             c => c.Set(0, ElementType.I32, MatMulShape(c, c.ShapeOf(0), c.ShapeOf(1))), since: 10);
         r.Add("QLinearMatMul", "a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point", "y", "",

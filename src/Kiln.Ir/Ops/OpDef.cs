@@ -9,6 +9,31 @@ public sealed record ParamDef(string Name, bool Optional, bool Variadic, int Min
 /// <summary>An attribute of an op, with its kind and default (null when it has none).</summary>
 public sealed record AttrDef(string Name, AttrKind Kind, AttrValue? Default, bool Required);
 
+/// <summary>
+/// What planning may assume about an op without knowing its name: the memory planner, elementwise chains and the
+/// decoder convention read these, so a new op joins them by declaring a trait, not by editing the planner.
+/// </summary>
+[Flags]
+public enum OpTraits
+{
+    None = 0,
+
+    /// <summary>Each output element depends only on the input elements at the same (broadcast) position.</summary>
+    Elementwise = 1,
+
+    /// <summary>The output is input 0's elements in the same order under another shape: it can share input 0's storage.</summary>
+    View = 2,
+
+    /// <summary>The output is input 0 followed by the other inputs along the axis given by the attribute <c>axis</c>.</summary>
+    AppendsAlongAxis = 4,
+
+    /// <summary>Inputs 1 and 2 are attention keys and values, readable in place from a KV cache (attribute <c>kv_bits</c> = 8: an int8 cache).</summary>
+    ReadsKeyValueCache = 8,
+
+    /// <summary>Row r of the output (all axes but the last) depends only on row r of input 0: a product with a weight.</summary>
+    RowIndependent = 16,
+}
+
 /// <summary>Computes output types (and, for shape arithmetic, output values) of one node.</summary>
 public delegate void ShapeRule(InferenceContext context);
 
@@ -36,6 +61,16 @@ public sealed class OpDef
     }
 
     public string Name { get; }
+
+    /// <summary>What planning may assume about the op (declared beside its definition with <see cref="With"/>).</summary>
+    public OpTraits Traits { get; private set; }
+
+    /// <summary>Adds traits to the definition (at registration).</summary>
+    internal OpDef With(OpTraits traits)
+    {
+        Traits |= traits;
+        return this;
+    }
 
     public string Domain { get; }
 

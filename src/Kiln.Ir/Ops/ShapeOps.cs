@@ -7,7 +7,7 @@ internal static class ShapeOps
 {
     public static void Register(OpRegistry r)
     {
-        r.Add("Identity", "input", "output", "", Rules.SameAsInput);
+        r.Add("Identity", "input", "output", "", Rules.SameAsInput).With(OpTraits.View);
         r.Add("Shape", "data", "shape", "start:int=0, end:int?", ShapeRule);
         r.Add("Size", "data", "size", "", c =>
         {
@@ -18,15 +18,15 @@ internal static class ShapeOps
         {
             ElementwiseOps.DropLegacy(c);
             if (c.Take<IntsAttr>("shape") is { } s) c.SetInput(1, c.Int64Constant(s.Value, "shape"));
-        });
-        r.Add("Flatten", "input", "output", "axis:int=1", FlattenRule);
-        r.Add("Squeeze", "data, axes?", "squeezed", "", SqueezeRule, AxesToInput(13));
-        r.Add("Unsqueeze", "data, axes", "expanded", "", UnsqueezeRule, AxesToInput(13));
+        }).With(OpTraits.View);
+        r.Add("Flatten", "input", "output", "axis:int=1", FlattenRule).With(OpTraits.View);
+        r.Add("Squeeze", "data, axes?", "squeezed", "", SqueezeRule, AxesToInput(13)).With(OpTraits.View);
+        r.Add("Unsqueeze", "data, axes", "expanded", "", UnsqueezeRule, AxesToInput(13)).With(OpTraits.View);
         r.Add("Transpose", "data", "transposed", "perm:ints?", TransposeRule);
         r.Add("Concat", "inputs*", "concat_result", "axis:int!", ConcatRule, c =>
         {
             if (c.Opset < 4 && !c.Attributes.ContainsKey("axis")) c.Attributes["axis"] = new IntAttr(1);
-        });
+        }).With(OpTraits.AppendsAlongAxis);
         r.Add("Split", "input, split?", "outputs*", "axis:int=0, num_outputs:int?", SplitRule, c =>
         {
             if (c.Opset < 13 && c.Take<IntsAttr>("split") is { } s) c.SetInput(1, c.Int64Constant(s.Value, "split"));

@@ -6,7 +6,11 @@ namespace Kiln.CodeGen.Backends.Cpu;
 /// One op's planned CPU kernel, both halves together: whether it takes a node (null, or why not) and the statements it
 /// writes for it (one call into the span kernels of <c>Kiln.Runtime.Kernels</c>).
 /// </summary>
-internal sealed record PlannedKernel(Func<PlannedNodeContext, string?> Unsupported, Action<PlannedNodeContext> Emit);
+internal sealed record PlannedKernel(Func<PlannedNodeContext, string?> Unsupported, Action<PlannedNodeContext> Emit)
+{
+    /// <summary>Whether <see cref="Emit"/> honours <see cref="PlannedNodeContext.LastRowsOnly"/> for this node (a step's logits); null: never.</summary>
+    public Func<PlannedNodeContext, bool>? LastRowsOnly { get; init; }
+}
 
 /// <summary>The planned CPU kernels by qualified op name, gathered from the family files under <c>Cpu/Ops</c>.</summary>
 internal static class PlannedKernels

@@ -1,3 +1,4 @@
+using Kiln.CodeGen.Planning;
 using Kiln.Ir;
 using Kiln.Runtime.Operators;
 
@@ -16,7 +17,7 @@ internal static class CompressedKernels
                     && (c.In(4) is not { } bias || bias.Elem == ElementType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))
                     ? null : "f32 activations, constant codes, C the product's shape or one row";
             },
-            EmitProduct);
+            EmitProduct) { LastRowsOnly = c => c.In(4) is null && c.Node.AttrString("activation").Length == 0 };
         d[KilnOp.Qualified.QuantizedGather] = new(
             c => c.In(3)!.Elem == ElementType.I64 && c.In(0) is { Storage: PlannedStorage.Constant } ? null : "i64 indices into a constant table",
             c =>

@@ -1,3 +1,4 @@
+using Kiln.CodeGen.Planning;
 using Kiln.Ir;
 
 namespace Kiln.CodeGen.Backends.Cpu.Ops;
@@ -14,7 +15,7 @@ internal static class MatMulKernels
             var last = LastRows(c, x, wt, y, k, nn, transB: false);
             c.Body.Line($"Kiln.Runtime.Kernels.MatMul.Gemm({x.Span}, {k}, false, {wt.Span}, {nn}, false, {y.Span}, {nn}, {x.Count} / {k}, {nn}, {k}, false, {wt.WeightField}, 0);");
             if (last) c.Body.Close();
-        });
+        }) { LastRowsOnly = _ => true };
         d["Gemm"] = new(
             c =>
             {
@@ -39,7 +40,7 @@ internal static class MatMulKernels
                 }
                 w.Line($"Kiln.Runtime.Kernels.MatMul.Gemm({x.Span}, {k}, false, {wt.Span}, {wt.Dims[1]}, {(transB ? "true" : "false")}, {y.Span}, {nn}, {x.Dims[0]}, {nn}, {k}, {accumulate}, {wt.WeightField}, 0);");
                 if (lastRows) w.Close();
-            });
+            }) { LastRowsOnly = c => c.In(2) is null };
     }
 
     /// <summary>The check shared by products with a weight: f32 activations of rank ≥ 2 times a constant 2-D weight.</summary>

@@ -1,0 +1,203 @@
+using System.Globalization;
+using Kiln.CodeGen.Backends;
+using Kiln.Ir;
+using Kiln.Ir.Analysis;
+using Kiln.Ir.Inference;
+using Kiln.Ir.Ops;
+
+namespace Kiln.CodeGen.Planning;
+
+/// <summary>What planning reads from the class being written: the graph, which values the input dims determine, and the names the class gives symbols, inputs and constants.</summary>
+/// <param name="Computed">values computed from the input dims (shape arithmetic), never run as nodes</param>
+/// <param name="Needed">the nodes some output needs</param>
+/// <param name="SymbolLocals">each bound symbol's C# local</param>
+/// <param name="NameOf">an input's parameter or a constant's field</param>
+/// <param name="PastSymbol">for a step: the symbol bound to the cache's length, when there is one</param>
+public sealed record PlanInputs(Graph Graph, PlanMode Mode, DecoderIo? Io, IReadOnlySet<Value> Computed, IReadOnlySet<Node> Needed,
+    IReadOnlyDictionary<string, string> SymbolLocals, IReadOnlyDictionary<Value, SymbolicTensor> Known, Func<Value, string> NameOf, string? PastSymbol);
+
+/// <summary>
+/// The memory plan: every intermediate value in a slot of one activation arena. Slots come from liveness over the
+/// node order (a value's slot is free again after its last reader, views included; a later value of the same size
+/// takes it first); sizes are expressions in the input symbols. <see cref="OpTraits.View"/> nodes share their input's
+/// storage; outputs are written in place. Knows ops only through registry traits and the backend's answers.
+/// </summary>
+public sealed class MemoryPlanner
+{
+    private readonly PlanInputs _in;
+    private readonly IPlannedCodeBackend _backend;
+    private readonly Dictionary<Value, PlannedOperand> _operands = [];
+    private readonly List<Value> _known = [];
+    private int _local;
+
+    private MemoryPlanner(PlanInputs inputs, IPlannedCodeBackend backend) => (_in, _backend) = (inputs, backend);
+
+    /// <summary>The plan, or null with why the graph cannot be planned in this mode.</summary>
+    public static MemoryPlan? Plan(PlanInputs inputs, IPlannedCodeBackend backend, out string? why)
+    {
+        var planner = new MemoryPlanner(inputs, backend);
+        var plan = planner.Build(out why);
+        return why is null ? plan : null;
+    }
+
+    private MemoryPlan? Build(out string? why)
+    {
+        var g = _in.Graph;
+        why = null;
+        if (g.Nodes.Any(n => n.Subgraphs.Any())) { why = "the graph has control flow"; return null; }
+        var order = g.Nodes.Where(_in.Needed.Contains).ToList();
+
+        // Outputs of every needed node: views share their input's storage; the rest get a storage below.
+        foreach (var n in order)
+        {
+            var ins = new List<PlannedOperand?>();
+            foreach (var v in n.Inputs)
+            {
+                if (v is null) { ins.Add(null); continue; }
+                var op = Operand(v, out why);
+                if (op is null) return null;
+                ins.Add(op);
+            }
+            if (n.Outputs.Length != 1 || n.Outputs[0] is not { } o) { why = $"node '{n.Name}' ({n.QualifiedOp}) has several outputs"; return null; }
+            if ((why = Dims(o, out var dims)) is not null) return null;
+            var elem = o.TensorType!.Elem;
+            if (n.Has(OpTraits.View) && ins[0] is { } src && src.Elem == elem && src.Storage is not (PlannedStorage.KvPast or PlannedStorage.KvCache))
+            {
+                _operands[o] = new PlannedOperand(o, elem, dims, PlannedStorage.Alias) { ViewOf = src.ViewOf ?? src.Value };
+                continue;
+            }
+            var placeholder = new PlannedOperand(o, elem, dims, PlannedStorage.Arena) { Local = $"v{_local++}" };
+            _operands[o] = placeholder;
+            if (ins.Any(x => x?.Storage == PlannedStorage.KvPast) && !(_in.Mode == PlanMode.Step && DecoderConvention.MayReadPast(n, ins)))
+            {
+                why = $"node '{n.Name}' reads the past keys or values";
+                return null;
+            }
+            var unsupported = _backend.UnsupportedPlanned(new PlannedNodeContext(n, new CodeWriter(), ins, [placeholder]));
+            if (unsupported is not null) { why = $"node '{n.Name}' ({n.QualifiedOp}): {unsupported}"; return null; }
+        }
+
+        var copies = new List<(int Index, Value Value)>();
+        var pinnedToEnd = new HashSet<Value>();
+        Node? logitsNode = null;
+        if (_in.Mode == PlanMode.Run)
+        {
+            // Where outputs live: written in place into the returned tensor, or copied there at the end.
+            for (var i = 0; i < g.Outputs.Count; i++)
+            {
+                var v = g.Outputs[i].Value;
+                var r = Root(v);
+                if (_operands.TryGetValue(r, out var ro) && ro.Storage == PlannedStorage.Arena && ro.OutputIndex < 0 && ro.Elem == _operands[v].Elem)
+                    _operands[r] = ro with { Storage = PlannedStorage.Output, OutputIndex = i, OutputDims = _operands[v].Dims };
+                else
+                {
+                    if (!_operands.ContainsKey(v) && Operand(v, out why) is null) return null;
+                    copies.Add((i, v));
+                    pinnedToEnd.Add(r);
+                }
+            }
+        }
+        else if ((why = DecoderConvention.PlaceOutputs(g, _in.Io!, _operands, Root, _in.Needed, _backend, out logitsNode)) is not null) return null;
+
+        var chains = ElementwiseChains.Find(g, order, _in.Needed, _operands, _backend);
+        var slotSizes = AssignSlots(order, chains, pinnedToEnd);
+        var longest = _in.Mode == PlanMode.Step && _in.PastSymbol is { } ps ? ("longest_" + _in.SymbolLocals[ps], "cache.Capacity - seq") : ((string, string)?)null;
+        return new MemoryPlan
+        {
+            Mode = _in.Mode, Graph = g, Order = order, Values = _operands, SlotSizes = slotSizes, Chains = chains, Copies = copies,
+            Known = _known, LogitsNode = logitsNode, Longest = longest,
+        };
+    }
+
+    private Value Root(Value v) => _operands.TryGetValue(v, out var op) && op.ViewOf is { } r ? r : v;
+
+    /// <summary>
+    /// Arena slots by liveness: a slot is busy from its value's node to the last reader of the value or of any view of
+    /// it (a reader inside an elementwise chain reads where the chain runs). A step sizes its slots for the longest
+    /// context the cache allows (sizes only grow with the dims), so its arena is reserved once per session.
+    /// </summary>
+    private List<IReadOnlyList<string>> AssignSlots(List<Node> order, List<ElementwiseChain> chains, HashSet<Value> pinnedToEnd)
+    {
+        var index = order.Select((n, i) => (n, i)).ToDictionary(x => x.n, x => x.i);
+        var chainEnd = chains.SelectMany(c => c.Members.Select(m => (m, c.End))).ToDictionary(x => x.m, x => x.End);
+        int Position(Node n) => index[chainEnd.GetValueOrDefault(n, n)];
+        var lastUse = Liveness.LastReads(_in.Graph, order, Position, Root);
+        foreach (var v in pinnedToEnd) lastUse[v] = int.MaxValue;
+        var longestLocals = _in.Mode == PlanMode.Step && _in.PastSymbol is { } past
+            ? _in.SymbolLocals.ToDictionary(x => x.Key, x => x.Key == past ? "longest_" + x.Value : x.Value, StringComparer.Ordinal)
+            : _in.SymbolLocals;
+        var slots = new List<(List<string> Sizes, int FreeAfter)>();
+        foreach (var n in order)
+        {
+            var o = n.Outputs[0]!;
+            var op = _operands[o];
+            if (op.Storage != PlannedStorage.Arena) continue;
+            var i = index[n];
+            DimExpressions(o, longestLocals, out var sizeDims);
+            var bytes = $"(long){PlannedOperand.CountOf(sizeDims)} * {op.Elem.Bits() / 8}";
+            // A slot is free for this node's output once every reader of its last value ran before this node.
+            var free = Enumerable.Range(0, slots.Count).Where(s => slots[s].FreeAfter < i).ToList();
+            var pick = free.FirstOrDefault(s => slots[s].Sizes.Contains(bytes), free.Count > 0 ? free[0] : -1);
+            if (pick < 0) { slots.Add(([], -1)); pick = slots.Count - 1; }
+            if (!slots[pick].Sizes.Contains(bytes)) slots[pick].Sizes.Add(bytes);
+            slots[pick] = (slots[pick].Sizes, lastUse.GetValueOrDefault(o, i));
+            _operands[o] = op with { Slot = pick };
+        }
+        return [.. slots.Select(s => (IReadOnlyList<string>)s.Sizes)];
+    }
+
+    private string? Dims(Value v, out string[] dims)
+    {
+        dims = [];
+        // f16 is read only as constants (quantization scales): no planned kernel computes f16 values.
+        if (v.TensorType is not { Shape: not null } tt || PlannedOperand.ClrTypeOf(tt.Elem) == "" && !(v.Kind == ValueKind.Constant && tt.Elem == ElementType.F16))
+            return $"'{v.Name}' is not a numeric tensor of known rank";
+        return DimExpressions(v, _in.SymbolLocals, out dims);
+    }
+
+    /// <summary>The dims as C# int expressions in the symbols' locals, or why the inputs do not determine one.</summary>
+    private static string? DimExpressions(Value v, IReadOnlyDictionary<string, string> locals, out string[] dims)
+    {
+        dims = [];
+        var list = new List<string>();
+        foreach (var d in v.TensorType!.Shape!.Dims)
+        {
+            if (d.Value is { } c) { list.Add(c.ToString(CultureInfo.InvariantCulture)); continue; }
+            if (d.IsUnknown || d.Symbols.Any(s => !locals.ContainsKey(s))) return $"'{v.Name}' has a dim the inputs do not determine";
+            list.Add("(int)(" + d.ToExpression(s => locals[s]) + ")");
+        }
+        dims = [.. list];
+        return null;
+    }
+
+    /// <summary>The operand of a value read by a planned node (an input, a constant, a computed dim value, or an earlier node's output).</summary>
+    private PlannedOperand? Operand(Value v, out string? why)
+    {
+        why = null;
+        if (_operands.TryGetValue(v, out var known)) return known;
+        string[] dims;
+        switch (v.Kind)
+        {
+            case ValueKind.Constant:
+                if ((why = Dims(v, out dims)) is not null) return null;
+                return _operands[v] = new PlannedOperand(v, v.TensorType!.Elem, dims, PlannedStorage.Constant) { WeightField = _in.NameOf(v) };
+            case ValueKind.GraphInput:
+                if ((why = Dims(v, out dims)) is not null) return null;
+                if (_in.Mode == PlanMode.Step)
+                {
+                    if (DecoderConvention.InputStorage(_in.Graph, _in.Io!, v) is not { } storage) { why = $"input '{v.Name}' has no place in a decoding step"; return null; }
+                    return _operands[v] = new PlannedOperand(v, storage == PlannedStorage.Tokens ? ElementType.I64 : ElementType.F32, dims, storage);
+                }
+                if (v.Data is not null) { why = $"input '{v.Name}' has a default"; return null; }
+                return _operands[v] = new PlannedOperand(v, v.TensorType!.Elem, dims, PlannedStorage.Input) { Local = _in.NameOf(v) };
+            default:
+                if (_in.Computed.Contains(v) && _in.Known.TryGetValue(v, out var k))
+                {
+                    _known.Add(v);
+                    return _operands[v] = new PlannedOperand(v, ElementType.I64, [.. k.Shape.Select(d => d.ToString(CultureInfo.InvariantCulture))], PlannedStorage.Known) { Local = $"k{_local++}" };
+                }
+                why = $"'{v.Name}' is read before it is computed";
+                return null;
+        }
+    }
+}
