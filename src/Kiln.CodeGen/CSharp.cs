@@ -37,6 +37,25 @@ public static class CSharp
         return SyntaxFacts.GetKeywordKind(s) != SyntaxKind.None || SyntaxFacts.GetContextualKeywordKind(s) != SyntaxKind.None ? "@" + s : s;
     }
 
+    /// <summary>
+    /// Identifier characters for a suffix of a name, spelling arithmetic out (<c>past_seq + seq</c> →
+    /// <c>past_seq_plus_seq</c>, <c>2*h - 1</c> → <c>2_x_h_minus_1</c>); other characters become '_', never doubled.
+    /// </summary>
+    public static string IdentifierWords(string text)
+    {
+        var sb = new StringBuilder();
+        void Word(string w) { if (sb.Length > 0 && sb[^1] != '_') sb.Append('_'); sb.Append(w).Append('_'); }
+        foreach (var c in text)
+        {
+            if (char.IsAsciiLetterOrDigit(c)) sb.Append(c);
+            else if (c == '+') Word("plus");
+            else if (c == '-') Word("minus");
+            else if (c == '*') Word("x");
+            else if (sb.Length > 0 && sb[^1] != '_') sb.Append('_');
+        }
+        return sb.ToString().Trim('_');
+    }
+
     /// <summary>A type name from a model name: PascalCase of its words (<c>stories260k</c> → <c>Stories260k</c>).</summary>
     public static string TypeName(string name)
     {

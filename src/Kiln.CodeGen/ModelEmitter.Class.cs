@@ -25,6 +25,9 @@ public sealed partial class ModelEmitter
         w.Line("using Kiln.Runtime.Decoding;");
         w.Line("using Kiln.Runtime.Operators;");
         w.Line("using Kiln.Runtime.Weights;");
+        w.Line("using System.Runtime.CompilerServices;");
+        w.Line("using System.Runtime.Intrinsics;");
+        w.Line("using Kernels = Kiln.Runtime.Kernels;");
         w.Line();
         var cls = _options.ClassName;
         w.Line($"/// <summary>The model {System.Security.SecurityElement.Escape(_options.SourceName)}, compiled by Kiln. Load its weights from the .kiln blob written with this file.</summary>");
@@ -62,7 +65,8 @@ public sealed partial class ModelEmitter
         w.Line($"using var embedded = typeof({cls}).Assembly.GetManifestResourceStream(BlobName);");
         w.Line("if (embedded is not null) return FromStream(embedded, BlobName);");
         w.Line("var path = Path.Combine(AppContext.BaseDirectory, BlobName);");
-        w.Line("if (!File.Exists(path)) throw new WeightBlobException($\"weight blob {BlobName} is neither embedded in {typeof(" + cls + ").Assembly.GetName().Name} nor next to the app ({path})\");");
+        w.Line("var assembly = typeof(" + cls + ").Assembly.GetName().Name;");
+        w.Line("if (!File.Exists(path)) throw new WeightBlobException($\"weight blob {BlobName} is neither embedded in {assembly} nor next to the app ({path})\");");
         w.Line("return new(path, loading);");
         w.Close();
         w.Line();

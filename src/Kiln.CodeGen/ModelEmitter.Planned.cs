@@ -42,20 +42,24 @@ public sealed partial class ModelEmitter
         var plan = new MemoryPlan
         {
             Mode = planned.Mode, Graph = planned.Graph, Order = planned.Order, SlotSizes = planned.SlotSizes, Chains = planned.Chains,
-            Copies = planned.Copies, Known = planned.Known, LogitsNode = planned.LogitsNode, Longest = planned.Longest,
+            Copies = planned.Copies, Known = planned.Known, LogitsNode = planned.LogitsNode, Longest = planned.Longest, DimLocals = planned.DimLocals,
             Values = planned.Values.ToDictionary(x => x.Key, x => backend.Bind(x.Value)),
         };
 
         if (mode == PlanMode.Step) _stepKvBits = plan.Values.Values.Any(v => v.Int8Cache) ? 8 : 32;
 
         var w = new CodeWriter { Indent = indent };
+        // The symbolic dims this entry uses, each computed once (a step's arena is sized for the longest context the cache allows).
+        if (plan.Longest is { } longest) w.Line($"long {longest.Name} = {longest.Expression};");
+        foreach (var (name, expression) in plan.DimLocals) w.Line($"int {name} = {expression};");
         backend.EmitStorage(w, plan);
         if (mode == PlanMode.Step)
         {
             var logits = g.Outputs[io!.Logits].Value;
             var lo = plan.Values[plan.Values[logits].ViewOf ?? logits];
             var wanted = $"(lastPositionOnly ? batch * {io.Vocabulary} : {lo.Count})";
-            w.Line($"if (logits.Length != {wanted}) throw new ArgumentException($\"logits need {{{wanted}}} floats, got {{logits.Length}}\");");
+            w.Line($"var wantedLogits = {wanted};");
+            w.Line("if (logits.Length != wantedLogits) throw new ArgumentException($\"logits need {wantedLogits} floats, got {logits.Length}\");");
         }
         foreach (var v in plan.Known) backend.EmitKnown(w, plan.Values[v], _known[v], _symbolLocals);
         // KILN_PROFILE: time per node (Generated.ProfileByNode); 0 when off, so each node then costs one test.

@@ -169,9 +169,17 @@ public sealed partial class ModelEmitter
         var blobName = name;
         for (var k = 2; _weights.Any(w => w.Name == blobName); k++) blobName = name + "#" + k;
         _weights.Add(new BlobTensor(blobName, data));
-        var field = Fresh("_w" + _weightFields.Count);
+        var field = Fresh(WeightFieldName(name));
         _weightFields.Add((field, $"blob.Get({CSharp.String(blobName)}, DType.{DTypeName(data.Elem)}, {shape})", $"{name}: {data.Type}"));
         return field;
+    }
+
+    /// <summary>A weight's field is named after its IR name (<c>_model_layers_0_attention_wq_weight</c>), its last 60 characters when longer.</summary>
+    private static string WeightFieldName(string name)
+    {
+        var words = System.Text.RegularExpressions.Regex.Replace(CSharp.Identifier(name).TrimStart('@'), "_+", "_").Trim('_');
+        if (words.Length > 60) words = words[^60..].TrimStart('_');
+        return "_" + (words.Length == 0 ? "w" : words);
     }
 
     private static string DTypeName(ElementType e) => ((Runtime.DType)(int)e).ToString();

@@ -15,9 +15,9 @@ public static class RoslynBuild
         return paths.Distinct(StringComparer.Ordinal).Where(File.Exists).Select(p => (MetadataReference)MetadataReference.CreateFromFile(p)).ToList();
     });
 
-    /// <summary>Roslyn's formatting of a generated file (indentation and spacing normalized; comments kept).</summary>
+    /// <summary>Roslyn's formatting of a generated file (indentation and spacing normalized; comments kept), long lines wrapped.</summary>
     public static string Format(string source) =>
-        CSharpSyntaxTree.ParseText(source).GetRoot().NormalizeWhitespace(eol: "\n").ToFullString() + "\n";
+        LineWrapping.Wrap(CSharpSyntaxTree.ParseText(source).GetRoot().NormalizeWhitespace(eol: "\n").ToFullString() + "\n");
 
     /// <summary>Compiles the sources into an assembly image; any warning or error fails with KILN0026 listing the first few.</summary>
     public static byte[] Compile(string assemblyName, IEnumerable<(string Path, string Source)> sources)

@@ -14,6 +14,18 @@ public sealed class DimTests
     }
 
     [Fact]
+    public void ExpressionsForGeneratedCodeReadLikeTheDim()
+    {
+        string Local(string s) => "dim_" + s;
+        Assert.Equal("dim_past_seq + dim_seq", (Dim.Symbol("seq") + Dim.Symbol("past_seq")).ToExpression(Local));
+        Assert.Equal("2L * dim_seq - 3L", (Dim.Symbol("seq") * 2 - 3).ToExpression(Local));
+        Assert.Equal("dim_batch * dim_seq", (Dim.Symbol("seq") * Dim.Symbol("batch")).ToExpression(Local));
+        Assert.Equal("-1L * dim_s + 4L", (4 - Dim.Symbol("s")).ToExpression(Local));
+        Assert.Equal("8L", Dim.Const(8).ToExpression(Local));
+        Assert.Null(Dim.Unknown.ToExpression(Local));
+    }
+
+    [Fact]
     public void ArithmeticSimplifies()
     {
         var s = Dim.Symbol("s");

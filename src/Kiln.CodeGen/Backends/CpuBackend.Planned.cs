@@ -35,8 +35,8 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
     /// <summary>A step's value as a scalar (float) or vector (Vector256&lt;float&gt;) expression of its arguments.</summary>
     private static string ElementwiseExpression(string op, IReadOnlyList<string> a, bool vector)
     {
-        var one = vector ? "System.Runtime.Intrinsics.Vector256<float>.One" : "1f";
-        var math = vector ? "System.Runtime.Intrinsics.Vector256" : "MathF";
+        var one = vector ? "Vector256<float>.One" : "1f";
+        var math = vector ? "Vector256" : "MathF";
         return op switch
         {
             "Add" => $"({a[0]} + {a[1]})",
@@ -48,7 +48,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
             "Exp" => $"{math}.Exp({a[0]})",
             "Cos" => $"{math}.Cos({a[0]})",
             "Sin" => $"{math}.Sin({a[0]})",
-            "Relu" => vector ? $"System.Runtime.Intrinsics.Vector256.Max({a[0]}, System.Runtime.Intrinsics.Vector256<float>.Zero)" : $"MathF.Max({a[0]}, 0f)",
+            "Relu" => vector ? $"Vector256.Max({a[0]}, Vector256<float>.Zero)" : $"MathF.Max({a[0]}, 0f)",
             "Sigmoid" => $"({one} / ({one} + {math}.Exp(-{a[0]})))",
             KilnOp.Qualified.SiLU => $"({a[0]} / ({one} + {math}.Exp(-{a[0]})))",
             _ => throw new InvalidOperationException($"{op} is not a fusable elementwise op"),
@@ -74,7 +74,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
             {
                 parameters.Add($"float {name}");
                 arguments.Add($"{op.Span}[0]");
-                scalars.Add($"var {name}v = System.Runtime.Intrinsics.Vector256.Create({name});");
+                scalars.Add($"var {name}v = Vector256.Create({name});");
                 names[op] = (name, name + "v");
             }
             else
@@ -90,7 +90,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
         string Body(bool vector)
         {
             // Each operand is read once per element (or vector of 8), then the steps run on registers.
-            var lines = spans.Select(e => vector ? $"var {e}x = System.Runtime.Intrinsics.Vector256.Create({e}.Slice(i, 8));" : $"var {e}x = {e}[i];").ToList();
+            var lines = spans.Select(e => vector ? $"var {e}x = Vector256.Create({e}.Slice(i, 8));" : $"var {e}x = {e}[i];").ToList();
             for (var k = 0; k < steps.Count; k++)
             {
                 var args = steps[k].Args.Select(a => a.Operand is { } op ? (vector ? names[op].Vector : names[op].Scalar) : $"t{a.PreviousStep}").ToList();
@@ -100,12 +100,12 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
         }
         // A method of its own: inside a model's long step method the JIT's inlining budget is spent, and the span
         // slicing and vector loads of the loop would stay calls (measured: most of the loop's time in prefill).
-        w.Line("[System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]");
+        w.Line("[MethodImpl(MethodImplOptions.NoInlining)]");
         w.Open($"static void Loop({string.Join(", ", parameters)})");
         foreach (var line in scalars) w.Line(line);
         w.Line("int i = 0;");
-        w.Line("if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated)");
-        w.Line($"    for (; i + 8 <= y.Length; i += 8) {{ {Body(true)} System.Runtime.Intrinsics.Vector256.CopyTo(t{steps.Count - 1}, y.Slice(i, 8)); }}");
+        w.Line("if (Vector256.IsHardwareAccelerated)");
+        w.Line($"    for (; i + 8 <= y.Length; i += 8) {{ {Body(true)} Vector256.CopyTo(t{steps.Count - 1}, y.Slice(i, 8)); }}");
         w.Line($"for (; i < y.Length; i++) {{ {Body(false)} y[i] = t{steps.Count - 1}; }}");
         w.Close();
         w.Line($"Loop({string.Join(", ", arguments)});");

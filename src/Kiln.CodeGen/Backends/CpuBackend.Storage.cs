@@ -32,13 +32,8 @@ public sealed partial class CpuBackend
     {
         var slots = plan.SlotSizes;
         w.Line($"// Activation arena: {plan.ArenaValues} values in {slots.Count} slots (liveness over {plan.Order.Count} nodes); sizes from this call's dims.");
-        if (plan.Longest is { } longest) w.Line($"long {longest.Name} = {longest.Expression};");
         for (var s = 0; s < slots.Count; s++)
-        {
-            var max = slots[s][0];
-            for (var k = 1; k < slots[s].Count; k++) max = $"Math.Max({max}, {slots[s][k]})";
-            w.Line($"long size{s} = ActivationArena.Align({max});");
-        }
+            w.Line($"long size{s} = ActivationArena.{(slots[s].Count == 1 ? "Align" : "AlignLargest")}({string.Join(", ", slots[s])});");
         if (slots.Count == 0) return;
         w.Line($"_arena.Reserve({string.Join(" + ", Enumerable.Range(0, slots.Count).Select(s => $"size{s}"))});");
         for (var s = 0; s < slots.Count; s++) w.Line($"long slot{s} = {(s == 0 ? "0" : $"slot{s - 1} + size{s - 1}")};");
@@ -48,7 +43,8 @@ public sealed partial class CpuBackend
     {
         var values = known.Values.Select(d => d.ToExpression(s => symbolLocals[s])!);
         w.Line($"// %{CSharp.Comment(v.Value.Name)} = {CSharp.Comment("[" + string.Join(", ", known.Values.Select(d => d.ToString())) + "]")}, from the input dims");
-        w.Line($"Span<long> {v.Span} = stackalloc long[] {{ {string.Join(", ", values)} }};");
+        // A collection expression for a span local lives on the stack (an inline array): nothing is allocated per call.
+        w.Line($"Span<long> {v.Span} = [{string.Join(", ", values)}];");
     }
 
     public void EmitAllocation(CodeWriter w, PlannedOperand v)

@@ -42,6 +42,9 @@ public sealed class MemoryPlan
     /// <summary>A decoding step sizes its slots for the longest context the cache allows: this local, set before the sizes.</summary>
     public (string Name, string Expression)? Longest { get; init; }
 
+    /// <summary>Int locals for the symbolic dims the plan uses, each computed once per call (after <see cref="Longest"/>).</summary>
+    public IReadOnlyList<(string Name, string Expression)> DimLocals { get; init; } = [];
+
     /// <summary>The number of values placed in arena slots.</summary>
     public int ArenaValues => Values.Values.Count(v => v.Storage == PlannedStorage.Arena);
 

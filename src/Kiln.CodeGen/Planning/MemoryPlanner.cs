@@ -28,6 +28,8 @@ public sealed class MemoryPlanner
     private readonly IPlannedCodeBackend _backend;
     private readonly Dictionary<Value, PlannedOperand> _operands = [];
     private readonly List<Value> _known = [];
+    private readonly Dictionary<string, string> _dimLocalByExpression = new(StringComparer.Ordinal);
+    private readonly List<(string Name, string Expression)> _dimLocals = [];
     private int _local;
 
     private MemoryPlanner(PlanInputs inputs, IPlannedCodeBackend backend) => (_in, _backend) = (inputs, backend);
@@ -105,9 +107,13 @@ public sealed class MemoryPlanner
         return new MemoryPlan
         {
             Mode = _in.Mode, Graph = g, Order = order, Values = _operands, SlotSizes = slotSizes, Chains = chains, Copies = copies,
-            Known = _known, LogitsNode = logitsNode, Longest = longest,
+            Known = [.. _known.Where(v => ReadByAKernel(v) || copies.Any(c => Root(c.Value) == v))], LogitsNode = logitsNode, Longest = longest, DimLocals = _dimLocals,
         };
     }
+
+    // A shape read only by views (Reshape's target), and not an output, needs no storage: the view is the same span under the plan's dims.
+    private bool ReadByAKernel(Value v) =>
+        v.Uses.Any(u => _in.Needed.Contains(u.Node) && u.Node.Outputs[0] is { } o && _operands.TryGetValue(o, out var op) && op.Storage != PlannedStorage.Alias);
 
     private Value Root(Value v) => _operands.TryGetValue(v, out var op) && op.ViewOf is { } r ? r : v;
 
@@ -133,8 +139,8 @@ public sealed class MemoryPlanner
             var op = _operands[o];
             if (op.Storage != PlannedStorage.Arena) continue;
             var i = index[n];
-            DimExpressions(o, longestLocals, out var sizeDims);
-            var bytes = $"(long){PlannedOperand.CountOf(sizeDims)} * {op.Elem.Bits() / 8}";
+            DimExpressions(o, longestLocals, "max_", out var sizeDims);
+            var bytes = SizeExpression(sizeDims, op.Elem.Bits() / 8);
             // A slot is free for this node's output once every reader of its last value ran before this node.
             var free = Enumerable.Range(0, slots.Count).Where(s => slots[s].FreeAfter < i).ToList();
             var pick = free.FirstOrDefault(s => slots[s].Sizes.Contains(bytes), free.Count > 0 ? free[0] : -1);
@@ -152,11 +158,25 @@ public sealed class MemoryPlanner
         // f16 is read only as constants (quantization scales): no planned kernel computes f16 values.
         if (v.TensorType is not { Shape: not null } tt || PlannedOperand.ClrTypeOf(tt.Elem) == "" && !(v.Kind == ValueKind.Constant && tt.Elem == ElementType.F16))
             return $"'{v.Name}' is not a numeric tensor of known rank";
-        return DimExpressions(v, _in.SymbolLocals, out dims);
+        return DimExpressions(v, _in.SymbolLocals, "n_", out dims);
     }
 
-    /// <summary>The dims as C# int expressions in the symbols' locals, or why the inputs do not determine one.</summary>
-    private static string? DimExpressions(Value v, IReadOnlyDictionary<string, string> locals, out string[] dims)
+    /// <summary>A value's size in bytes as a long expression: the constant factors multiplied out, then the dims' locals.</summary>
+    private static string SizeExpression(string[] dims, int elementBytes)
+    {
+        var constant = (long)elementBytes;
+        var symbolic = new List<string>();
+        foreach (var d in dims)
+            if (long.TryParse(d, NumberStyles.Integer, CultureInfo.InvariantCulture, out var c)) constant *= c;
+            else symbolic.Add(d);
+        return string.Join(" * ", symbolic.Prepend(constant.ToString(CultureInfo.InvariantCulture) + "L"));
+    }
+
+    /// <summary>
+    /// The dims as C# int expressions: literals, or an int local hoisted once per entry for each distinct symbolic dim
+    /// (named after the dim: <c>n_batch</c>, <c>n_past_seq_plus_seq</c>); or why the inputs do not determine one.
+    /// </summary>
+    private string? DimExpressions(Value v, IReadOnlyDictionary<string, string> locals, string prefix, out string[] dims)
     {
         dims = [];
         var list = new List<string>();
@@ -164,10 +184,24 @@ public sealed class MemoryPlanner
         {
             if (d.Value is { } c) { list.Add(c.ToString(CultureInfo.InvariantCulture)); continue; }
             if (d.IsUnknown || d.Symbols.Any(s => !locals.ContainsKey(s))) return $"'{v.Name}' has a dim the inputs do not determine";
-            list.Add("(int)(" + d.ToExpression(s => locals[s]) + ")");
+            var expression = d.ToExpression(s => locals[s])!;
+            if (!_dimLocalByExpression.TryGetValue(expression, out var local))
+            {
+                local = UniqueDimLocal(prefix + CSharp.IdentifierWords(d.ToString()));
+                _dimLocals.Add((local, $"(int)({expression})"));
+                _dimLocalByExpression[expression] = local;
+            }
+            list.Add(local);
         }
         dims = [.. list];
         return null;
+    }
+
+    private string UniqueDimLocal(string stem)
+    {
+        var name = stem;
+        for (var k = 2; _dimLocals.Any(x => x.Name == name) || _in.SymbolLocals.Values.Contains(name); k++) name = stem + "_" + k;
+        return name;
     }
 
     /// <summary>The operand of a value read by a planned node (an input, a constant, a computed dim value, or an earlier node's output).</summary>

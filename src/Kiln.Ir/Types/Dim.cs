@@ -196,15 +196,30 @@ public sealed class Dim : IEquatable<Dim>
     }
 
     /// <summary>
-    /// The dim as an integer expression for generated code: a sum of coefficient·symbol products, each symbol written
-    /// by <paramref name="symbol"/>. Null for an unknown dim.
+    /// The dim as a long expression for generated code, written as the dim prints (<c>past_seq + seq</c>,
+    /// <c>2L * seq - 1L</c>): each symbol written by <paramref name="symbol"/> (a long local), coefficients of 1
+    /// left out. Null for an unknown dim.
     /// </summary>
     public string? ToExpression(Func<string, string> symbol)
     {
         if (_unknown) return null;
         if (_terms.Length == 0) return "0L";
-        return string.Join(" + ", _terms.Select(t =>
-            "(" + string.Join(" * ", t.Symbols.Select(symbol).Prepend(t.Coeff.ToString(CultureInfo.InvariantCulture) + "L")) + ")"));
+        var sb = new StringBuilder();
+        for (var i = 0; i < _terms.Length; i++)
+        {
+            var t = _terms[i];
+            var coeff = t.Coeff;
+            if (i > 0)
+            {
+                sb.Append(coeff < 0 ? " - " : " + ");
+                coeff = Math.Abs(coeff);
+            }
+            var factors = t.Symbols.Select(symbol).ToList();
+            // A symbol product stays long without a 1L in front; a constant term or another coefficient is a long literal.
+            if (coeff != 1 || factors.Count == 0) factors.Insert(0, coeff.ToString(CultureInfo.InvariantCulture) + "L");
+            sb.Append(string.Join(" * ", factors));
+        }
+        return sb.ToString();
     }
 
     /// <summary>Symbols print bare when they look like identifiers, quoted otherwise.</summary>

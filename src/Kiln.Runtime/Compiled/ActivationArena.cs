@@ -34,4 +34,12 @@ public sealed class ActivationArena
 
     /// <summary>Rounds a slot size up to <see cref="Alignment"/>.</summary>
     public static long Align(long bytes) => (bytes + Alignment - 1) / Alignment * Alignment;
+
+    /// <summary>The aligned size of a slot shared by values of these sizes: the largest of them (a stack-held list, no allocation).</summary>
+    public static long AlignLargest(params ReadOnlySpan<long> sizes)
+    {
+        var largest = 0L;
+        foreach (var s in sizes) largest = Math.Max(largest, s);
+        return Align(largest);
+    }
 }

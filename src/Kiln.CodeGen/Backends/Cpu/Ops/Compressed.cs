@@ -24,7 +24,7 @@ internal static class CompressedKernels
             {
                 var x = c.In(0)!;
                 var layout = Layout(c.Node, x, c.In(2) is null);
-                c.Body.Line($"Kiln.Runtime.Kernels.QuantizedOps.GatherRows({layout}, {x.Span}, {c.In(1)!.Span}, {c.In(2)?.Span ?? "default"}, {c.In(3)!.Span}, {c.Out(0)!.Span});");
+                c.Body.Line($"Kernels.QuantizedOps.GatherRows({layout}, {x.Span}, {c.In(1)!.Span}, {c.In(2)?.Span ?? "default"}, {c.In(3)!.Span}, {c.Out(0)!.Span});");
             });
     }
 
@@ -39,12 +39,12 @@ internal static class CompressedKernels
         if (c.LastRowsOnly is { } condition)
         {
             w.Open($"if ({condition})");
-            w.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false, {n.AttrInt("activation_bits")}, {c.In(5)?.Span ?? "default"});");
+            w.Line($"for (var row = 0; row < batch; row++) Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false, {n.AttrInt("activation_bits")}, {c.In(5)?.Span ?? "default"});");
             w.Close();
             w.Open("else");
             last = true;
         }
-        w.Line($"Kiln.Runtime.Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)}, {n.AttrInt("activation_bits")}, {c.In(5)?.Span ?? "default"});");
+        w.Line($"Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)}, {n.AttrInt("activation_bits")}, {c.In(5)?.Span ?? "default"});");
         if (last) w.Close();
     }
 

@@ -31,24 +31,24 @@ internal static class ElementwiseKernels
                 c =>
                 {
                     var (x, b, y) = (c.In(0)!, c.In(1)!, c.Out(0)!);
-                    c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.Binary<{y.ClrType}, Kiln.Runtime.Kernels.{kernel}<{y.ClrType}>>({x.Span}, {x.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
+                    c.Body.Line($"Kernels.ArenaKernels.Binary<{y.ClrType}, Kernels.{kernel}<{y.ClrType}>>({x.Span}, {x.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
                 });
         d["Greater"] = new(
             c => Numeric(c.In(0)!.Elem) && c.In(1)!.Elem == c.In(0)!.Elem && c.Out(0)!.Rank <= 8 ? null : "numeric operands of one type",
             c =>
             {
                 var (x, b, y) = (c.In(0)!, c.In(1)!, c.Out(0)!);
-                c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.Greater<{x.ClrType}>({x.Span}, {x.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
+                c.Body.Line($"Kernels.ArenaKernels.Greater<{x.ClrType}>({x.Span}, {x.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
             });
         d["Where"] = new(
             c => c.In(0)!.Elem == ElementType.Bool && c.In(1)!.Elem == c.Out(0)!.Elem && c.In(2)!.Elem == c.Out(0)!.Elem && c.Out(0)!.ClrType != "" && c.Out(0)!.Rank <= 8 ? null : "bool condition",
             c =>
             {
                 var (x, a, b, y) = (c.In(0)!, c.In(1)!, c.In(2)!, c.Out(0)!);
-                c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.Where<{y.ClrType}>({x.Span}, {x.Shape}, {a.Span}, {a.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
+                c.Body.Line($"Kernels.ArenaKernels.Where<{y.ClrType}>({x.Span}, {x.Shape}, {a.Span}, {a.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
             });
         d["Cast"] = new(
             c => c.In(0)!.ClrType != "" && c.Out(0)!.ClrType != "" && c.Out(0)!.Elem != ElementType.Bool && c.In(0)!.Elem != ElementType.Bool ? null : "numeric types",
-            c => c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.Cast<{c.In(0)!.ClrType}, {c.Out(0)!.ClrType}>({c.In(0)!.Span}, {c.Out(0)!.Span});"));
+            c => c.Body.Line($"Kernels.ArenaKernels.Cast<{c.In(0)!.ClrType}, {c.Out(0)!.ClrType}>({c.In(0)!.Span}, {c.Out(0)!.Span});"));
     }
 }

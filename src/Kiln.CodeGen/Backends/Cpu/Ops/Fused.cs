@@ -9,13 +9,13 @@ internal static class FusedKernels
 {
     public static void Register(IDictionary<string, PlannedKernel> d)
     {
-        d[KilnOp.Qualified.SiLU] = ElementwiseKernels.Unary("Kiln.Runtime.Kernels.Fused.Silu");
+        d[KilnOp.Qualified.SiLU] = ElementwiseKernels.Unary("Kernels.Fused.Silu");
         d[KilnOp.Qualified.RmsNorm] = new(
             c => c.In(0)!.Elem == ElementType.F32 && c.In(0)!.Rank >= 1 ? null : "f32",
             c =>
             {
                 var x = c.In(0)!;
-                c.Body.Line($"Kiln.Runtime.Kernels.Fused.RmsNorm({x.Span}, {c.In(1)!.Span}, {c.Out(0)!.Span}, {x.Dims[^1]}, {CSharp.Float(c.Node.AttrFloat("epsilon"))});");
+                c.Body.Line($"Kernels.Fused.RmsNorm({x.Span}, {c.In(1)!.Span}, {c.Out(0)!.Span}, n: {x.Dims[^1]}, eps: {CSharp.Float(c.Node.AttrFloat("epsilon"))});");
             });
         d[KilnOp.Qualified.RotaryEmbedding] = new(
             c => c.In(0)!.Elem == ElementType.F32 && c.In(0)!.Rank >= 2 && Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(c.In(0)!.Rank, c.In(1)!.Dims).Problem is null
@@ -28,14 +28,14 @@ internal static class FusedKernels
                 var s = axis < 0 ? "1" : x.Dims[axis];
                 var inner = axis < 0 || axis + 1 >= x.Rank - 1 ? "1" : "(" + string.Join(" * ", x.Dims[(axis + 1)..^1]) + ")";
                 var interleaved = c.Node.AttrInt("interleaved") != 0 ? "true" : "false";
-                c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.Rotary({x.Span}, {c.In(1)!.Span}, {c.In(2)!.Span}, {c.Out(0)!.Span}, {inner}, {s}, {x.Dims[^1]}, {interleaved});");
+                c.Body.Line($"Kernels.ArenaKernels.Rotary({x.Span}, {c.In(1)!.Span}, {c.In(2)!.Span}, {c.Out(0)!.Span}, inner: {inner}, s: {s}, d: {x.Dims[^1]}, interleaved: {interleaved});");
             });
         d[KilnOp.Qualified.MatMulAdd] = new(MatMulKernels.WeightProduct, c =>
         {
             var (x, wt) = (c.In(0)!, c.In(1)!);
             var (k, nn) = (wt.Dims[0], wt.Dims[1]);
             var act = c.Node.AttrString("activation");
-            c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.MatMulAdd({x.Span}, {wt.Span}, {wt.WeightField}, {c.In(2)!.Span}, {c.Out(0)!.Span}, {x.Count} / {k}, {nn}, {k}, {CSharp.String(act)});");
+            c.Body.Line($"Kernels.ArenaKernels.MatMulAdd({x.Span}, {wt.Span}, {wt.WeightField}, {c.In(2)!.Span}, {c.Out(0)!.Span}, m: {MatMulKernels.Rows(x, k)}, n: {nn}, k: {k}, activation: {CSharp.String(act)});");
         });
         d[KilnOp.Qualified.GroupQueryAttention] = new(
             c =>
@@ -60,12 +60,12 @@ internal static class FusedKernels
             strides = $"{mask.Span}, 0, 0, ({rows} == 1 ? 0 : {cols}), ({cols} == 1 ? 0 : 1)";
         }
         var headStride = k.HeadStride ?? $"{k.Dims[2]} * {k.Dims[3]}";
-        var dims = $"{x.Dims[0]}, {x.Dims[1]}, {x.Dims[2]}, {x.Dims[3]}, {k.Dims[1]}, {k.Dims[2]}";
+        var dims = $"b: {x.Dims[0]}, h: {x.Dims[1]}, s: {x.Dims[2]}, d: {x.Dims[3]}, kvh: {k.Dims[1]}, t: {k.Dims[2]}";
         if (k.KvScales is { } keyScales && v.KvScales is { } valueScales)
-            w.Line($"Kiln.Runtime.Kernels.ArenaKernels.AttentionInt8({x.Span}, {k.Span}, {keyScales}, {v.Span}, {valueScales}, {strides}, {y.Span}, {dims}, cache.Capacity, {scale});");
+            w.Line($"Kernels.ArenaKernels.AttentionInt8({x.Span}, {k.Span}, {keyScales}, {v.Span}, {valueScales}, {strides}, {y.Span}, {dims}, capacity: cache.Capacity, scale: {scale});");
         else if (c.Node.Attr<IntAttr>("kv_bits")?.Value == 8)
-            w.Line($"Kiln.Runtime.Kernels.ArenaKernels.AttentionRoundedKv({x.Span}, {k.Span}, {v.Span}, {strides}, {y.Span}, {dims}, {headStride}, {scale});");
+            w.Line($"Kernels.ArenaKernels.AttentionRoundedKv({x.Span}, {k.Span}, {v.Span}, {strides}, {y.Span}, {dims}, kvStride: {headStride}, scale: {scale});");
         else
-            w.Line($"Kiln.Runtime.Kernels.ArenaKernels.Attention({x.Span}, {k.Span}, {v.Span}, {strides}, {y.Span}, {dims}, {headStride}, {scale});");
+            w.Line($"Kernels.ArenaKernels.Attention({x.Span}, {k.Span}, {v.Span}, {strides}, {y.Span}, {dims}, kvStride: {headStride}, scale: {scale});");
     }
 }

@@ -14,7 +14,7 @@ internal static class IndexingKernels
             {
                 var x = c.In(0)!;
                 var rowLength = x.Rank == 1 ? "1" : "(" + string.Join(" * ", x.Dims.Skip(1)) + ")";
-                c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.GatherRows<{x.ClrType}>({x.Span}, {x.Dims[0]}, {rowLength}, {c.In(1)!.Span}, {c.Out(0)!.Span});");
+                c.Body.Line($"Kernels.ArenaKernels.GatherRows<{x.ClrType}>({x.Span}, {x.Dims[0]}, {rowLength}, {c.In(1)!.Span}, {c.Out(0)!.Span});");
             });
     }
 }

@@ -13,7 +13,7 @@ internal static class MatMulKernels
             var (x, wt, y) = (c.In(0)!, c.In(1)!, c.Out(0)!);
             var (k, nn) = (wt.Dims[0], wt.Dims[1]);
             var last = LastRows(c, x, wt, y, k, nn, transB: false);
-            c.Body.Line($"Kiln.Runtime.Kernels.MatMul.Gemm({x.Span}, {k}, false, {wt.Span}, {nn}, false, {y.Span}, {nn}, {x.Count} / {k}, {nn}, {k}, false, {wt.WeightField}, 0);");
+            c.Body.Line($"Kernels.MatMul.Gemm({x.Span}, lda: {k}, transA: false, {wt.Span}, ldb: {nn}, transB: false, {y.Span}, ldc: {nn}, m: {Rows(x, k)}, n: {nn}, k: {k}, accumulate: false, {wt.WeightField}, weightsOffset: 0);");
             if (last) c.Body.Close();
         }) { LastRowsOnly = _ => true };
         d["Gemm"] = new(
@@ -35,13 +35,17 @@ internal static class MatMulKernels
                 {
                     // C is broadcast into Y first (zeros + C), then the product accumulates onto it.
                     w.Line($"{y.Span}.Clear();");
-                    w.Line($"Kiln.Runtime.Kernels.ArenaKernels.Binary<float, Kiln.Runtime.Kernels.AddOp<float>>({y.Span}, {y.Shape}, {bias.Span}, {bias.Shape}, {y.Span}, {y.Shape});");
+                    w.Line($"Kernels.ArenaKernels.Binary<float, Kernels.AddOp<float>>({y.Span}, {y.Shape}, {bias.Span}, {bias.Shape}, {y.Span}, {y.Shape});");
                     accumulate = "true";
                 }
-                w.Line($"Kiln.Runtime.Kernels.MatMul.Gemm({x.Span}, {k}, false, {wt.Span}, {wt.Dims[1]}, {(transB ? "true" : "false")}, {y.Span}, {nn}, {x.Dims[0]}, {nn}, {k}, {accumulate}, {wt.WeightField}, 0);");
+                w.Line($"Kernels.MatMul.Gemm({x.Span}, lda: {k}, transA: false, {wt.Span}, ldb: {wt.Dims[1]}, transB: {(transB ? "true" : "false")}, {y.Span}, ldc: {nn}, m: {x.Dims[0]}, n: {nn}, k: {k}, accumulate: {accumulate}, {wt.WeightField}, weightsOffset: 0);");
                 if (lastRows) w.Close();
             }) { LastRowsOnly = c => c.In(2) is null };
     }
+
+    /// <summary>The rows of a product's input: the dims before the last (its last is k).</summary>
+    public static string Rows(PlannedOperand x, string k) =>
+        x.Dims[^1] == k ? (x.Rank == 1 ? "1" : string.Join(" * ", x.Dims[..^1])) : $"{x.Count} / {k}";
 
     /// <summary>The check shared by products with a weight: f32 activations of rank ≥ 2 times a constant 2-D weight.</summary>
     public static string? WeightProduct(PlannedNodeContext c) =>
@@ -52,7 +56,7 @@ internal static class MatMulKernels
     {
         if (c.LastRowsOnly is not { } condition) return false;
         c.Body.Open($"if ({condition})");
-        c.Body.Line($"for (var row = 0; row < batch; row++) Kiln.Runtime.Kernels.MatMul.Gemm({x.Span}.Slice((row * seq + seq - 1) * {k}, {k}), {k}, false, {wt.Span}, {wt.Dims[1]}, {(transB ? "true" : "false")}, {y.Span}.Slice(row * {n}, {n}), {n}, 1, {n}, {k}, false, {wt.WeightField}, 0);");
+        c.Body.Line($"for (var row = 0; row < batch; row++) Kernels.MatMul.Gemm({x.Span}.Slice((row * seq + seq - 1) * {k}, {k}), lda: {k}, transA: false, {wt.Span}, ldb: {wt.Dims[1]}, transB: {(transB ? "true" : "false")}, {y.Span}.Slice(row * {n}, {n}), ldc: {n}, m: 1, n: {n}, k: {k}, accumulate: false, {wt.WeightField}, weightsOffset: 0);");
         c.Body.Close();
         c.Body.Open("else");
         return true;

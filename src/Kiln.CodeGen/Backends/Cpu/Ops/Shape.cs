@@ -10,14 +10,14 @@ internal static class ShapeKernels
     {
         d["Range"] = new(
             c => ElementwiseKernels.Numeric(c.Out(0)!.Elem) ? null : "numeric range",
-            c => c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.Range<{c.Out(0)!.ClrType}>({c.In(0)!.Span}[0], {c.In(2)!.Span}[0], {c.Out(0)!.Span});"));
+            c => c.Body.Line($"Kernels.ArenaKernels.Range<{c.Out(0)!.ClrType}>({c.In(0)!.Span}[0], {c.In(2)!.Span}[0], {c.Out(0)!.Span});"));
         d["Transpose"] = new(
             c => c.In(0)!.ClrType != "" && c.In(0)!.Rank <= 8 ? null : "rank ≤ 8",
             c =>
             {
                 var x = c.In(0)!;
                 var perm = c.Node.Attr<IntsAttr>("perm")?.Value.Select(v => (int)v).ToArray() ?? Enumerable.Range(0, x.Rank).Reverse().ToArray();
-                c.Body.Line($"Kiln.Runtime.Kernels.ArenaKernels.Transpose<{x.ClrType}>({x.Span}, {x.Shape}, stackalloc int[] {{ {string.Join(", ", perm)} }}, {c.Out(0)!.Span});");
+                c.Body.Line($"Kernels.ArenaKernels.Transpose<{x.ClrType}>({x.Span}, {x.Shape}, stackalloc int[] {{ {string.Join(", ", perm)} }}, {c.Out(0)!.Span});");
             });
         d["Concat"] = new(c => c.Out(0)!.ClrType != "" ? null : "numeric", EmitConcat);
     }
@@ -34,9 +34,9 @@ internal static class ShapeKernels
             // The past already sits in the cache: only the new positions are written, after it.
             var fresh = c.In(1)!;
             if (y.KvScales is { } scales)
-                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.KvAppendInt8({fresh.Span}, {y.Span}, {scales}, {fresh.Dims[0]} * {fresh.Dims[1]}, {fresh.Dims[2]}, {fresh.Dims[3]}, cache.Length, cache.Capacity);");
+                w.Line($"Kernels.ArenaKernels.KvAppendInt8({fresh.Span}, {y.Span}, {scales}, heads: {fresh.Dims[0]} * {fresh.Dims[1]}, seq: {fresh.Dims[2]}, d: {fresh.Dims[3]}, past: cache.Length, capacity: cache.Capacity);");
             else
-                w.Line($"Kiln.Runtime.Kernels.ArenaKernels.KvAppend({fresh.Span}, {y.Span}, {fresh.Dims[0]} * {fresh.Dims[1]}, {fresh.Dims[2]}, {fresh.Dims[3]}, cache.Length, cache.Capacity);");
+                w.Line($"Kernels.ArenaKernels.KvAppend({fresh.Span}, {y.Span}, heads: {fresh.Dims[0]} * {fresh.Dims[1]}, seq: {fresh.Dims[2]}, d: {fresh.Dims[3]}, past: cache.Length, capacity: cache.Capacity);");
             return;
         }
         var outer = axis == 0 ? "1" : "(" + string.Join(" * ", y.Dims.Take(axis)) + ")";
@@ -46,7 +46,7 @@ internal static class ShapeKernels
         {
             var x = c.In(i)!;
             var part = "(" + string.Join(" * ", x.Dims.Skip(axis)) + ")";
-            w.Line($"Kiln.Runtime.Kernels.ArenaKernels.ConcatPart<{y.ClrType}>({x.Span}, {outer}, {part}, {y.Span}, {block}, {offset});");
+            w.Line($"Kernels.ArenaKernels.ConcatPart<{y.ClrType}>({x.Span}, {outer}, {part}, {y.Span}, {block}, {offset});");
             offset = offset == "0" ? part : offset + " + " + part;
         }
     }
