@@ -38,6 +38,20 @@ public static class Fused
         }
     }
 
+    /// <summary>
+    /// kiln:ConvActivation: the convolution, then its activation in place. <paramref name="activationParams"/>:
+    /// LeakyRelu [alpha], HardSigmoid [alpha, beta], Clip [min, max].
+    /// </summary>
+    public static Tensor ConvActivation(Tensor x, Tensor w, Tensor? b, Window window, int group, string activation, float[] activationParams)
+    {
+        var y = Convolution.Conv(x, w, b, window, group);
+        if (y.Type != DType.F32) throw new KernelException($"ConvActivation takes f32, got {y.Type.Name()}");
+        var a = activationParams;
+        Activate(y.Span<float>(), activation, a.Length > 0 ? a[0] : 0.01f, a.Length > 1 ? a[1] : 0.5f,
+            a.Length > 0 ? a[0] : float.MinValue, a.Length > 1 ? a[1] : float.MaxValue);
+        return y;
+    }
+
     /// <summary>An activation by name, in place: "" (none), Relu, LeakyRelu, Sigmoid, Tanh, SiLU, GELU, HardSigmoid, HardSwish, Clip.</summary>
     public static void Activate(Span<float> y, string activation, float alpha = 0.01f, float beta = 0.5f, float min = float.MinValue, float max = float.MaxValue)
     {

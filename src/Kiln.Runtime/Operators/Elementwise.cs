@@ -1,9 +1,10 @@
-using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using Kiln.Runtime.Kernels;
 using E = Kiln.Runtime.Kernels.Elementwise;
+using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace Kiln.Runtime.Operators;
 
+/// <summary>Operator entries of the Elementwise family: elementwise math, comparisons, logic, Cast, Clip, Where and the variadic Sum/Mean/Max/Min. The ops are declared in Kiln.Ir/Ops/ElementwiseOps.cs.</summary>
 public static partial class OperatorTable
 {
     private static void RegisterElementwise(Dictionary<string, Action<OpContext>> d)
@@ -55,41 +56,13 @@ public static partial class OperatorTable
         d["IsNaN"] = c => c.Set(0, Activations.FloatPredicate(c.In(0), double.IsNaN));
         d["IsInf"] = c =>
         {
-            bool neg = c.Int("detect_negative", 1) != 0, pos = c.Int("detect_positive", 1) != 0;
+            bool neg = c.Int("detect_negative") != 0, pos = c.Int("detect_positive") != 0;
             c.Set(0, Activations.FloatPredicate(c.In(0), v => (neg && double.IsNegativeInfinity(v)) || (pos && double.IsPositiveInfinity(v))));
         };
         d["Where"] = c => c.Set(0, Movement.Where(c.In(0), c.In(1), c.In(2)));
         d["Clip"] = c => c.Set(0, Activations.Clip(c.In(0), c.Opt(1), c.Opt(2)));
         d["Cast"] = c => c.Set(0, Cast.To(c.In(0), c.ElemAttr("to", DType.F32)));
         d["CastLike"] = c => c.Set(0, Cast.To(c.In(0), c.In(1).Type));
-
-        d["Relu"] = c => c.Set(0, Activations.Relu(c.In(0)));
-        d["LeakyRelu"] = c => { var a = c.Float("alpha", 0.01f); c.Set(0, Activations.Map(c.In(0), x => x >= 0 ? x : a * x)); };
-        d["Elu"] = c => { var a = c.Float("alpha", 1f); c.Set(0, Activations.Map(c.In(0), x => x >= 0 ? x : a * (Math.Exp(x) - 1))); };
-        d["Celu"] = c => { var a = c.Float("alpha", 1f); c.Set(0, Activations.Map(c.In(0), x => Math.Max(0, x) + Math.Min(0, a * (Math.Exp(x / a) - 1)))); };
-        d["Selu"] = c =>
-        {
-            double a = c.Float("alpha", 1.67326319217681884765625f), g = c.Float("gamma", 1.05070102214813232421875f);
-            c.Set(0, Activations.Map(c.In(0), x => x > 0 ? g * x : g * (a * Math.Exp(x) - a)));
-        };
-        d["HardSigmoid"] = c => { double a = c.Float("alpha", 0.2f), b = c.Float("beta", 0.5f); c.Set(0, Activations.Map(c.In(0), x => Math.Max(0, Math.Min(1, a * x + b)))); };
-        d["HardSwish"] = c => c.Set(0, Activations.Map(c.In(0), x => x * Math.Max(0, Math.Min(1, x / 6 + 0.5))));
-        d["Softplus"] = c => c.Set(0, Activations.Map(c.In(0), x => x > 30 ? x : Math.Log(1 + Math.Exp(x))));
-        d["Softsign"] = c => c.Set(0, Activations.Map(c.In(0), x => x / (1 + Math.Abs(x))));
-        d["ThresholdedRelu"] = c => { double a = c.Float("alpha", 1f); c.Set(0, Activations.Map(c.In(0), x => x > a ? x : 0)); };
-        d["Mish"] = c => c.Set(0, Activations.Map(c.In(0), x => x * Math.Tanh(x > 30 ? x : Math.Log(1 + Math.Exp(x)))));
-        d["Gelu"] = c =>
-        {
-            var tanh = c.Str("approximate", "none") == "tanh";
-            c.Set(0, Activations.Map(c.In(0), x => tanh
-                ? 0.5 * x * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)))
-                : 0.5 * x * (1 + SpecialFunctions.Erf(x / Math.Sqrt(2)))));
-        };
-        d["Shrink"] = c =>
-        {
-            double b = c.Float("bias", 0f), l = c.Float("lambd", 0.5f);
-            c.Set(0, Activations.Map(c.In(0), x => x < -l ? x + b : x > l ? x - b : 0));
-        };
         d["PRelu"] = c =>
         {
             var x = c.In(0);

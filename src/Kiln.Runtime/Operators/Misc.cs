@@ -2,111 +2,11 @@ using Kiln.Runtime.Kernels;
 
 namespace Kiln.Runtime.Operators;
 
+/// <summary>Operator entries of the Misc family: the less common ops (EyeLike, losses, window functions, StringNormalizer, NonMaxSuppression). The ops are declared in Kiln.Ir/Ops/MiscOps.cs.</summary>
 public static partial class OperatorTable
 {
     private static void RegisterMisc(Dictionary<string, Action<OpContext>> d)
     {
-        d["Range"] = c =>
-        {
-            var s = c.In(0);
-            if (s.Type.IsFloat())
-            {
-                double a = s.GetDouble(0), lim = c.In(1).GetDouble(0), delta = c.In(2).GetDouble(0);
-                var n = Math.Max(0, (long)Math.Ceiling((lim - a) / delta));
-                var r = Tensor.Uninitialized(DType.F64, [checked((int)n)]);
-                var rs = r.Span<double>();
-                for (var i = 0; i < rs.Length; i++) rs[i] = a + i * delta;
-                c.Set(0, Cast.To(r, s.Type));
-            }
-            else
-            {
-                long a = s.GetLong(0), lim = c.In(1).GetLong(0), delta = c.In(2).GetLong(0);
-                if (delta == 0) throw new KernelException("Range delta cannot be 0");
-                var n = Math.Max(0, (long)Math.Ceiling((lim - a) / (double)delta));
-                var r = Tensor.Uninitialized(DType.I64, [checked((int)n)]);
-                var rs = r.Span<long>();
-                for (var i = 0; i < rs.Length; i++) rs[i] = a + i * delta;
-                c.Set(0, Cast.To(r, s.Type));
-            }
-        };
-        d["NonZero"] = c =>
-        {
-            var x = c.In(0);
-            var hits = new List<long>();
-            for (long i = 0; i < x.Length; i++) if (x.Type == DType.String ? x.Strings[i].Length > 0 : x.GetDouble(i) != 0) hits.Add(i);
-            var r = new long[x.Rank * hits.Count];
-            var strides = Tensor.Strides(x.Shape);
-            for (var h = 0; h < hits.Count; h++)
-            {
-                var rem = hits[h];
-                for (var a = 0; a < x.Rank; a++) { r[a * hits.Count + h] = rem / strides[a]; rem %= strides[a]; }
-            }
-            c.Set(0, Tensor.FromArray(DType.I64, [x.Rank, hits.Count], r));
-        };
-        d["CumSum"] = c =>
-        {
-            var x = c.In(0);
-            var axis = Movement.NormalizeAxis(c.In(1).GetLong(0), x.Rank, "CumSum");
-            bool exclusive = c.Int("exclusive") != 0, reverse = c.Int("reverse") != 0;
-            var outer = Tensor.Count(x.Shape[..axis]);
-            var dim = x.Shape[axis];
-            var inner = Tensor.Count(x.Shape[(axis + 1)..]);
-            var v = x.ToDoubles();
-            var r = new double[v.Length];
-            for (long o = 0; o < outer; o++)
-                for (long i = 0; i < inner; i++)
-                {
-                    double acc = 0;
-                    for (var k = 0; k < dim; k++)
-                    {
-                        var kk = reverse ? dim - 1 - k : k;
-                        var at = (o * dim + kk) * inner + i;
-                        if (exclusive) { r[at] = acc; acc += v[at]; }
-                        else { acc += v[at]; r[at] = acc; }
-                    }
-                }
-            c.Set(0, Movement.FromDoubles(x.Type, x.Shape, r));
-        };
-        d["OneHot"] = c =>
-        {
-            var ind = c.In(0);
-            var depth = (long)c.In(1).GetDouble(0);
-            var values = c.In(2);
-            var rank = ind.Rank + 1;
-            var axis = Movement.NormalizeAxis(c.Int("axis", -1), rank, "OneHot");
-            var shape = ind.Shape.ToList();
-            shape.Insert(axis, (int)depth);
-            var outer = Tensor.Count(ind.Shape[..axis]);
-            var inner = Tensor.Count(ind.Shape[axis..]);
-            var idx = new long[outer * depth * inner];
-            for (long o = 0; o < outer; o++)
-                for (long d2 = 0; d2 < depth; d2++)
-                    for (long i = 0; i < inner; i++)
-                    {
-                        var k = (long)ind.GetDouble(o * inner + i);
-                        if (k < 0) k += depth;
-                        idx[(o * depth + d2) * inner + i] = k == d2 ? 1 : 0;
-                    }
-            c.Set(0, Movement.Take(values, shape.ToArray(), idx));
-        };
-        d["Trilu"] = c =>
-        {
-            var x = c.In(0);
-            var k = c.Opt(1)?.GetLong(0) ?? 0;
-            var upper = c.Int("upper", 1) != 0;
-            int rows = x.Shape[^2], cols = x.Shape[^1];
-            var idx = new long[x.Length];
-            for (long i = 0; i < x.Length; i++)
-            {
-                var col = i % cols;
-                var row = i / cols % rows;
-                var keep = upper ? col - row >= k : col - row <= k;
-                idx[i] = keep ? i : -1;
-            }
-            var r = Tensor.Zeros(x.Type, x.Shape);
-            Movement.Take(x, r, idx);
-            c.Set(0, r);
-        };
         d["EyeLike"] = c =>
         {
             var x = c.In(0);
@@ -120,73 +20,23 @@ public static partial class OperatorTable
             }
             c.Set(0, Movement.FromDoubles(type, x.Shape, v));
         };
-        d["Compress"] = c =>
+        d["NegativeLogLikelihoodLoss"] = c =>
+            c.Set(0, Losses.Nll(c.In(0), c.In(1), c.Opt(2), c.Str("reduction"), c.Has("ignore_index") ? c.Int("ignore_index") : null));
+        d["SoftmaxCrossEntropyLoss"] = c =>
         {
-            var x = c.In(0);
-            var cond = c.In(1);
-            var keep = Enumerable.Range(0, (int)cond.Length).Where(i => cond.GetLong(i) != 0).Select(i => (long)i).ToArray();
-            if (!c.Has("axis"))
-            {
-                var flat = x.Reshape([(int)x.Length]);
-                c.Set(0, Movement.Gather(flat, Tensor.Vector(keep.Where(i => i < x.Length).ToArray()), 0));
-                return;
-            }
-            var axis = Movement.NormalizeAxis(c.Int("axis"), x.Rank, "Compress");
-            c.Set(0, Movement.Gather(x, Tensor.Vector(keep.Where(i => i < x.Shape[axis]).ToArray()), axis));
+            var (loss, logProb) = Losses.SoftmaxCrossEntropy(c.In(0), c.In(1), c.Opt(2), c.Str("reduction"), c.Has("ignore_index") ? c.Int("ignore_index") : null);
+            c.Set(0, loss);
+            if (c.OutputCount > 1) c.Set(1, logProb);
         };
-        d["ReverseSequence"] = c =>
+        foreach (var w in new[] { "HannWindow", "HammingWindow", "BlackmanWindow" })
         {
-            var x = c.In(0);
-            var lens = c.In(1).ToLongs();
-            var batchAxis = (int)c.Int("batch_axis", 1);
-            var timeAxis = (int)c.Int("time_axis");
-            var strides = Tensor.Strides(x.Shape);
-            var idx = Movement.Indices(x.Shape, o =>
-            {
-                var t = o[timeAxis];
-                var len = lens[o[batchAxis]];
-                long src = t < len ? len - 1 - t : t;
-                long off = 0;
-                for (var i = 0; i < o.Length; i++) off += (i == timeAxis ? src : o[i]) * strides[i];
-                return off;
-            });
-            c.Set(0, Movement.Take(x, x.Shape, idx));
-        };
-        d["TopK"] = c =>
-        {
-            var x = c.In(0);
-            var k = (int)c.In(1).GetLong(0);
-            var axis = Movement.NormalizeAxis(c.Int("axis", -1), x.Rank, "TopK");
-            // Results are always sorted (sorted=0 leaves the order unspecified, so sorted order is valid too).
-            var largest = c.Int("largest", 1) != 0;
-            var outer = Tensor.Count(x.Shape[..axis]);
-            var dim = x.Shape[axis];
-            if (k < 0 || k > dim) throw new KernelException($"TopK k={k} is out of range for an axis of {dim}");
-            var inner = Tensor.Count(x.Shape[(axis + 1)..]);
-            var shape = (int[])x.Shape.Clone();
-            shape[axis] = k;
-            var take = new long[outer * k * inner];
-            var indices = new long[take.Length];
-            var v = x.ToDoubles();
-            for (long o = 0; o < outer; o++)
-                for (long i = 0; i < inner; i++)
-                {
-                    var order = Enumerable.Range(0, dim).ToArray();
-                    var keys = order.Select(j => v[(o * dim + j) * inner + i]).ToArray();
-                    Array.Sort(order, (p, q) =>
-                    {
-                        var cmp = largest ? keys[q].CompareTo(keys[p]) : keys[p].CompareTo(keys[q]);
-                        return cmp != 0 ? cmp : p.CompareTo(q);
-                    });
-                    for (var j = 0; j < k; j++)
-                    {
-                        var at = (o * k + j) * inner + i;
-                        indices[at] = order[j];
-                        take[at] = (o * dim + order[j]) * inner + i;
-                    }
-                }
-            c.Set(0, Movement.Take(x, shape, take));
-            c.Set(1, Tensor.FromArray(DType.I64, shape, indices));
-        };
+            var kind = w;
+            d[kind] = c => c.Set(0, Special.Window(kind, c.In(0).GetLong(0), c.Int("periodic") != 0, c.ElemAttr("output_datatype", DType.F32)));
+        }
+        d["StringNormalizer"] = c =>
+            c.Set(0, Special.StringNormalizer(c.In(0), c.Str("case_change_action"), c.Int("is_case_sensitive") != 0, c.Strings("stopwords") ?? []));
+        d["NonMaxSuppression"] = c =>
+            c.Set(0, Special.NonMaxSuppression(c.In(0), c.In(1), c.Opt(2) is { Length: > 0 } m ? m.GetLong(0) : 0,
+                c.Opt(3) is { Length: > 0 } iou ? iou.GetDouble(0) : 0, c.Opt(4) is { Length: > 0 } st ? st.GetDouble(0) : null, c.Int("center_point_box") != 0));
     }
 }

@@ -79,16 +79,23 @@ public sealed class OpContext
 
     public bool Has(string name) => Attributes.Has(name);
 
-    public long Int(string name, long fallback = 0) => Attributes.Find(name) is long i ? i : fallback;
+    // Scalar attributes come given or with the op's registry default (both engines pass the defaults with the
+    // attributes), so an entry never writes a default of its own. Reading one that has neither is a bug in the entry:
+    // an optional attribute without a default is read behind Has(name).
 
-    public float Float(string name, float fallback = 0) => Attributes.Find(name) switch
+    public long Int(string name) => Attributes.Find(name) is long i ? i : throw Missing(name, "an int");
+
+    public float Float(string name) => Attributes.Find(name) switch
     {
         float f => f,
         long i => i,
-        _ => fallback,
+        _ => throw Missing(name, "a float"),
     };
 
-    public string Str(string name, string fallback = "") => Attributes.Find(name) as string ?? fallback;
+    public string Str(string name) => Attributes.Find(name) as string ?? throw Missing(name, "a string");
+
+    private static InvalidOperationException Missing(string name, string kind) =>
+        new($"attribute '{name}' ({kind}) was read but is neither given nor defaulted by the op's definition");
 
     public long[]? Ints(string name) => Attributes.Find(name) as long[];
 

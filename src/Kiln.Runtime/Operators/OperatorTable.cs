@@ -14,12 +14,19 @@ public static partial class OperatorTable
     {
         var d = new Dictionary<string, Action<OpContext>>(StringComparer.Ordinal);
         RegisterElementwise(d);
+        RegisterActivation(d);
         RegisterShape(d);
+        RegisterIndexing(d);
         RegisterReduction(d);
-        RegisterNeural(d);
+        RegisterMatMul(d);
+        RegisterConv(d);
+        RegisterPooling(d);
+        RegisterNormalization(d);
+        RegisterRecurrent(d);
         RegisterControlFlow(d);
+        RegisterSequence(d);
+        RegisterQuantization(d);
         RegisterMisc(d);
-        RegisterExtended(d);
         RegisterFused(d);
         return d;
     }

@@ -10,7 +10,7 @@ public static partial class OperatorTable
         {
             var x = c.In(0);
             var axesT = c.Opt(1);
-            var keep = c.Int("keepdims", 1) != 0;
+            var keep = c.Int("keepdims") != 0;
             int[] axes;
             if (axesT is null || axesT.Length == 0)
             {
@@ -26,7 +26,7 @@ public static partial class OperatorTable
         void A(string name, bool max) => d[name] = c =>
         {
             var x = c.In(0);
-            c.Set(0, Reduce.ArgExtreme(x, Movement.NormalizeAxis(c.Int("axis"), x.Rank, name), c.Int("keepdims", 1) != 0, c.Int("select_last_index") != 0, max));
+            c.Set(0, Reduce.ArgExtreme(x, Movement.NormalizeAxis(c.Int("axis"), x.Rank, name), c.Int("keepdims") != 0, c.Int("select_last_index") != 0, max));
         };
         A("ArgMax", true);
         A("ArgMin", false);
@@ -36,7 +36,7 @@ public static partial class OperatorTable
             d[k] = c =>
             {
                 var x = c.In(0);
-                c.Set(0, Normalization.Softmax(x, x.Rank == 0 ? 0 : Movement.NormalizeAxis(c.Int("axis", -1), x.Rank, k), k));
+                c.Set(0, Normalization.Softmax(x, x.Rank == 0 ? 0 : Movement.NormalizeAxis(c.Int("axis"), x.Rank, k), k));
             };
         }
     }

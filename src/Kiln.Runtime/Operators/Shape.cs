@@ -2,12 +2,34 @@ using Kiln.Runtime.Kernels;
 
 namespace Kiln.Runtime.Operators;
 
+/// <summary>Operator entries of the Shape family: ops that rearrange or compute shapes (Reshape, Transpose, Concat, Slice, Pad, Range, …). The ops are declared in Kiln.Ir/Ops/ShapeOps.cs.</summary>
 public static partial class OperatorTable
 {
-    private static int[] Ints32(Tensor t) => t.ToLongs().Select(v => checked((int)v)).ToArray();
-
     private static void RegisterShape(Dictionary<string, Action<OpContext>> d)
     {
+        d["Range"] = c =>
+        {
+            var s = c.In(0);
+            if (s.Type.IsFloat())
+            {
+                double a = s.GetDouble(0), lim = c.In(1).GetDouble(0), delta = c.In(2).GetDouble(0);
+                var n = Math.Max(0, (long)Math.Ceiling((lim - a) / delta));
+                var r = Tensor.Uninitialized(DType.F64, [checked((int)n)]);
+                var rs = r.Span<double>();
+                for (var i = 0; i < rs.Length; i++) rs[i] = a + i * delta;
+                c.Set(0, Cast.To(r, s.Type));
+            }
+            else
+            {
+                long a = s.GetLong(0), lim = c.In(1).GetLong(0), delta = c.In(2).GetLong(0);
+                if (delta == 0) throw new KernelException("Range delta cannot be 0");
+                var n = Math.Max(0, (long)Math.Ceiling((lim - a) / (double)delta));
+                var r = Tensor.Uninitialized(DType.I64, [checked((int)n)]);
+                var rs = r.Span<long>();
+                for (var i = 0; i < rs.Length; i++) rs[i] = a + i * delta;
+                c.Set(0, Cast.To(r, s.Type));
+            }
+        };
         d["Identity"] = c => c.Set(0, c.Value(0));
         d["Reshape"] = c =>
         {
@@ -44,9 +66,9 @@ public static partial class OperatorTable
         d["Flatten"] = c =>
         {
             var x = c.In(0);
-            var axis = (int)c.Int("axis", 1);
+            var axis = (int)c.Int("axis");
             if (axis < 0) axis += x.Rank;
-            if (axis < 0 || axis > x.Rank) throw new KernelException($"Flatten axis {c.Int("axis", 1)} is out of range for rank {x.Rank}");
+            if (axis < 0 || axis > x.Rank) throw new KernelException($"Flatten axis {c.Int("axis")} is out of range for rank {x.Rank}");
             var outer = (int)Tensor.Count(x.Shape[..axis]);
             c.Set(0, x.Reshape([outer, (int)Tensor.Count(x.Shape[axis..])]));
         };
@@ -96,12 +118,6 @@ public static partial class OperatorTable
             var (s, e, st) = Movement.ResolveSlice(x.Shape, c.In(1).ToLongs(), c.In(2).ToLongs(), c.Opt(3)?.ToLongs(), c.Opt(4)?.ToLongs());
             c.Set(0, Movement.Slice(x, s, e, st));
         };
-        d["Gather"] = c => c.Set(0, Movement.Gather(c.In(0), c.In(1), c.Int("axis")));
-        d["GatherElements"] = c => c.Set(0, Movement.GatherElements(c.In(0), c.In(1), c.Int("axis")));
-        d["GatherND"] = c => c.Set(0, Movement.GatherND(c.In(0), c.In(1), (int)c.Int("batch_dims")));
-        d["ScatterElements"] = c => c.Set(0, Movement.ScatterElements(c.In(0), c.In(1), c.In(2), c.Int("axis"), c.Str("reduction", "none")));
-        d["Scatter"] = d["ScatterElements"];
-        d["ScatterND"] = c => c.Set(0, Movement.ScatterND(c.In(0), c.In(1), c.In(2), c.Str("reduction", "none")));
         d["Expand"] = c => c.Set(0, Movement.Expand(c.In(0), Ints32(c.In(1))));
         d["Tile"] = c => c.Set(0, Movement.Tile(c.In(0), c.In(1).ToLongs()));
         d["Pad"] = c =>
@@ -119,7 +135,7 @@ public static partial class OperatorTable
                 }
                 pads = full;
             }
-            c.Set(0, Movement.Pad(x, pads, c.Str("mode", "constant"), c.Opt(2)));
+            c.Set(0, Movement.Pad(x, pads, c.Str("mode"), c.Opt(2)));
         };
         d["Shape"] = c =>
         {
@@ -150,7 +166,7 @@ public static partial class OperatorTable
             var x = c.In(0);
             var b = (int)c.Int("blocksize");
             int n = x.Shape[0], ch = x.Shape[1], h = x.Shape[2], w = x.Shape[3];
-            var crd = c.Str("mode", "DCR") == "CRD";
+            var crd = c.Str("mode") == "CRD";
             var t = crd ? x.Reshape([n, ch / (b * b), b, b, h, w]) : x.Reshape([n, b, b, ch / (b * b), h, w]);
             var p = crd ? Movement.Transpose(t, [0, 1, 4, 2, 5, 3]) : Movement.Transpose(t, [0, 3, 4, 1, 5, 2]);
             c.Set(0, p.Reshape([n, ch / (b * b), h * b, w * b]));
@@ -163,21 +179,10 @@ public static partial class OperatorTable
             var t = Movement.Transpose(x.Reshape([n, ch, h / b, b, w / b, b]), [0, 3, 5, 1, 2, 4]);
             c.Set(0, t.Reshape([n, ch * b * b, h / b, w / b]));
         };
-        d["Dropout"] = c =>
-        {
-            var x = c.In(0);
-            var training = c.Opt(2) is { } tm && tm.GetLong(0) != 0;
-            var ratio = c.Opt(1) is { } rt ? rt.GetDouble(0) : 0.5;
-            if (training && ratio > 0) throw new KernelException("Dropout in training mode is random; the evaluator runs inference only");
-            c.Set(0, x);
-            if (c.WantsOutput(1))
-            {
-                var mask = Tensor.Zeros(DType.Bool, x.Shape);
-                mask.Span<byte>().Fill(1);
-                c.Set(1, mask);
-            }
-        };
     }
+
+    private static int[] Ints32(Tensor t) => t.ToLongs().Select(v => checked((int)v)).ToArray();
+
 
     internal static int[] SplitSizes(int dim, long[]? split, int outputs, long? numOutputs)
     {

@@ -1,0 +1,75 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Kiln.Runtime.Kernels;
+
+/// <summary>Span kernels of planned code (moving data: Range, row gathers, Transpose, Concat and the KV-cache append); see <see cref="ArenaKernels"/>.</summary>
+public static unsafe partial class ArenaKernels
+{
+    /// <summary>y[i] = start + i·delta.</summary>
+    public static void Range<T>(T start, T delta, Span<T> y) where T : unmanaged, INumberBase<T>
+    {
+        var v = start;
+        for (var i = 0; i < y.Length; i++, v += delta) y[i] = v;
+    }
+
+    /// <summary>Rows of a table ([rows, rowLength]) picked by index (negative counts from the end): embedding lookup.</summary>
+    public static void GatherRows<T>(ReadOnlySpan<T> table, int rows, int rowLength, ReadOnlySpan<long> indices, Span<T> y) where T : unmanaged
+    {
+        for (var i = 0; i < indices.Length; i++)
+        {
+            var r = indices[i] < 0 ? indices[i] + rows : indices[i];
+            if ((ulong)r >= (ulong)rows) throw new KernelException($"Gather index {indices[i]} is out of range for {rows} rows");
+            table.Slice((int)r * rowLength, rowLength).CopyTo(y.Slice(i * rowLength, rowLength));
+        }
+    }
+
+    /// <summary>y = x with its axes permuted (y's axis i is x's axis perm[i]).</summary>
+    public static void Transpose<T>(ReadOnlySpan<T> x, ReadOnlySpan<int> shape, ReadOnlySpan<int> perm, Span<T> y) where T : unmanaged
+    {
+        var rank = shape.Length;
+        if (rank > MaxRank) throw new KernelException($"planned kernels take rank ≤ {MaxRank}, got {rank}");
+        Span<long> xs = stackalloc long[MaxRank];
+        long acc = 1;
+        for (var d = rank - 1; d >= 0; d--) { xs[d] = acc; acc *= shape[d]; }
+        Span<long> src = stackalloc long[MaxRank];
+        Span<int> ys = stackalloc int[MaxRank];
+        for (var d = 0; d < rank; d++) { src[d] = xs[perm[d]]; ys[d] = shape[perm[d]]; }
+        if (rank == 0) { x.CopyTo(y); return; }
+        var inner = ys[rank - 1];
+        var innerStride = src[rank - 1];
+        Span<int> index = stackalloc int[MaxRank];
+        index.Clear();
+        long ix = 0;
+        for (var o = 0; o < y.Length; o += inner)
+        {
+            if (innerStride == 1) x.Slice((int)ix, inner).CopyTo(y.Slice(o, inner));
+            else for (var j = 0; j < inner; j++) y[o + j] = x[(int)(ix + j * innerStride)];
+            for (var d = rank - 2; d >= 0; d--)
+            {
+                ix += src[d];
+                if (++index[d] < ys[d]) break;
+                ix -= src[d] * ys[d];
+                index[d] = 0;
+            }
+        }
+    }
+
+    /// <summary>Copies one Concat input into its place: <paramref name="outer"/> blocks of <paramref name="part"/> elements, at <paramref name="offset"/> within each output block of <paramref name="block"/>.</summary>
+    public static void ConcatPart<T>(ReadOnlySpan<T> x, int outer, int part, Span<T> y, int block, int offset) where T : unmanaged
+    {
+        for (var o = 0; o < outer; o++) x.Slice(o * part, part).CopyTo(y.Slice(o * block + offset, part));
+    }
+
+    /// <summary>Writes new keys or values [b, kvh, seq, d] into a cache laid out [b, kvh, capacity, d] after its first <paramref name="past"/> positions.</summary>
+    public static void KvAppend(ReadOnlySpan<float> x, Span<float> cache, int heads, int seq, int d, int past, int capacity)
+    {
+        if (past + seq > capacity) throw new KernelException($"the KV cache holds {capacity} positions; {past} + {seq} do not fit");
+        for (var h = 0; h < heads; h++)
+            x.Slice(h * seq * d, seq * d).CopyTo(cache.Slice((h * capacity + past) * d, seq * d));
+    }
+}
