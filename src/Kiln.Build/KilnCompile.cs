@@ -4,6 +4,7 @@ using Kiln.Ir.Diagnostics;
 using Kiln.Onnx;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
+using Kiln.Compiler;
 
 namespace Kiln.Build;
 

@@ -2,6 +2,7 @@ using Kiln.CodeGen;
 using Kiln.Ir.Diagnostics;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
+using Kiln.Compiler;
 
 namespace Kiln.Build;
 

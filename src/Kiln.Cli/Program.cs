@@ -5,6 +5,7 @@ using Kiln.Cli;
 using Kiln.Ir;
 using Kiln.Ir.Diagnostics;
 using Kiln.Onnx;
+using Kiln.Compiler;
 
 // kiln: inspect, dump, export, conformance, run, compile, bench and eval. Exit codes: 0 ok, 1 bad input, 2 internal error.
 var root = new RootCommand("Kiln: an ahead-of-time model compiler for .NET");
@@ -266,7 +267,7 @@ namespace Kiln.Cli
         public static void DumpPlan(string path, string? output, string? passes)
         {
             using var model = Load(path);
-            var result = CodeGen.ModelCompiler.Compile(model, path, new CodeGen.CompileOptions { Passes = passes, Verify = false });
+            var result = ModelCompiler.Compile(model, path, new CompileOptions { Passes = passes, Verify = false });
             if (output is null) Console.Out.Write(result.Plan);
             else
             {
@@ -280,19 +281,8 @@ namespace Kiln.Cli
             if (timeLimitSeconds < 0 || double.IsNaN(timeLimitSeconds))
                 throw new KilnException(DiagnosticCode.BadAttribute, $"--time-limit must be 0 (no limit) or a positive number of seconds, got {timeLimitSeconds}");
             var options = new Evaluator.EvaluatorOptions { TimeLimit = timeLimitSeconds > 0 ? TimeSpan.FromSeconds(timeLimitSeconds) : null };
-            var results = Kiln.Cli.Conformance.Run(dirs, filter, tsv, options, Console.Out, engine);
+            var results = Kiln.Compiler.Conformance.Run(dirs, filter, tsv, options, Console.Out, engine);
             return results.All(r => r.Status == "pass") ? 0 : 1;
-        }
-
-        /// <summary>Calibration inputs for <paramref name="graph"/> from a folder or token file; null when no path is given.</summary>
-        public static Kiln.Passes.CalibrationSet? Calibration(string? path, Graph graph) =>
-            path is null ? null : new(path, CalibrationFiles.Load(path, graph, Kiln.Passes.CalibrationSet.RowsPerSample));
-
-        /// <summary>Says so on stderr when calibration data was given but no pass of the pipeline read it: an option is never dropped silently.</summary>
-        public static void NoteUnusedCalibration(string? path, IEnumerable<Kiln.Passes.PassReport> reports, string pipeline)
-        {
-            if (path is not null && !reports.Any(r => r.UsedCalibration))
-                Console.Error.WriteLine($"note: --calibration {path} was not used: no pass of '{pipeline}' calibrates");
         }
 
         public static int RunData(string modelPath, string data, double atol, double rtol, double? budgetGb, string engine, string? passes, string? calibration)
@@ -309,10 +299,10 @@ namespace Kiln.Cli
                 // The data sets bind inputs by the model's own graph, so compile a second copy (passes rewrite in place).
                 using var toCompile = Load(modelPath);
                 workDir = Engines.TempDir();
-                var compiledRunner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CodeGen.CompileOptions { Passes = passes, Calibration = Calibration(calibration, toCompile.Graph) }, workDir, Runtime.Weights.WeightLoading.Map, out var compiled);
+                var compiledRunner = CompiledRunner.CompileInMemory(toCompile, modelPath, new CompileOptions { Passes = passes, Calibration = CalibrationInputs.Load(calibration, toCompile.Graph) }, workDir, Runtime.Weights.WeightLoading.Map, out var compiled);
                 compiledRunner.Model.MemoryBudgetBytes = options.MemoryBudget;
                 runner = compiledRunner;
-                NoteUnusedCalibration(calibration, compiled.Passes, compiled.Pipeline);
+                CalibrationInputs.NoteUnused(calibration, compiled.Passes, compiled.Pipeline);
             }
             else
             {
@@ -320,8 +310,8 @@ namespace Kiln.Cli
                 if (passes is not null)
                 {
                     transformed = Load(modelPath);
-                    var reports = Kiln.Passes.PassManager.Run(transformed, Kiln.Passes.PassPipeline.Parse(passes), calibration: Calibration(calibration, transformed.Graph));
-                    NoteUnusedCalibration(calibration, reports, passes);
+                    var reports = Kiln.Passes.PassManager.Run(transformed, Kiln.Passes.PassPipeline.Parse(passes), calibration: CalibrationInputs.Load(calibration, transformed.Graph));
+                    CalibrationInputs.NoteUnused(calibration, reports, passes);
                 }
                 else if (calibration is not null)
                     Console.Error.WriteLine($"note: --calibration {calibration} was not used: the interpreter runs the model as it is without --passes");
@@ -359,18 +349,18 @@ namespace Kiln.Cli
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             using var model = Load(modelPath);
-            var result = CodeGen.ModelCompiler.Compile(model, modelPath, new CodeGen.CompileOptions
+            var result = ModelCompiler.Compile(model, modelPath, new CompileOptions
             {
                 Passes = passes,
                 Namespace = ns,
                 ClassName = className,
                 Verify = verify,
                 DumpIrDirectory = dumpIr,
-                Calibration = Calibration(calibration, model.Graph),
+                Calibration = CalibrationInputs.Load(calibration, model.Graph),
                 Progress = Console.WriteLine,
             });
-            NoteUnusedCalibration(calibration, result.Passes, result.Pipeline);
-            var files = CodeGen.ModelCompiler.WriteFiles(result, output);
+            CalibrationInputs.NoteUnused(calibration, result.Passes, result.Pipeline);
+            var files = ModelCompiler.WriteFiles(result, output);
             var inv = CultureInfo.InvariantCulture;
             foreach (var f in files) Console.WriteLine($"wrote {f} ({new FileInfo(f).Length.ToString("N0", inv)} bytes)");
             Console.WriteLine($"{result.FullName}: {result.NodesBefore} → {result.NodesAfter} nodes, {result.Weights.Count} weights ({result.WeightBytes.ToString("N0", inv)} bytes), " +

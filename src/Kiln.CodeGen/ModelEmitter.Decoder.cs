@@ -26,7 +26,7 @@ public sealed partial class ModelEmitter
     {
         var g = _graph;
         if (io.Vocabulary is null) return "the logits' last dim (the vocabulary) is not fixed";
-        if (g.Inputs[io.InputIds].TensorType is not { Elem: ElementType.I64, Shape: { Rank: 2 } }) return "input_ids is not i64 [batch, seq]";
+        if (g.Inputs[io.InputIds].TensorType is not { Elem: DType.I64, Shape: { Rank: 2 } }) return "input_ids is not i64 [batch, seq]";
         var sources = new Dictionary<string, string>(StringComparer.Ordinal);
         var checks = new List<string>();
         string? Bind(Value v, string[] exprs)

@@ -164,7 +164,7 @@ public sealed partial class ModelEmitter
     {
         var shape = CSharp.Ints(data.Dims.Select(d => checked((int)d)));
         if (data is StringTensorData s) return Static("Tensor", "Text", $"Tensor.FromStrings({shape}, {CSharp.Strings(s.AsStrings)})");
-        if (data.Elem is ElementType.I4 or ElementType.U4 or ElementType.C64 or ElementType.C128)
+        if (data.Elem is DType.I4 or DType.U4 or DType.C64 or DType.C128)
             throw new KilnException(new Diagnostic(DiagnosticCode.CodeGenFailed, $"constant '{name}' is {data.Elem.Name()}, which the runtime cannot hold", _options.SourceName));
         var blobName = name;
         for (var k = 2; _weights.Any(w => w.Name == blobName); k++) blobName = name + "#" + k;
@@ -182,7 +182,7 @@ public sealed partial class ModelEmitter
         return "_" + (words.Length == 0 ? "w" : words);
     }
 
-    private static string DTypeName(ElementType e) => ((Runtime.DType)(int)e).ToString();
+    private static string DTypeName(DType e) => e.ToString();
 
     /// <summary>Input checks; returns the parameter list of the typed Run (name, C# type, input index).</summary>
     private List<(string Param, string Type, string OnnxName)> EmitInputs(CodeWriter body)
@@ -287,8 +287,8 @@ public sealed partial class ModelEmitter
         var computed = new HashSet<Value>();
         foreach (var n in g.Nodes)
             foreach (var o in n.Outputs)
-                if (o is not null && _known.TryGetValue(o, out var k) && k.Elem == ElementType.I64 && k.Shape.Length <= 1
-                    && o.TensorType?.Elem == ElementType.I64 && k.Values.All(d => !d.IsUnknown && d.Symbols.All(_symbolLocals.ContainsKey)))
+                if (o is not null && _known.TryGetValue(o, out var k) && k.Elem == DType.I64 && k.Shape.Length <= 1
+                    && o.TensorType?.Elem == DType.I64 && k.Values.All(d => !d.IsUnknown && d.Symbols.All(_symbolLocals.ContainsKey)))
                     computed.Add(o);
         var needed = new HashSet<Node>();
         var wanted = new HashSet<Value>(outputs.Where(v => !computed.Contains(v)));

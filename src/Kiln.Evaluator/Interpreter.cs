@@ -247,7 +247,7 @@ public sealed class Interpreter
         // Tensor attributes (a Constant node's value) are returned as they are: their buffers belong to the model.
         foreach (var n in g.Nodes)
             foreach (var a in n.Attributes.Values)
-                if (a is TensorAttr { Value: { } data } && data.Elem != ElementType.String) _protected.Add(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(data.Memory, out var seg) && seg.Array is not null ? seg.Array : data);
+                if (a is TensorAttr { Value: { } data } && data.Elem != DType.String) _protected.Add(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(data.Memory, out var seg) && seg.Array is not null ? seg.Array : data);
         for (var i = 0; i < g.Nodes.Count; i++)
         {
             var node = g.Nodes[i];

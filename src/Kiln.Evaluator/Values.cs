@@ -9,16 +9,16 @@ namespace Kiln.Evaluator;
 public static class RuntimeTypes
 {
     /// <summary>The enums share their order (checked by a test), so this is a cast.</summary>
-    public static DType ToRuntime(this ElementType t) => (DType)(int)t;
+    public static DType ToRuntime(this DType t) => t;
 
-    public static ElementType ToIr(this DType t) => (ElementType)(int)t;
+    public static DType ToIr(this DType t) => t;
 
     /// <summary>A tensor over the constant's bytes (no copy; mapped weights stay mapped).</summary>
     public static Tensor ToTensor(this TensorData data, bool persistent = false)
     {
         var shape = data.Dims.Select(d => checked((int)d)).ToArray();
         if (data is StringTensorData s) return Tensor.FromStrings(shape, s.AsStrings.ToArray());
-        if (data.Elem is ElementType.I4 or ElementType.U4 or ElementType.C64 or ElementType.C128)
+        if (data.Elem is DType.I4 or DType.U4 or DType.C64 or DType.C128)
             throw new KernelException($"{data.Elem.Name()} tensors are not supported by the evaluator");
         return Tensor.Wrap(data.Elem.ToRuntime(), shape, System.Runtime.InteropServices.MemoryMarshal.AsMemory(data.Memory), persistent);
     }

@@ -15,10 +15,10 @@ public static class CalibrationFiles
     {
         if (File.Exists(path))
         {
-            var tokens = DataFile.Read(path) is TensorValue { Data: { Elem: ElementType.I64, Dims.Length: 2 } t } ? t
+            var tokens = DataFile.Read(path) is TensorValue { Data: { Elem: DType.I64, Dims.Length: 2 } t } ? t
                 : throw Bad(path, "a token file holds one int64 [rows, tokens] tensor");
             var input = graph.Inputs.FirstOrDefault(i => i.Name == "input_ids" && i.Data is null)
-                ?? graph.Inputs.FirstOrDefault(i => i.TensorType?.Elem == ElementType.I64 && i.Data is null)
+                ?? graph.Inputs.FirstOrDefault(i => i.TensorType?.Elem == DType.I64 && i.Data is null)
                 ?? throw Bad(path, "the model has no int64 token input to feed");
             var rows = (int)t.Dims[0];
             var length = (int)t.Dims[1];
@@ -27,7 +27,7 @@ public static class CalibrationFiles
             for (var r = 0; r < rows; r += rowsPerSample)
             {
                 var n = Math.Min(rowsPerSample, rows - r);
-                samples.Add(new Dictionary<string, TensorData> { [input.Name] = TensorData.FromArray(ElementType.I64, [n, length], all.AsSpan(r * length, n * length).ToArray()) });
+                samples.Add(new Dictionary<string, TensorData> { [input.Name] = TensorData.FromArray(DType.I64, [n, length], all.AsSpan(r * length, n * length).ToArray()) });
             }
             return samples;
         }

@@ -43,7 +43,7 @@ public sealed record ModelSummary(
         {
             var name = OnnxElementCodes.FromCode(t.DataType)?.Name() ?? OnnxElementCodes.CodeName(t.DataType);
             var count = t.Dims.Aggregate(1L, (a, b) => a * b);
-            var size = OnnxElementCodes.FromCode(t.DataType) is { } e && e != ElementType.String ? e.ByteCount(count) : t.StringData.Sum(s => (long)s.Length);
+            var size = OnnxElementCodes.FromCode(t.DataType) is { } e && e != DType.String ? e.ByteCount(count) : t.StringData.Sum(s => (long)s.Length);
             bytes[name] = bytes.GetValueOrDefault(name) + size;
         }
         void Walk(GraphProto graph)

@@ -320,8 +320,8 @@ public sealed class OnnxImporter
         TensorData data = a.Name switch
         {
             "value" => a.T is null ? throw new KilnException(diag(DiagnosticCode.BadAttribute, "Constant 'value' holds no tensor")) : OnnxTensors.Read(a.T, _external, $"Constant '{name}'"),
-            "value_float" => TensorData.FromArray(ElementType.F32, [], new[] { a.F }),
-            "value_floats" => TensorData.FromArray(ElementType.F32, [a.Floats.Count], a.Floats.ToArray()),
+            "value_float" => TensorData.FromArray(DType.F32, [], new[] { a.F }),
+            "value_floats" => TensorData.FromArray(DType.F32, [a.Floats.Count], a.Floats.ToArray()),
             "value_int" => TensorData.Int64([], a.I),
             "value_ints" => TensorData.Int64([a.Ints.Count], a.Ints.ToArray()),
             "value_string" => new StringTensorData([], [a.S.ToByteArray()]),

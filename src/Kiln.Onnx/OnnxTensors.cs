@@ -24,10 +24,10 @@ internal static class OnnxTensors
         if (t.DataLocation == TensorProto.Types.DataLocation.External)
         {
             if (external is null) throw new KilnException(new Diagnostic(DiagnosticCode.ExternalDataMissing, $"{what} uses external data, but the model was not read from a file"));
-            if (elem == ElementType.String) throw SizeError(what, "is a string tensor with external data");
+            if (elem == DType.String) throw SizeError(what, "is a string tensor with external data");
             return external.Resolve(t, elem, dims, elem.ByteCount(count), what);
         }
-        if (elem == ElementType.String)
+        if (elem == DType.String)
         {
             if (t.StringData.Count != count) throw SizeError(what, $"declares {count} strings but holds {t.StringData.Count}");
             return new StringTensorData(dims, t.StringData.Select(s => s.ToByteArray()).ToList());
@@ -50,7 +50,7 @@ internal static class OnnxTensors
     internal static KilnException SizeError(string what, string message) =>
         new(new Diagnostic(DiagnosticCode.TensorSizeMismatch, $"{what} {message}"));
 
-    private static byte[] FromTypedFields(TensorProto t, ElementType elem, long count, string what)
+    private static byte[] FromTypedFields(TensorProto t, DType elem, long count, string what)
     {
         void Check(int have, long want)
         {
@@ -59,19 +59,19 @@ internal static class OnnxTensors
         byte[] Bytes<T>(T[] values) where T : unmanaged => MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
         switch (elem)
         {
-            case ElementType.F32: Check(t.FloatData.Count, count); return Bytes(t.FloatData.ToArray());
-            case ElementType.C64: Check(t.FloatData.Count, count * 2); return Bytes(t.FloatData.ToArray());
-            case ElementType.F64: Check(t.DoubleData.Count, count); return Bytes(t.DoubleData.ToArray());
-            case ElementType.C128: Check(t.DoubleData.Count, count * 2); return Bytes(t.DoubleData.ToArray());
-            case ElementType.I64: Check(t.Int64Data.Count, count); return Bytes(t.Int64Data.ToArray());
-            case ElementType.U64: Check(t.Uint64Data.Count, count); return Bytes(t.Uint64Data.ToArray());
-            case ElementType.U32: Check(t.Uint64Data.Count, count); return Bytes(t.Uint64Data.Select(v => (uint)v).ToArray());
-            case ElementType.I32: Check(t.Int32Data.Count, count); return Bytes(t.Int32Data.ToArray());
-            case ElementType.I16: Check(t.Int32Data.Count, count); return Bytes(t.Int32Data.Select(v => (short)v).ToArray());
-            case ElementType.U16 or ElementType.F16 or ElementType.BF16: Check(t.Int32Data.Count, count); return Bytes(t.Int32Data.Select(v => (ushort)v).ToArray());
-            case ElementType.I8: Check(t.Int32Data.Count, count); return Bytes(t.Int32Data.Select(v => (sbyte)v).ToArray());
-            case ElementType.U8 or ElementType.Bool: Check(t.Int32Data.Count, count); return t.Int32Data.Select(v => (byte)v).ToArray();
-            case ElementType.I4 or ElementType.U4:
+            case DType.F32: Check(t.FloatData.Count, count); return Bytes(t.FloatData.ToArray());
+            case DType.C64: Check(t.FloatData.Count, count * 2); return Bytes(t.FloatData.ToArray());
+            case DType.F64: Check(t.DoubleData.Count, count); return Bytes(t.DoubleData.ToArray());
+            case DType.C128: Check(t.DoubleData.Count, count * 2); return Bytes(t.DoubleData.ToArray());
+            case DType.I64: Check(t.Int64Data.Count, count); return Bytes(t.Int64Data.ToArray());
+            case DType.U64: Check(t.Uint64Data.Count, count); return Bytes(t.Uint64Data.ToArray());
+            case DType.U32: Check(t.Uint64Data.Count, count); return Bytes(t.Uint64Data.Select(v => (uint)v).ToArray());
+            case DType.I32: Check(t.Int32Data.Count, count); return Bytes(t.Int32Data.ToArray());
+            case DType.I16: Check(t.Int32Data.Count, count); return Bytes(t.Int32Data.Select(v => (short)v).ToArray());
+            case DType.U16 or DType.F16 or DType.BF16: Check(t.Int32Data.Count, count); return Bytes(t.Int32Data.Select(v => (ushort)v).ToArray());
+            case DType.I8: Check(t.Int32Data.Count, count); return Bytes(t.Int32Data.Select(v => (sbyte)v).ToArray());
+            case DType.U8 or DType.Bool: Check(t.Int32Data.Count, count); return t.Int32Data.Select(v => (byte)v).ToArray();
+            case DType.I4 or DType.U4:
                 // int32_data holds the packed bytes, two 4-bit values each.
                 Check(t.Int32Data.Count, (count + 1) / 2);
                 return t.Int32Data.Select(v => (byte)v).ToArray();
@@ -101,7 +101,7 @@ internal sealed class ExternalDataResolver(string modelDirectory, List<IDisposab
     private readonly Dictionary<string, MappedFile> _files = new(StringComparer.Ordinal);
     private readonly string _root = Path.GetFullPath(modelDirectory);
 
-    public TensorData Resolve(TensorProto t, ElementType elem, long[] dims, long expected, string what)
+    public TensorData Resolve(TensorProto t, DType elem, long[] dims, long expected, string what)
     {
         var entries = t.ExternalData.ToDictionary(e => e.Key, e => e.Value);
         if (!entries.TryGetValue("location", out var location) || location.Length == 0)

@@ -1,9 +1,9 @@
 namespace Kiln.Runtime;
 
 /// <summary>
-/// Element types a runtime tensor can hold. The order matches Kiln.Ir's ElementType, so the evaluator converts
-/// with a cast (a test checks the names line up); Runtime references nothing of Kiln, so it keeps its own enum.
-/// bf16 is stored as its raw 16 bits (ushort): .NET has no BFloat16 type.
+/// Element types: the one enum of Kiln, for IR values and runtime tensors alike (the IR's types name it too).
+/// A runtime tensor holds every kind but the packed 4-bit ones, which only weights in the IR use. bf16 is stored as
+/// its raw 16 bits (ushort): .NET has no BFloat16 type.
 /// </summary>
 public enum DType
 {
@@ -22,7 +22,33 @@ public static class DTypes
         _ => throw new KernelException($"{t.Name()} tensors are not supported by the runtime"),
     };
 
+    /// <summary>The name IR text and messages use: f32, bf16, i64, bool, string, …</summary>
     public static string Name(this DType t) => t.ToString().ToLowerInvariant();
+
+    /// <summary>The element type a name from <see cref="Name"/> stands for.</summary>
+    public static bool TryParse(string name, out DType type)
+    {
+        foreach (var t in Enum.GetValues<DType>())
+            if (t.Name() == name) { type = t; return true; }
+        type = default;
+        return false;
+    }
+
+    /// <summary>Bits per element; 0 for strings (variable length). i4/u4 are packed two per byte (low nibble first), as in ONNX.</summary>
+    public static int Bits(this DType t) => t switch
+    {
+        DType.F32 or DType.I32 or DType.U32 => 32,
+        DType.F16 or DType.BF16 or DType.I16 or DType.U16 => 16,
+        DType.F64 or DType.I64 or DType.U64 or DType.C64 => 64,
+        DType.C128 => 128,
+        DType.I8 or DType.U8 or DType.Bool => 8,
+        DType.I4 or DType.U4 => 4,
+        DType.String => 0,
+        _ => throw new ArgumentOutOfRangeException(nameof(t)),
+    };
+
+    /// <summary>Bytes needed for <paramref name="count"/> elements (packed types round up).</summary>
+    public static long ByteCount(this DType t, long count) => (count * t.Bits() + 7) / 8;
 
     public static bool IsFloat(this DType t) => t is DType.F32 or DType.F64 or DType.F16 or DType.BF16;
 
@@ -30,7 +56,7 @@ public static class DTypes
 
     public static bool IsUnsignedInt(this DType t) => t is DType.U64 or DType.U32 or DType.U16 or DType.U8;
 
-    public static bool IsInteger(this DType t) => t.IsSignedInt() || t.IsUnsignedInt();
+    public static bool IsInteger(this DType t) => t.IsSignedInt() || t.IsUnsignedInt() || t is DType.I4 or DType.U4;
 
     /// <summary>The element type an ONNX TensorProto.DataType code names, or null for one the runtime lacks (f8 kinds).</summary>
     public static DType? FromOnnxCode(int code) => code switch

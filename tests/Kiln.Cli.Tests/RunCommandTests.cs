@@ -36,7 +36,7 @@ public sealed class RunCommandTests : IDisposable
         return path;
     }
 
-    private static TensorData F32(long[] dims) => TensorData.FromArray(ElementType.F32, dims, new float[dims.Aggregate(1L, (a, b) => a * b)]);
+    private static TensorData F32(long[] dims) => TensorData.FromArray(DType.F32, dims, new float[dims.Aggregate(1L, (a, b) => a * b)]);
 
     [Fact]
     public void Shared_model_data_set_runs_within_tolerance()
@@ -107,7 +107,7 @@ public sealed class RunCommandTests : IDisposable
     public void Unsupported_op_at_run_time_exits_1_naming_the_op()
     {
         // DFT imports (the IR knows it) but the evaluator has no kernel for it yet.
-        var path = OneNodeModel("DFT", "spectrum", "x", new TensorType(ElementType.F32, Shape.Of(1, 4, 1)));
+        var path = OneNodeModel("DFT", "spectrum", "x", new TensorType(DType.F32, Shape.Of(1, 4, 1)));
         var set = DataSet("dft", ("input_0.pb", "x", F32([1, 4, 1])));
         var r = CliRunner.Run("run", path, "--data", set);
         Assert.Equal(1, r.ExitCode);
@@ -119,7 +119,7 @@ public sealed class RunCommandTests : IDisposable
     [Fact]
     public void Hostile_shape_is_refused_by_the_memory_budget()
     {
-        var path = OneNodeModel("ConstantOfShape", "fill", "shape", new TensorType(ElementType.I64, Shape.Of(3)));
+        var path = OneNodeModel("ConstantOfShape", "fill", "shape", new TensorType(DType.I64, Shape.Of(3)));
         var set = DataSet("fill", ("input_0.pb", "shape", TensorData.Int64([3], 2750, 1000, 1000)));
         var r = CliRunner.Run("run", path, "--data", set, "--memory-budget-gb", "2");
         Assert.Equal(1, r.ExitCode);

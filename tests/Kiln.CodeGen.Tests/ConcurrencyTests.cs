@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Kiln.Cli;
+using Kiln.Compiler;
 using Kiln.Onnx;
 using Kiln.Runtime;
 using Kiln.Runtime.Decoding;

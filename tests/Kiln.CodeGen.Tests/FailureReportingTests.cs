@@ -1,4 +1,4 @@
-using Kiln.Cli;
+using Kiln.Compiler;
 using Kiln.Evaluator;
 using Kiln.Ir;
 using Kiln.Ir.Diagnostics;

@@ -1,4 +1,4 @@
-using Kiln.Cli;
+using Kiln.Compiler;
 using Kiln.Onnx;
 using Kiln.TestSupport;
 using Microsoft.CodeAnalysis.CSharp;

@@ -1,3 +1,4 @@
+using Kiln.Compiler;
 using Kiln.TestSupport;
 
 namespace Kiln.CodeGen.Tests;

@@ -1,4 +1,4 @@
-using Kiln.Cli;
+using Kiln.Compiler;
 using Kiln.CodeGen.Backends;
 using Kiln.CodeGen.Planning;
 using Kiln.Ir;
@@ -31,8 +31,8 @@ public sealed class TestBackendTests : IDisposable
         public void EmitNode(NodeEmitContext context) => _cpu.EmitNode(context);
 
         public string? UnsupportedPlanned(PlannedNodeContext c) =>
-            c.Node.QualifiedOp is "Add" or "Mul" or "Relu" && c.Out(0) is { Elem: ElementType.F32 } y
-                && Enumerable.Range(0, c.InputCount).All(i => c.In(i) is { Elem: ElementType.F32 } x && x.Dims.SequenceEqual(y.Dims))
+            c.Node.QualifiedOp is "Add" or "Mul" or "Relu" && c.Out(0) is { Elem: DType.F32 } y
+                && Enumerable.Range(0, c.InputCount).All(i => c.In(i) is { Elem: DType.F32 } x && x.Dims.SequenceEqual(y.Dims))
                 ? null : "the loop backend does f32 Add, Mul and Relu of one shape";
 
         public void EmitPlanned(PlannedNodeContext c)

@@ -1,3 +1,4 @@
+using Kiln.Compiler;
 using Kiln.Ir;
 using Kiln.Runtime;
 using Kiln.Runtime.Weights;
@@ -18,9 +19,9 @@ public sealed class WeightBlobTests : IDisposable
         var path = Path.Combine(_dir, name);
         WeightBlobWriter.Write(path,
         [
-            new BlobTensor("layer.weight", TensorData.FromArray(ElementType.F32, [2, 3], new float[] { 1, 2, 3, 4, 5, 6 })),
-            new BlobTensor("ids", TensorData.FromArray(ElementType.I64, [3], new long[] { 7, 8, 9 })),
-            new BlobTensor("empty", TensorData.FromArray(ElementType.F32, [0], Array.Empty<float>())),
+            new BlobTensor("layer.weight", TensorData.FromArray(DType.F32, [2, 3], new float[] { 1, 2, 3, 4, 5, 6 })),
+            new BlobTensor("ids", TensorData.FromArray(DType.I64, [3], new long[] { 7, 8, 9 })),
+            new BlobTensor("empty", TensorData.FromArray(DType.F32, [0], Array.Empty<float>())),
         ], Hash);
         return path;
     }
@@ -119,9 +120,9 @@ public sealed class WeightBlobTests : IDisposable
     public void A_blob_over_2_GiB_opens_lazily_with_views_past_2_GiB()
     {
         // Nine 256 MiB tensors of zeros (the writer skips zero runs: the file is sparse) and a small one past 2 GiB.
-        var zeros = TensorData.FromArray(ElementType.U8, [256L << 20], new byte[256 << 20]);
+        var zeros = TensorData.FromArray(DType.U8, [256L << 20], new byte[256 << 20]);
         var tensors = Enumerable.Range(0, 9).Select(i => new BlobTensor($"zeros.{i}", zeros)).ToList();
-        tensors.Add(new BlobTensor("tail", TensorData.FromArray(ElementType.F32, [4], new float[] { 1, 2, 3, 4 })));
+        tensors.Add(new BlobTensor("tail", TensorData.FromArray(DType.F32, [4], new float[] { 1, 2, 3, 4 })));
         var path = Path.Combine(_dir, "big.kiln");
         var length = WeightBlobWriter.Write(path, tensors, Hash);
         Assert.True(length > 1L << 31);
@@ -188,10 +189,10 @@ public sealed class WeightBlobTests : IDisposable
         using (var f = File.Create(data)) f.SetLength(5L << 29);
         using var file = new MappedFile(data);
         var g = new Graph("big");
-        var x = g.AddInput("x", new TensorType(ElementType.I64, Shape.Of(1)));
-        var w = g.AddConstant("huge.weight", new MappedTensorData(ElementType.F32, [5L << 27], file, 0));
+        var x = g.AddInput("x", new TensorType(DType.I64, Shape.Of(1)));
+        var w = g.AddConstant("huge.weight", new MappedTensorData(DType.F32, [5L << 27], file, 0));
         var n = g.AddNode("Gather", "", "lookup", [w, x], ["y"]);
-        g.AddOutput(n.Outputs[0]!, new TensorType(ElementType.F32, null));
+        g.AddOutput(n.Outputs[0]!, new TensorType(DType.F32, null));
         using var model = new Model(g);
         var e = Assert.Throws<Kiln.Ir.Diagnostics.KilnException>(() => ModelCompiler.Compile(model, "big.onnx", new CompileOptions { Verify = false }));
         var d = Assert.Single(e.Diagnostics);

@@ -11,10 +11,10 @@ public sealed class RuntimeSafetyTests
     private static Graph ConstantOfShapeGraph()
     {
         var g = new Graph("hostile");
-        var shape = g.AddInput("shape", new TensorType(ElementType.I64, Shape.Of(3)));
+        var shape = g.AddInput("shape", new TensorType(DType.I64, Shape.Of(3)));
         var node = g.AddNode("ConstantOfShape", "", "fill", [shape], ["y"],
-            new Dictionary<string, AttrValue> { ["value"] = new TensorAttr(TensorData.FromArray(ElementType.F32, [1], new[] { 1f })) });
-        g.AddOutput(node.Outputs[0]!, new TensorType(ElementType.F32, null));
+            new Dictionary<string, AttrValue> { ["value"] = new TensorAttr(TensorData.FromArray(DType.F32, [1], new[] { 1f })) });
+        g.AddOutput(node.Outputs[0]!, new TensorType(DType.F32, null));
         return g;
     }
 
@@ -56,10 +56,10 @@ public sealed class RuntimeSafetyTests
     private static Graph AddGraph()
     {
         var g = new Graph("add");
-        var a = g.AddInput("a", new TensorType(ElementType.F32, new Shape([Dim.Symbol("n"), Dim.Const(4)])));
-        var b = g.AddInput("b", new TensorType(ElementType.F32, new Shape([Dim.Symbol("n"), Dim.Const(4)])));
+        var a = g.AddInput("a", new TensorType(DType.F32, new Shape([Dim.Symbol("n"), Dim.Const(4)])));
+        var b = g.AddInput("b", new TensorType(DType.F32, new Shape([Dim.Symbol("n"), Dim.Const(4)])));
         var node = g.AddNode("Add", "", "sum", [a, b], ["c"]);
-        node.Outputs[0]!.Type = new TensorType(ElementType.F32, new Shape([Dim.Symbol("n"), Dim.Const(4)]));
+        node.Outputs[0]!.Type = new TensorType(DType.F32, new Shape([Dim.Symbol("n"), Dim.Const(4)]));
         g.AddOutput(node.Outputs[0]!);
         return g;
     }
@@ -93,9 +93,9 @@ public sealed class RuntimeSafetyTests
     public void An_op_without_a_kernel_is_named_when_the_evaluator_is_created()
     {
         var g = new Graph("g");
-        var x = g.AddInput("x", new TensorType(ElementType.F32, Shape.Of(1, 4, 1)));
+        var x = g.AddInput("x", new TensorType(DType.F32, Shape.Of(1, 4, 1)));
         var n = g.AddNode("DFT", "", "spectrum", [x], ["y"]);
-        g.AddOutput(n.Outputs[0]!, new TensorType(ElementType.F32, null));
+        g.AddOutput(n.Outputs[0]!, new TensorType(DType.F32, null));
         var e = Assert.Throws<KilnException>(() => new Interpreter(g, null, "model.onnx"));
         var d = Assert.Single(e.Diagnostics);
         Assert.Equal(DiagnosticCode.UnsupportedOp, d.Code);
@@ -106,7 +106,7 @@ public sealed class RuntimeSafetyTests
     [Fact]
     public void Runtime_and_ir_element_type_enums_line_up()
     {
-        foreach (var t in Enum.GetValues<ElementType>())
+        foreach (var t in Enum.GetValues<DType>())
             Assert.Equal(t.Name(), t.ToRuntime().Name());
     }
 
@@ -115,7 +115,7 @@ public sealed class RuntimeSafetyTests
     {
         // A chain of 20 adds on 1 MiB tensors: with freeing, peak stays at a few tensors, not 20.
         var g = new Graph("chain");
-        var x = g.AddInput("x", new TensorType(ElementType.F32, Shape.Of(262144)));
+        var x = g.AddInput("x", new TensorType(DType.F32, Shape.Of(262144)));
         var cur = x;
         for (var i = 0; i < 20; i++)
         {

@@ -40,7 +40,7 @@ public sealed class ShapeInferenceTests
     public void PaddleOcrDetShapesMatchOnnxRuntime()
     {
         using var m = OnnxImporter.Import(Fixtures.Model("paddleocr/det/model.onnx"));
-        m.Graph.Inputs[0].Type = new TensorType(ElementType.F32, Shape.Of(1, 3, 256, 320));
+        m.Graph.Inputs[0].Type = new TensorType(DType.F32, Shape.Of(1, 3, 256, 320));
         ShapeInference.Run(m.Graph);
         var values = m.Graph.Nodes.SelectMany(n => n.Outputs).OfType<Value>().ToList();
         Assert.True(values.Count > 300);

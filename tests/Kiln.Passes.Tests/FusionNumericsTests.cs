@@ -28,7 +28,7 @@ public sealed class FusionNumericsTests
         var inputs = new Dictionary<string, object?>();
         foreach (var v in plain.Graph.Inputs)
         {
-            Assert.True(v.TensorType is { Elem: ElementType.F32, Shape: not null }, $"{file}: input {v.Name} is not an f32 tensor of known rank");
+            Assert.True(v.TensorType is { Elem: DType.F32, Shape: not null }, $"{file}: input {v.Name} is not an f32 tensor of known rank");
             var shape = v.TensorType!.Shape!;
             var dims = shape.Dims.Select(d => (int)(d.Value ?? 3)).ToArray();
             var data = new float[Tensor.Count(dims)];

@@ -1,4 +1,4 @@
-using Kiln.Cli;
+using Kiln.Compiler;
 using Kiln.TestSupport;
 using Xunit.Abstractions;
 
@@ -28,7 +28,7 @@ public sealed class QuantizationQualityTests(ITestOutputHelper output)
     private EvalResult Eval(string subject, string pass)
     {
         var s = Subjects[subject];
-        var r = Results.GetOrAdd((subject, pass), _ => new Lazy<EvalResult>(() => Cli.Eval.Run(s.Model, "fold,dce,cse,fuse," + pass, s.Tokens, s.Calibration, null))).Value;
+        var r = Results.GetOrAdd((subject, pass), _ => new Lazy<EvalResult>(() => Compiler.Eval.Run(s.Model, "fold,dce,cse,fuse," + pass, s.Tokens, s.Calibration, null))).Value;
         output.WriteLine($"{subject} {pass}: ppl {r.PplFloat:0.####} → {r.Ppl:0.####}, KLD mean {r.KldMean:0.######} p99 {r.KldP99:0.######}, top-1 {r.Top1:P2}, {r.BitsPerWeight:0.##} bits/weight");
         return r;
     }

@@ -47,7 +47,7 @@ public sealed class ResidentWeightsTests
         var spill = new WeightSpill(dir, minimumBytes: 1);
         model.Resources.Add(spill);
         // The float weights moved into mapped files, as an ONNX model's external data is, and read once.
-        var matrices = model.Graph.Constants.Where(c => c.Data is { Elem: ElementType.F32, Dims.Length: 2 } d && d.ByteLength >= 16384).ToList();
+        var matrices = model.Graph.Constants.Where(c => c.Data is { Elem: DType.F32, Dims.Length: 2 } d && d.ByteLength >= 16384).ToList();
         foreach (var c in matrices) c.Data = spill.Keep(c.Data!);
         // cse hashes the weights that share a type and shape with another; quantize reads every matrix it replaces.
         if (pass == "cse") matrices = matrices.GroupBy(c => c.Data!.Type.ToString()).Where(g => g.Count() > 1).SelectMany(g => g).ToList();

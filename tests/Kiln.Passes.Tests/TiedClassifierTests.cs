@@ -31,7 +31,7 @@ public sealed class TiedClassifierTests
         Assert.Equal("kiln:QuantizedMatMul", classifier.QualifiedOp);
         Assert.Same(gather.Inputs[0], classifier.Inputs[1]);
         // The transposed float copy is gone from the model.
-        Assert.DoesNotContain(g.Constants, c => c.Data is { Elem: ElementType.F32 } d && d.ElementCount == table.FloatBytes / 4);
+        Assert.DoesNotContain(g.Constants, c => c.Data is { Elem: DType.F32 } d && d.ElementCount == table.FloatBytes / 4);
     }
 
     [Fact]

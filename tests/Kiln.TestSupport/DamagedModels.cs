@@ -56,7 +56,7 @@ public static class DamagedModels
             if (v.Type is not TensorType { Shape: { } shape } tt) return null;
             var dims = shape.Dims.Select(d => d.Value ?? (d.SymbolName is { } s && s.StartsWith("past", StringComparison.Ordinal) ? 0 : 1)).ToArray();
             if (dims.Any(d => d < 0 || d > 4096) || dims.Aggregate(1L, (a, d) => a * d) > 1 << 22) return null;
-            if (tt.Elem is ElementType.String or ElementType.I4 or ElementType.U4 or ElementType.C64 or ElementType.C128) return null;
+            if (tt.Elem is DType.String or DType.I4 or DType.U4 or DType.C64 or DType.C128) return null;
             inputs[v.Name] = Tensor.Zeros(tt.Elem.ToRuntime(), dims.Select(d => (int)d).ToArray());
         }
         return inputs;

@@ -36,13 +36,13 @@ public static class OrtRunner
         return inputs is null || outputs is null ? null : (inputs, outputs);
     }
 
-    private static TensorElementType OrtType(ElementType t) => t switch
+    private static TensorElementType OrtType(DType t) => t switch
     {
-        ElementType.F32 => TensorElementType.Float, ElementType.F64 => TensorElementType.Double, ElementType.F16 => TensorElementType.Float16,
-        ElementType.BF16 => TensorElementType.BFloat16, ElementType.I64 => TensorElementType.Int64, ElementType.I32 => TensorElementType.Int32,
-        ElementType.I16 => TensorElementType.Int16, ElementType.I8 => TensorElementType.Int8, ElementType.U8 => TensorElementType.UInt8,
-        ElementType.U16 => TensorElementType.UInt16, ElementType.U32 => TensorElementType.UInt32, ElementType.U64 => TensorElementType.UInt64,
-        ElementType.Bool => TensorElementType.Bool, ElementType.String => TensorElementType.String,
+        DType.F32 => TensorElementType.Float, DType.F64 => TensorElementType.Double, DType.F16 => TensorElementType.Float16,
+        DType.BF16 => TensorElementType.BFloat16, DType.I64 => TensorElementType.Int64, DType.I32 => TensorElementType.Int32,
+        DType.I16 => TensorElementType.Int16, DType.I8 => TensorElementType.Int8, DType.U8 => TensorElementType.UInt8,
+        DType.U16 => TensorElementType.UInt16, DType.U32 => TensorElementType.UInt32, DType.U64 => TensorElementType.UInt64,
+        DType.Bool => TensorElementType.Bool, DType.String => TensorElementType.String,
         _ => throw new NotSupportedException($"no ONNX Runtime element type for {t.Name()} in tests"),
     };
 
@@ -71,8 +71,8 @@ public static class OrtRunner
             {
                 var input = inputs[i];
                 // The ONNX test data stores bfloat16 as uint16: relabel when the model wants bfloat16.
-                if (input.Elem == ElementType.U16 && session.InputMetadata[names[i]].ElementDataType == TensorElementType.BFloat16)
-                    input = new MemoryTensorData(ElementType.BF16, input.Dims, input.Bytes.ToArray());
+                if (input.Elem == DType.U16 && session.InputMetadata[names[i]].ElementDataType == TensorElementType.BFloat16)
+                    input = new MemoryTensorData(DType.BF16, input.Dims, input.Bytes.ToArray());
                 values.Add(ToOrt(input));
             }
             var outNames = outputNames ?? session.OutputMetadata.Keys.ToList();
@@ -107,11 +107,11 @@ public static class OrtRunner
             return new StringTensorData(shape, v.GetStringTensorAsArray().Select(x => System.Text.Encoding.UTF8.GetBytes(x)).ToList());
         var elem = info.ElementDataType switch
         {
-            TensorElementType.Float => ElementType.F32, TensorElementType.Double => ElementType.F64, TensorElementType.Float16 => ElementType.F16,
-            TensorElementType.BFloat16 => ElementType.BF16, TensorElementType.Int64 => ElementType.I64, TensorElementType.Int32 => ElementType.I32,
-            TensorElementType.Int16 => ElementType.I16, TensorElementType.Int8 => ElementType.I8, TensorElementType.UInt8 => ElementType.U8,
-            TensorElementType.UInt16 => ElementType.U16, TensorElementType.UInt32 => ElementType.U32, TensorElementType.UInt64 => ElementType.U64,
-            TensorElementType.Bool => ElementType.Bool,
+            TensorElementType.Float => DType.F32, TensorElementType.Double => DType.F64, TensorElementType.Float16 => DType.F16,
+            TensorElementType.BFloat16 => DType.BF16, TensorElementType.Int64 => DType.I64, TensorElementType.Int32 => DType.I32,
+            TensorElementType.Int16 => DType.I16, TensorElementType.Int8 => DType.I8, TensorElementType.UInt8 => DType.U8,
+            TensorElementType.UInt16 => DType.U16, TensorElementType.UInt32 => DType.U32, TensorElementType.UInt64 => DType.U64,
+            TensorElementType.Bool => DType.Bool,
             var other => throw new NotSupportedException($"ONNX Runtime output type {other}"),
         };
         return new MemoryTensorData(elem, shape, v.GetTensorDataAsSpan<byte>().ToArray());
@@ -122,8 +122,8 @@ public static class OrtRunner
     {
         if (!actual.Dims.SequenceEqual(expected.Dims))
             return $"shape [{string.Join(", ", actual.Dims)}] vs expected [{string.Join(", ", expected.Dims)}]";
-        if (actual.Elem == ElementType.BF16 && expected.Elem == ElementType.U16)
-            expected = new MemoryTensorData(ElementType.BF16, expected.Dims, expected.Bytes.ToArray());
+        if (actual.Elem == DType.BF16 && expected.Elem == DType.U16)
+            expected = new MemoryTensorData(DType.BF16, expected.Dims, expected.Bytes.ToArray());
         if (actual.Elem != expected.Elem) return $"type {actual.Elem.Name()} vs expected {expected.Elem.Name()}";
         if (actual is StringTensorData sa && expected is StringTensorData se)
             return sa.AsStrings.SequenceEqual(se.AsStrings) ? null : "strings differ";
@@ -142,10 +142,10 @@ public static class OrtRunner
 
     public static double[] ToDoubles(TensorData t) => t.Elem switch
     {
-        ElementType.F32 => MemoryMarshal.Cast<byte, float>(t.Bytes).ToArray().Select(x => (double)x).ToArray(),
-        ElementType.F64 => MemoryMarshal.Cast<byte, double>(t.Bytes).ToArray(),
-        ElementType.F16 => MemoryMarshal.Cast<byte, Half>(t.Bytes).ToArray().Select(x => (double)x).ToArray(),
-        ElementType.BF16 => MemoryMarshal.Cast<byte, ushort>(t.Bytes).ToArray().Select(x => (double)BitConverter.Int32BitsToSingle(x << 16)).ToArray(),
+        DType.F32 => MemoryMarshal.Cast<byte, float>(t.Bytes).ToArray().Select(x => (double)x).ToArray(),
+        DType.F64 => MemoryMarshal.Cast<byte, double>(t.Bytes).ToArray(),
+        DType.F16 => MemoryMarshal.Cast<byte, Half>(t.Bytes).ToArray().Select(x => (double)x).ToArray(),
+        DType.BF16 => MemoryMarshal.Cast<byte, ushort>(t.Bytes).ToArray().Select(x => (double)BitConverter.Int32BitsToSingle(x << 16)).ToArray(),
         _ => throw new NotSupportedException(),
     };
 }

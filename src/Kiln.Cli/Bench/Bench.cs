@@ -6,6 +6,7 @@ using Kiln.Ir.Diagnostics;
 using Kiln.Onnx;
 using Kiln.Passes;
 using Kiln.Runtime.Weights;
+using Kiln.Compiler;
 
 namespace Kiln.Cli.Bench;
 
@@ -153,10 +154,10 @@ public static class Bench
         var clock = Stopwatch.StartNew();
         var toCompile = OnnxImporter.Import(o.Model);
         compiled.Add(toCompile);
-        var options = new CompileOptions { Passes = passes, ClassName = role == Role.Baseline ? "BaselineModel" : null, Calibration = Commands.Calibration(o.Calibration, toCompile.Graph) };
+        var options = new CompileOptions { Passes = passes, ClassName = role == Role.Baseline ? "BaselineModel" : null, Calibration = CalibrationInputs.Load(o.Calibration, toCompile.Graph) };
         var runner = CompiledRunner.CompileInMemory(toCompile, o.Model, options, Path.Combine(workDir, role.ToString()), o.Weights, out var result);
         runner.Model.Threads = threads;
-        Commands.NoteUnusedCalibration(o.Calibration, result.Passes, result.Pipeline);
+        CalibrationInputs.NoteUnused(o.Calibration, result.Passes, result.Pipeline);
         progress.WriteLine($"compiled {(role == Role.Baseline ? "the baseline" : "the pipeline under test")} ({result.Pipeline}) in {clock.Elapsed.TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture)} s");
         var contender = new KilnContender(role, runner, profile: role == Role.Kiln && Environment.GetEnvironmentVariable("KILN_PROFILE") is "1" or "decode");
         return new CompiledContender(contender, runner, toCompile.Graph, result.FullyPlanned);

@@ -5,6 +5,7 @@ using Kiln.Runtime;
 using Kiln.Runtime.Compiled;
 using Kiln.Runtime.Decoding;
 using Microsoft.ML.OnnxRuntime;
+using Kiln.Compiler;
 
 namespace Kiln.Cli.Bench;
 

@@ -16,7 +16,7 @@ public static class DecodeTraffic
         long bytes = 0;
         foreach (var c in graph.AllGraphs().SelectMany(g => g.Constants))
         {
-            if (c.Data is not { } data || data.Elem == ElementType.String || data.ByteLength == 0) continue;
+            if (c.Data is not { } data || data.Elem == DType.String || data.ByteLength == 0) continue;
             var lookupOnly = c.Uses.Count > 0 && data.Dims.Length >= 1 && data.Dims[0] > 0 && c.Uses.All(IsLookupTable);
             bytes += lookupOnly ? data.ByteLength / data.Dims[0] : data.ByteLength;
         }

@@ -13,7 +13,7 @@ public sealed partial class CpuBackend
 {
     public PlannedOperand Bind(PlannedOperand v) => v.Storage switch
     {
-        PlannedStorage.Constant => v with { Span = $"{v.WeightField}.Span<{(v.Elem == ElementType.F16 ? "Half" : v.ClrType)}>()" },
+        PlannedStorage.Constant => v with { Span = $"{v.WeightField}.Span<{(v.Elem == DType.F16 ? "Half" : v.ClrType)}>()" },
         PlannedStorage.Input => v with { Span = $"{v.Local}.Span<{v.ClrType}>()" },
         PlannedStorage.Tokens => v with { Span = "tokens" },
         PlannedStorage.Logits => v with { Span = "logits" },
@@ -67,5 +67,5 @@ public sealed partial class CpuBackend
         w.Line($"{v.Span}.CopyTo(o{index}.Span<{v.ClrType}>());");
     }
 
-    private static string DTypeName(ElementType e) => ((Runtime.DType)(int)e).ToString();
+    private static string DTypeName(DType e) => e.ToString();
 }

@@ -30,7 +30,7 @@ public static class DecoderConvention
         int[] pastK = [.. layers.Select(i => In($"past_key_values.{i}.key"))], pastV = [.. layers.Select(i => In($"past_key_values.{i}.value"))];
         int[] presK = [.. layers.Select(i => Out($"present.{i}.key"))], presV = [.. layers.Select(i => Out($"present.{i}.value"))];
         if (pastV.Concat(presK).Concat(presV).Any(x => x < 0)) return null;
-        if (g.Inputs[pastK[0]].TensorType is not { Elem: ElementType.F32, Shape: { Rank: 4 } s } || s[1].Value is not { } heads || s[3].Value is not { } dim) return null;
+        if (g.Inputs[pastK[0]].TensorType is not { Elem: DType.F32, Shape: { Rank: 4 } s } || s[1].Value is not { } heads || s[3].Value is not { } dim) return null;
         var vocab = g.Outputs[logits].Value.TensorType is { Shape: { Rank: 3 } ls } ? ls[2].Value : null;
         return new DecoderIo(ids, pastK, pastV, logits, presK, presV, (int)heads, (int)dim, vocab);
     }
@@ -56,7 +56,7 @@ public static class DecoderConvention
     {
         logitsNode = null;
         var logits = root(g.Outputs[io.Logits].Value);
-        if (!operands.TryGetValue(logits, out var lo) || lo.Storage != PlannedStorage.Arena || lo.Elem != ElementType.F32) return "the logits are not computed by a planned node";
+        if (!operands.TryGetValue(logits, out var lo) || lo.Storage != PlannedStorage.Arena || lo.Elem != DType.F32) return "the logits are not computed by a planned node";
         // Only-the-last-positions needs the rows of the classifier's input: a product whose rows are independent,
         // which the backend can compute for the last rows alone.
         if (logits.Producer is not { } cls || !cls.Has(OpTraits.RowIndependent)

@@ -15,9 +15,9 @@ public static class ElementwiseChains
     internal static List<ElementwiseChain> Find(Graph g, IReadOnlyList<Node> order, IReadOnlySet<Node> needed, Dictionary<Value, PlannedOperand> operands, IPlannedCodeBackend backend)
     {
         var outputValues = g.Outputs.Select(o => o.Value).ToHashSet();
-        bool Fusable(Node n) => n.Outputs.Length == 1 && n.Outputs[0] is { } o && operands.TryGetValue(o, out var oo) && oo.Elem == ElementType.F32
+        bool Fusable(Node n) => n.Outputs.Length == 1 && n.Outputs[0] is { } o && operands.TryGetValue(o, out var oo) && oo.Elem == DType.F32
             && oo.Storage is not PlannedStorage.Alias && n.Has(OpTraits.Elementwise) && backend.IsFusableElementwise(n)
-            && n.Inputs.All(v => v is not null && operands.TryGetValue(v, out var iop) && iop.Elem == ElementType.F32 && iop.Storage is not (PlannedStorage.KvPast or PlannedStorage.KvCache)
+            && n.Inputs.All(v => v is not null && operands.TryGetValue(v, out var iop) && iop.Elem == DType.F32 && iop.Storage is not (PlannedStorage.KvPast or PlannedStorage.KvCache)
                 && (iop.Dims.SequenceEqual(oo.Dims) || IsOne(iop)));
         var fusedInto = new Dictionary<Node, Node>();
         foreach (var n in order)

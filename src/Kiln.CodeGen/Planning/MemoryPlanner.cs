@@ -156,7 +156,7 @@ public sealed class MemoryPlanner
     {
         dims = [];
         // f16 is read only as constants (quantization scales): no planned kernel computes f16 values.
-        if (v.TensorType is not { Shape: not null } tt || PlannedOperand.ClrTypeOf(tt.Elem) == "" && !(v.Kind == ValueKind.Constant && tt.Elem == ElementType.F16))
+        if (v.TensorType is not { Shape: not null } tt || PlannedOperand.ClrTypeOf(tt.Elem) == "" && !(v.Kind == ValueKind.Constant && tt.Elem == DType.F16))
             return $"'{v.Name}' is not a numeric tensor of known rank";
         return DimExpressions(v, _in.SymbolLocals, "n_", out dims);
     }
@@ -220,7 +220,7 @@ public sealed class MemoryPlanner
                 if (_in.Mode == PlanMode.Step)
                 {
                     if (DecoderConvention.InputStorage(_in.Graph, _in.Io!, v) is not { } storage) { why = $"input '{v.Name}' has no place in a decoding step"; return null; }
-                    return _operands[v] = new PlannedOperand(v, storage == PlannedStorage.Tokens ? ElementType.I64 : ElementType.F32, dims, storage);
+                    return _operands[v] = new PlannedOperand(v, storage == PlannedStorage.Tokens ? DType.I64 : DType.F32, dims, storage);
                 }
                 if (v.Data is not null) { why = $"input '{v.Name}' has a default"; return null; }
                 return _operands[v] = new PlannedOperand(v, v.TensorType!.Elem, dims, PlannedStorage.Input) { Local = _in.NameOf(v) };
@@ -228,7 +228,7 @@ public sealed class MemoryPlanner
                 if (_in.Computed.Contains(v) && _in.Known.TryGetValue(v, out var k))
                 {
                     _known.Add(v);
-                    return _operands[v] = new PlannedOperand(v, ElementType.I64, [.. k.Shape.Select(d => d.ToString(CultureInfo.InvariantCulture))], PlannedStorage.Known) { Local = $"k{_local++}" };
+                    return _operands[v] = new PlannedOperand(v, DType.I64, [.. k.Shape.Select(d => d.ToString(CultureInfo.InvariantCulture))], PlannedStorage.Known) { Local = $"k{_local++}" };
                 }
                 why = $"'{v.Name}' is read before it is computed";
                 return null;

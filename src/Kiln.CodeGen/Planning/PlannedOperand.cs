@@ -50,7 +50,7 @@ public enum KvPart { Keys, Values }
 /// (storage kind, arena slot, output index, cache layer), and the expressions the backend binds for it
 /// (<see cref="Span"/>; for KV-cache values the distance between heads and, int8, the scales).
 /// </summary>
-public sealed record PlannedOperand(Value Value, ElementType Elem, string[] Dims, PlannedStorage Storage)
+public sealed record PlannedOperand(Value Value, DType Elem, string[] Dims, PlannedStorage Storage)
 {
     /// <summary>The name the plan gives a computed value (its local in generated code), or an input's parameter.</summary>
     public string Local { get; init; } = "";
@@ -99,14 +99,14 @@ public sealed record PlannedOperand(Value Value, ElementType Elem, string[] Dims
 
     public static string CountOf(string[] dims) => dims.Length == 0 ? "1" : "(" + string.Join(" * ", dims) + ")";
 
-    public static string ClrTypeOf(ElementType e) => e switch
+    public static string ClrTypeOf(DType e) => e switch
     {
-        ElementType.F32 => "float",
-        ElementType.F64 => "double",
-        ElementType.I64 => "long",
-        ElementType.I32 => "int",
-        ElementType.Bool or ElementType.U8 => "byte",
-        ElementType.I8 => "sbyte",
+        DType.F32 => "float",
+        DType.F64 => "double",
+        DType.I64 => "long",
+        DType.I32 => "int",
+        DType.Bool or DType.U8 => "byte",
+        DType.I8 => "sbyte",
         _ => "",
     };
 }

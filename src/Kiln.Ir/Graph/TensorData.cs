@@ -13,13 +13,13 @@ public abstract class TensorData
 {
     private string? _hash;
 
-    protected TensorData(ElementType elem, long[] dims)
+    protected TensorData(DType elem, long[] dims)
     {
         Elem = elem;
         Dims = dims;
     }
 
-    public ElementType Elem { get; }
+    public DType Elem { get; }
 
     public long[] Dims { get; }
 
@@ -33,7 +33,7 @@ public abstract class TensorData
     /// <summary>The same bytes as a memory block (no copy), for engines that hold on to them.</summary>
     public abstract ReadOnlyMemory<byte> Memory { get; }
 
-    public long ByteLength => Elem == ElementType.String ? 0 : Elem.ByteCount(ElementCount);
+    public long ByteLength => Elem == DType.String ? 0 : Elem.ByteCount(ElementCount);
 
     /// <summary>First 16 hex digits of the SHA-256 of the data (strings: each length-prefixed), computed once.</summary>
     public string ContentHash => _hash ??= ComputeHash();
@@ -58,25 +58,25 @@ public abstract class TensorData
     /// <summary>Integer contents widened to long (for shape-like constants).</summary>
     public long[] ToInt64Array() => Elem switch
     {
-        ElementType.I64 => ToArray<long>(),
-        ElementType.I32 => ToArray<int>().Select(v => (long)v).ToArray(),
-        ElementType.I16 => ToArray<short>().Select(v => (long)v).ToArray(),
-        ElementType.I8 => ToArray<sbyte>().Select(v => (long)v).ToArray(),
-        ElementType.U8 or ElementType.Bool => Bytes.ToArray().Select(v => (long)v).ToArray(),
-        ElementType.U16 => ToArray<ushort>().Select(v => (long)v).ToArray(),
-        ElementType.U32 => ToArray<uint>().Select(v => (long)v).ToArray(),
-        ElementType.U64 => ToArray<ulong>().Select(v => (long)v).ToArray(),
+        DType.I64 => ToArray<long>(),
+        DType.I32 => ToArray<int>().Select(v => (long)v).ToArray(),
+        DType.I16 => ToArray<short>().Select(v => (long)v).ToArray(),
+        DType.I8 => ToArray<sbyte>().Select(v => (long)v).ToArray(),
+        DType.U8 or DType.Bool => Bytes.ToArray().Select(v => (long)v).ToArray(),
+        DType.U16 => ToArray<ushort>().Select(v => (long)v).ToArray(),
+        DType.U32 => ToArray<uint>().Select(v => (long)v).ToArray(),
+        DType.U64 => ToArray<ulong>().Select(v => (long)v).ToArray(),
         _ => throw new InvalidOperationException($"{Elem.Name()} tensor is not an integer tensor"),
     };
 
-    public static TensorData FromArray<T>(ElementType elem, long[] dims, T[] values) where T : unmanaged =>
+    public static TensorData FromArray<T>(DType elem, long[] dims, T[] values) where T : unmanaged =>
         new MemoryTensorData(elem, dims, MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
 
-    public static TensorData Int64(long[] dims, params long[] values) => FromArray(ElementType.I64, dims, values);
+    public static TensorData Int64(long[] dims, params long[] values) => FromArray(DType.I64, dims, values);
 }
 
 /// <summary>Tensor bytes held in managed memory (typically the buffer the protobuf parser produced).</summary>
-public sealed class MemoryTensorData(ElementType elem, long[] dims, ReadOnlyMemory<byte> data) : TensorData(elem, dims)
+public sealed class MemoryTensorData(DType elem, long[] dims, ReadOnlyMemory<byte> data) : TensorData(elem, dims)
 {
     public override ReadOnlyMemory<byte> Memory { get; } = data;
 
@@ -84,7 +84,7 @@ public sealed class MemoryTensorData(ElementType elem, long[] dims, ReadOnlyMemo
 }
 
 /// <summary>String tensor contents: one byte string per element, as ONNX stores them.</summary>
-public sealed class StringTensorData(long[] dims, IReadOnlyList<byte[]> values) : TensorData(ElementType.String, dims)
+public sealed class StringTensorData(long[] dims, IReadOnlyList<byte[]> values) : TensorData(DType.String, dims)
 {
     public IReadOnlyList<byte[]> Values { get; } = values;
 
@@ -107,7 +107,7 @@ public sealed class StringTensorData(long[] dims, IReadOnlyList<byte[]> values) 
 }
 
 /// <summary>Tensor bytes inside a memory-mapped file (ONNX external data, or a .kir weights file).</summary>
-public sealed class MappedTensorData(ElementType elem, long[] dims, MappedFile file, long offset) : TensorData(elem, dims)
+public sealed class MappedTensorData(DType elem, long[] dims, MappedFile file, long offset) : TensorData(elem, dims)
 {
     public MappedFile File { get; } = file;
 

@@ -35,7 +35,7 @@ public sealed class InferenceContext
     /// <summary>The tensor type of input i; throws (leaving outputs unknown) when it is not known.</summary>
     public TensorType Tensor(int i) => InputType(i) as TensorType ?? throw new UnknownInputTypeException();
 
-    public ElementType Elem(int i) => Tensor(i).Elem;
+    public DType Elem(int i) => Tensor(i).Elem;
 
     /// <summary>Shape of input i, or null when its rank is not known.</summary>
     public Shape? ShapeOf(int i) => Tensor(i).Shape;
@@ -94,9 +94,9 @@ public sealed class InferenceContext
         if (HasOutput(i)) _engine.SetType(Node.Outputs[i]!, type);
     }
 
-    public void Set(int i, ElementType elem, Shape? shape) => Set(i, new TensorType(elem, shape));
+    public void Set(int i, DType elem, Shape? shape) => Set(i, new TensorType(elem, shape));
 
-    public void Set(int i, ElementType elem, IEnumerable<Dim> dims) => Set(i, new TensorType(elem, new Shape(dims)));
+    public void Set(int i, DType elem, IEnumerable<Dim> dims) => Set(i, new TensorType(elem, new Shape(dims)));
 
     public void SetKnown(int i, SymbolicTensor value)
     {

@@ -13,7 +13,7 @@ public static class Rules
     }
 
     /// <summary>Output 0 has input 0's shape and the given element type.</summary>
-    public static ShapeRule SameShapeAs(ElementType elem) => c => c.Set(0, elem, c.ShapeOf(0));
+    public static ShapeRule SameShapeAs(DType elem) => c => c.Set(0, elem, c.ShapeOf(0));
 
     /// <summary>Numpy-style broadcasting of two shapes; null when either rank is unknown.</summary>
     public static Shape? Broadcast(InferenceContext c, Shape? a, Shape? b)
@@ -52,7 +52,7 @@ public static class Rules
     }
 
     /// <summary>Elementwise over broadcast inputs; output element type from <paramref name="elem"/> (null: input 0's).</summary>
-    public static ShapeRule Elementwise(ElementType? elem = null, Func<Dim[], Dim?>? known = null) => c =>
+    public static ShapeRule Elementwise(DType? elem = null, Func<Dim[], Dim?>? known = null) => c =>
     {
         var inputs = Enumerable.Range(0, c.InputCount).Where(c.HasInput).ToList();
         var outElem = elem ?? c.Elem(inputs[0]);

@@ -86,7 +86,7 @@ public sealed class ShapeInference
         if (_known.TryGetValue(v, out var k)) return k;
         SymbolicTensor? result = null;
         if (v.Kind == ValueKind.Constant && v.Data is { } data && data.ElementCount <= SymbolicTensor.MaxElements
-            && (data.Elem.IsInteger() || data.Elem == ElementType.Bool) && data.Elem is not (ElementType.I4 or ElementType.U4))
+            && (data.Elem.IsInteger() || data.Elem == DType.Bool) && data.Elem is not (DType.I4 or DType.U4))
             result = new SymbolicTensor(data.Elem, data.Dims, data.ToInt64Array().Select(Dim.Const).ToArray());
         _known[v] = result;
         return result;

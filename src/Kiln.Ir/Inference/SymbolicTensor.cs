@@ -5,7 +5,7 @@ namespace Kiln.Ir.Inference;
 /// Shape inference tracks these through Shape → Gather → Concat → Reshape chains so dynamic reshape targets resolve.
 /// Booleans are 0/1.
 /// </summary>
-public sealed record SymbolicTensor(ElementType Elem, long[] Shape, Dim[] Values)
+public sealed record SymbolicTensor(DType Elem, long[] Shape, Dim[] Values)
 {
     /// <summary>Largest tensor tracked; shape arithmetic never needs more.</summary>
     public const int MaxElements = 64;
@@ -14,7 +14,7 @@ public sealed record SymbolicTensor(ElementType Elem, long[] Shape, Dim[] Values
 
     public bool IsScalar => Shape.Length == 0;
 
-    public static SymbolicTensor Vector(ElementType elem, IReadOnlyList<Dim> values) => new(elem, [values.Count], values.ToArray());
+    public static SymbolicTensor Vector(DType elem, IReadOnlyList<Dim> values) => new(elem, [values.Count], values.ToArray());
 
-    public static SymbolicTensor Scalar(ElementType elem, Dim value) => new(elem, [], [value]);
+    public static SymbolicTensor Scalar(DType elem, Dim value) => new(elem, [], [value]);
 }

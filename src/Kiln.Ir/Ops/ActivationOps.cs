@@ -28,7 +28,7 @@ internal static class ActivationOps
         r.Add("Dropout", "data, ratio?, training_mode?", "output, mask?", "seed:int?", c =>
         {
             c.Set(0, c.InputType(0));
-            c.Set(1, ElementType.Bool, c.ShapeOf(0));
+            c.Set(1, DType.Bool, c.ShapeOf(0));
         }, DropoutAdapter);
         r.Add("LRN", "X", "Y", "alpha:float=0.0001, beta:float=0.75, bias:float=1.0, size:int!", same);
         r.Add("CumSum", "x, axis", "y", "exclusive:int=0, reverse:int=0", same, since: 11);

@@ -32,7 +32,7 @@ public sealed class AdapterContext(Graph graph, int opset, string op, List<Value
         Constant(TensorData.Int64(scalar ? [] : [values.Length], values), hint);
 
     public Value FloatConstant(float[] values, string hint, bool scalar = false) =>
-        Constant(TensorData.FromArray(ElementType.F32, scalar ? [] : [values.Length], values), hint);
+        Constant(TensorData.FromArray(DType.F32, scalar ? [] : [values.Length], values), hint);
 
     /// <summary>Removes an attribute and returns it.</summary>
     public T? Take<T>(string name) where T : AttrValue

@@ -33,7 +33,7 @@ internal static class CompressedOps
         r.Add(KilnOp.QuantizedGather, "codes, scales, zero_points?, indices", "Y", LayoutAttrs, c =>
         {
             var idx = c.ShapeOf(3);
-            c.Set(0, ElementType.F32, idx is null ? null : new Shape(idx.Dims.Append(Dim.Const(c.Int("columns")))));
+            c.Set(0, DType.F32, idx is null ? null : new Shape(idx.Dims.Append(Dim.Const(c.Int("columns")))));
         }, domain: Domain);
     }
 }

@@ -41,7 +41,7 @@ internal static class ControlFlowOps
     {
         var body = c.GraphAttr("body");
         var carried = c.InputCount - 2;
-        var inputs = new List<IrType?> { new TensorType(ElementType.I64, Shape.Scalar), new TensorType(ElementType.Bool, Shape.Scalar) };
+        var inputs = new List<IrType?> { new TensorType(DType.I64, Shape.Scalar), new TensorType(DType.Bool, Shape.Scalar) };
         for (var i = 0; i < carried; i++) inputs.Add(c.InputType(i + 2));
         var outs = c.InferSubgraph(body, inputs);
         // A carried value may change shape between iterations: where the body's result differs from its input, relax and infer again.

@@ -11,7 +11,7 @@ internal static class ConvOps
     {
         r.Add("Conv", "X, W, B?", "Y", ConvAttrs, c => c.Set(0, c.Elem(0), ConvShape(c, c.ShapeOf(0), c.ShapeOf(1))));
         r.Add("ConvInteger", "x, w, x_zero_point?, w_zero_point?", "y", ConvAttrs,
-            c => c.Set(0, ElementType.I32, ConvShape(c, c.ShapeOf(0), c.ShapeOf(1))), since: 10);
+            c => c.Set(0, DType.I32, ConvShape(c, c.ShapeOf(0), c.ShapeOf(1))), since: 10);
         r.Add("QLinearConv", "x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B?", "y", ConvAttrs,
             c => c.Set(0, c.Elem(7), ConvShape(c, c.ShapeOf(0), c.ShapeOf(3))), since: 10);
         r.Add("ConvTranspose", "X, W, B?", "Y", ConvAttrs + ", output_padding:ints?, output_shape:ints?", ConvTransposeRule);

@@ -16,8 +16,8 @@ internal static class ElementwiseOps
         foreach (var op in Unary)
             r.Add(op, "X", "Y", "", op == "Neg" ? NegRule : Rules.SameAsInput, DropLegacy).With(OpTraits.Elementwise);
         r.Add("Not", "X", "Y", "", c => { Rules.SameAsInput(c); if (c.Known(0) is { } k) c.SetKnown(0, k with { Values = k.Values.Select(v => v.Value is { } b ? Rules.Bool(b == 0) : Dim.Unknown).ToArray() }); });
-        r.Add("IsNaN", "X", "Y", "", Rules.SameShapeAs(ElementType.Bool));
-        r.Add("IsInf", "X", "Y", "detect_negative:int=1, detect_positive:int=1", Rules.SameShapeAs(ElementType.Bool));
+        r.Add("IsNaN", "X", "Y", "", Rules.SameShapeAs(DType.Bool));
+        r.Add("IsInf", "X", "Y", "detect_negative:int=1, detect_positive:int=1", Rules.SameShapeAs(DType.Bool));
 
         r.Add("Add", "A, B", "C", "", Rules.Elementwise(known: a => a[0] + a[1]), LegacyBroadcast).With(OpTraits.Elementwise);
         r.Add("Sub", "A, B", "C", "", Rules.Elementwise(known: a => a[0] - a[1]), LegacyBroadcast).With(OpTraits.Elementwise);
@@ -29,14 +29,14 @@ internal static class ElementwiseOps
         foreach (var op in new[] { "BitwiseAnd", "BitwiseOr", "BitwiseXor" }) r.Add(op, "A, B", "C", "", Rules.Elementwise(), since: 18);
         r.Add("PRelu", "X, slope", "Y", "", c => c.Set(0, c.Elem(0), Rules.Broadcast(c, c.ShapeOf(0), c.ShapeOf(1))), PReluAdapter).With(OpTraits.Elementwise);
 
-        r.Add("And", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => a[0].Value is { } x && a[1].Value is { } y ? Rules.Bool(x != 0 && y != 0) : null), LegacyBroadcast).With(OpTraits.Elementwise);
-        r.Add("Or", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => a[0].Value is { } x && a[1].Value is { } y ? Rules.Bool(x != 0 || y != 0) : null), LegacyBroadcast).With(OpTraits.Elementwise);
-        r.Add("Xor", "A, B", "C", "", Rules.Elementwise(ElementType.Bool), LegacyBroadcast).With(OpTraits.Elementwise);
-        r.Add("Equal", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x == y, true) is { } b ? Rules.Bool(b) : null), LegacyBroadcast).With(OpTraits.Elementwise);
-        r.Add("Greater", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x > y, false) is { } b ? Rules.Bool(b) : null), LegacyBroadcast).With(OpTraits.Elementwise);
-        r.Add("Less", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x < y, false) is { } b ? Rules.Bool(b) : null), LegacyBroadcast).With(OpTraits.Elementwise);
-        r.Add("GreaterOrEqual", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x >= y, false) is { } b ? Rules.Bool(b) : null), since: 12).With(OpTraits.Elementwise);
-        r.Add("LessOrEqual", "A, B", "C", "", Rules.Elementwise(ElementType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x <= y, false) is { } b ? Rules.Bool(b) : null), since: 12).With(OpTraits.Elementwise);
+        r.Add("And", "A, B", "C", "", Rules.Elementwise(DType.Bool, a => a[0].Value is { } x && a[1].Value is { } y ? Rules.Bool(x != 0 && y != 0) : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Or", "A, B", "C", "", Rules.Elementwise(DType.Bool, a => a[0].Value is { } x && a[1].Value is { } y ? Rules.Bool(x != 0 || y != 0) : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Xor", "A, B", "C", "", Rules.Elementwise(DType.Bool), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Equal", "A, B", "C", "", Rules.Elementwise(DType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x == y, true) is { } b ? Rules.Bool(b) : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Greater", "A, B", "C", "", Rules.Elementwise(DType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x > y, false) is { } b ? Rules.Bool(b) : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("Less", "A, B", "C", "", Rules.Elementwise(DType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x < y, false) is { } b ? Rules.Bool(b) : null), LegacyBroadcast).With(OpTraits.Elementwise);
+        r.Add("GreaterOrEqual", "A, B", "C", "", Rules.Elementwise(DType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x >= y, false) is { } b ? Rules.Bool(b) : null), since: 12).With(OpTraits.Elementwise);
+        r.Add("LessOrEqual", "A, B", "C", "", Rules.Elementwise(DType.Bool, a => Rules.Compare(a[0], a[1], (x, y) => x <= y, false) is { } b ? Rules.Bool(b) : null), since: 12).With(OpTraits.Elementwise);
 
         r.Add("Sum", "data_0*", "sum", "", Rules.Elementwise(), DropLegacy).With(OpTraits.Elementwise);
         r.Add("Mean", "data_0*", "mean", "", Rules.Elementwise(), DropLegacy).With(OpTraits.Elementwise);
@@ -103,11 +103,11 @@ internal static class ElementwiseOps
         if (c.Opset >= 11) return;
         var min = c.Take<FloatAttr>("min");
         var max = c.Take<FloatAttr>("max");
-        var elem = (c.Input(0)?.Type as TensorType)?.Elem ?? ElementType.F32;
+        var elem = (c.Input(0)?.Type as TensorType)?.Elem ?? DType.F32;
         Value? Scalar(float v, string hint) => elem switch
         {
-            ElementType.F64 => c.Constant(TensorData.FromArray(ElementType.F64, [], new[] { (double)v }), hint),
-            ElementType.F16 => c.Constant(TensorData.FromArray(ElementType.F16, [], new[] { (Half)v }), hint),
+            DType.F64 => c.Constant(TensorData.FromArray(DType.F64, [], new[] { (double)v }), hint),
+            DType.F16 => c.Constant(TensorData.FromArray(DType.F16, [], new[] { (Half)v }), hint),
             _ => c.FloatConstant([v], hint, scalar: true),
         };
         c.SetInput(1, min is null ? null : Scalar(min.Value, "min"));
@@ -132,7 +132,7 @@ internal static class ElementwiseOps
     {
         var to = OnnxElementCodes.FromCode((int)c.Int("to")) ?? throw c.Fail($"Cast to unsupported element type code {c.Int("to")}");
         c.Set(0, to, c.ShapeOf(0));
-        if (c.Known(0) is { } k && (to.IsInteger() || to == ElementType.Bool) && (k.Elem.IsInteger() || k.Elem == ElementType.Bool))
-            c.SetKnown(0, to == ElementType.Bool ? k with { Elem = to, Values = k.Values.Select(v => v.Value is { } x ? Rules.Bool(x != 0) : Dim.Unknown).ToArray() } : k with { Elem = to });
+        if (c.Known(0) is { } k && (to.IsInteger() || to == DType.Bool) && (k.Elem.IsInteger() || k.Elem == DType.Bool))
+            c.SetKnown(0, to == DType.Bool ? k with { Elem = to, Values = k.Values.Select(v => v.Value is { } x ? Rules.Bool(x != 0) : Dim.Unknown).ToArray() } : k with { Elem = to });
     }
 }

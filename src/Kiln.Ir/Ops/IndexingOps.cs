@@ -14,7 +14,7 @@ internal static class IndexingOps
         r.Add("Scatter", "data, indices, updates", "output", "axis:int=0", Rules.SameAsInput, c => c.Op = "ScatterElements", since: 9);
         r.Add("ScatterND", "data, indices, updates", "output", "reduction:string=none", Rules.SameAsInput, since: 11);
         r.Add("OneHot", "indices, depth, values", "output", "axis:int=-1", OneHotRule, since: 9);
-        r.Add("NonZero", "X", "Y", "", c => c.Set(0, ElementType.I64, c.ShapeOf(0) is { } s ? new Shape([Dim.Const(s.Rank), Dim.Unknown]) : null), since: 9);
+        r.Add("NonZero", "X", "Y", "", c => c.Set(0, DType.I64, c.ShapeOf(0) is { } s ? new Shape([Dim.Const(s.Rank), Dim.Unknown]) : null), since: 9);
         r.Add("Compress", "input, condition", "output", "axis:int?", c =>
         {
             var s = c.ShapeOf(0);
@@ -35,9 +35,9 @@ internal static class IndexingOps
                 c.Set(0, c.Elem(0), s.Dims.Select((d, i) => i == a ? Dim.Unknown : d));
             }
             else c.Set(0, c.Elem(0), [Dim.Unknown]);
-            c.Set(1, ElementType.I64, [Dim.Unknown]);
-            c.Set(2, ElementType.I64, [Dim.Unknown]);
-            c.Set(3, ElementType.I64, [Dim.Unknown]);
+            c.Set(1, DType.I64, [Dim.Unknown]);
+            c.Set(2, DType.I64, [Dim.Unknown]);
+            c.Set(3, DType.I64, [Dim.Unknown]);
         }, since: 11);
         r.Add("ReverseSequence", "input, sequence_lens", "Y", "batch_axis:int=1, time_axis:int=0", Rules.SameAsInput, since: 10);
     }
@@ -90,11 +90,11 @@ internal static class IndexingOps
     private static void TopKRule(InferenceContext c)
     {
         var s = c.ShapeOf(0);
-        if (s is null) { c.Set(0, c.Elem(0), (Shape?)null); c.Set(1, ElementType.I64, (Shape?)null); return; }
+        if (s is null) { c.Set(0, c.Elem(0), (Shape?)null); c.Set(1, DType.I64, (Shape?)null); return; }
         var axis = c.Axis(c.Int("axis"), s.Rank);
         var k = c.Known(1)?.Values[0] ?? Dim.Unknown;
         var dims = s.Dims.Select((d, i) => i == axis ? k : d).ToArray();
         c.Set(0, c.Elem(0), dims);
-        c.Set(1, ElementType.I64, dims);
+        c.Set(1, DType.I64, dims);
     }
 }

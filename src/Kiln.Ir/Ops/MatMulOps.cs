@@ -14,7 +14,7 @@ internal static class MatMulOps
             c.Attributes.Remove("broadcast");
         }).With(OpTraits.RowIndependent);
         r.Add("MatMulInteger", "A, B, a_zero_point?, b_zero_point?", "Y", "",
-            c => c.Set(0, ElementType.I32, MatMulShape(c, c.ShapeOf(0), c.ShapeOf(1))), since: 10);
+            c => c.Set(0, DType.I32, MatMulShape(c, c.ShapeOf(0), c.ShapeOf(1))), since: 10);
         r.Add("QLinearMatMul", "a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point", "y", "",
             c => c.Set(0, c.Elem(7), MatMulShape(c, c.ShapeOf(0), c.ShapeOf(3))), since: 10);
         r.Add("Einsum", "Inputs*", "Output", "equation:string!", EinsumRule, since: 12);

@@ -17,21 +17,21 @@ internal static class MiscOps
         r.Add("Multinomial", "input", "output", "dtype:int=6, sample_size:int=1, seed:float?", c =>
         {
             var s = c.RankedShape(0);
-            c.Set(0, OnnxElementCodes.FromCode((int)c.Int("dtype")) ?? ElementType.I32, [s[0], Dim.Const(c.Int("sample_size"))]);
+            c.Set(0, OnnxElementCodes.FromCode((int)c.Int("dtype")) ?? DType.I32, [s[0], Dim.Const(c.Int("sample_size"))]);
         }, since: 7);
         r.Add("NonMaxSuppression", "boxes, scores, max_output_boxes_per_class?, iou_threshold?, score_threshold?", "selected_indices",
-            "center_point_box:int=0", c => c.Set(0, ElementType.I64, [Dim.Unknown, Dim.Const(3)]), since: 10);
+            "center_point_box:int=0", c => c.Set(0, DType.I64, [Dim.Unknown, Dim.Const(3)]), since: 10);
         r.Add("StringNormalizer", "X", "Y", "case_change_action:string=NONE, is_case_sensitive:int=0, locale:string?, stopwords:strings?", c =>
         {
             var s = c.ShapeOf(0);
-            c.Set(0, ElementType.String, s is { Rank: 2 } ? [s[0], Dim.Unknown] : [Dim.Unknown]);
+            c.Set(0, DType.String, s is { Rank: 2 } ? [s[0], Dim.Unknown] : [Dim.Unknown]);
         }, since: 10);
         r.Add("TfIdfVectorizer", "X", "Y",
             "max_gram_length:int!, max_skip_count:int!, min_gram_length:int!, mode:string!, ngram_counts:ints!, ngram_indexes:ints!, pool_int64s:ints?, pool_strings:strings?, weights:floats?", c =>
             {
                 var s = c.ShapeOf(0);
                 Dim width = (c.Ints("ngram_indexes") is { Length: > 0 } idx) ? idx.Max() + 1 : Dim.Unknown;
-                c.Set(0, ElementType.F32, s is { Rank: 2 } ? [s[0], width] : [width]);
+                c.Set(0, DType.F32, s is { Rank: 2 } ? [s[0], width] : [width]);
             }, since: 9);
         r.Add("DFT", "input, dft_length?, axis?", "output", "inverse:int=0, onesided:int=0", c =>
         {
@@ -49,12 +49,12 @@ internal static class MiscOps
         }, since: 17);
         foreach (var op in new[] { "HannWindow", "HammingWindow", "BlackmanWindow" })
             r.Add(op, "size", "output", "output_datatype:int=1, periodic:int=1", c =>
-                c.Set(0, OnnxElementCodes.FromCode((int)c.Int("output_datatype")) ?? ElementType.F32, [c.Known(0)?.Values[0] ?? Dim.Unknown]), since: 17);
+                c.Set(0, OnnxElementCodes.FromCode((int)c.Int("output_datatype")) ?? DType.F32, [c.Known(0)?.Values[0] ?? Dim.Unknown]), since: 17);
         r.Add("MelWeightMatrix", "num_mel_bins, dft_length, sample_rate, lower_edge_hertz, upper_edge_hertz", "output", "output_datatype:int=1", c =>
         {
             var bins = c.Known(0)?.Values[0] ?? Dim.Unknown;
             var len = c.Known(1)?.Values[0] is { } l ? Dim.FloorDivide(l, 2) + 1 : Dim.Unknown;
-            c.Set(0, OnnxElementCodes.FromCode((int)c.Int("output_datatype")) ?? ElementType.F32, [len, bins]);
+            c.Set(0, OnnxElementCodes.FromCode((int)c.Int("output_datatype")) ?? DType.F32, [len, bins]);
         }, since: 17);
         r.Add("NegativeLogLikelihoodLoss", "input, target, weight?", "loss", "ignore_index:int?, reduction:string=mean", c =>
             c.Set(0, c.Elem(0), c.Str("reduction") == "none" ? c.ShapeOf(1) : Shape.Scalar), since: 12);

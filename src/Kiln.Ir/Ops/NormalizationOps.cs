@@ -25,10 +25,10 @@ internal static class NormalizationOps
         {
             c.Set(0, c.InputType(0));
             var s = c.ShapeOf(0);
-            if (s is null) { c.Set(1, ElementType.F32, (Shape?)null); c.Set(2, ElementType.F32, (Shape?)null); return; }
+            if (s is null) { c.Set(1, DType.F32, (Shape?)null); c.Set(2, DType.F32, (Shape?)null); return; }
             var axis = c.Axis(c.Int("axis"), s.Rank);
             var stats = s.Dims.Select((d, i) => i < axis ? d : Dim.One).ToArray();
-            var statElem = OnnxElementCodes.FromCode((int)c.Int("stash_type")) ?? ElementType.F32;
+            var statElem = OnnxElementCodes.FromCode((int)c.Int("stash_type")) ?? DType.F32;
             c.Set(1, statElem, stats);
             c.Set(2, statElem, stats);
         }, since: 17);

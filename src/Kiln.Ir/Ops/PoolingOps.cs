@@ -13,7 +13,7 @@ internal static class PoolingOps
         {
             var s = PoolShape(c);
             c.Set(0, c.Elem(0), s);
-            c.Set(1, ElementType.I64, s);
+            c.Set(1, DType.I64, s);
         });
         r.Add("AveragePool", "X", "Y", PoolAttrs + ", count_include_pad:int=0", c => c.Set(0, c.Elem(0), PoolShape(c)));
         r.Add("LpPool", "X", "Y", PoolAttrs + ", p:int=2", c => c.Set(0, c.Elem(0), PoolShape(c)));
@@ -96,7 +96,7 @@ internal static class PoolingOps
             return;
         }
         var scalesInput = isUpsample ? 1 : 2;
-        var scales = c.ConstantData(scalesInput) is { Elem: ElementType.F32 } data ? data.ToArray<float>() : null;
+        var scales = c.ConstantData(scalesInput) is { Elem: DType.F32 } data ? data.ToArray<float>() : null;
         if (scales is null || scales.Length == 0)
         {
             c.Set(0, elem, x.Dims.Select(_ => Dim.Unknown));

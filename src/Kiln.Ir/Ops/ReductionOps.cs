@@ -59,10 +59,10 @@ internal static class ReductionOps
     private static void ArgRule(InferenceContext c)
     {
         var shape = c.ShapeOf(0);
-        if (shape is null) { c.Set(0, ElementType.I64, (Shape?)null); return; }
+        if (shape is null) { c.Set(0, DType.I64, (Shape?)null); return; }
         var axis = c.Axis(c.Int("axis"), shape.Rank);
         var keep = c.Int("keepdims") != 0;
         var dims = shape.Dims.Select((d, i) => i == axis ? (keep ? Dim.One : null) : d).OfType<Dim>();
-        c.Set(0, ElementType.I64, dims);
+        c.Set(0, DType.I64, dims);
     }
 }

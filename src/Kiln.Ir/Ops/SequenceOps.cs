@@ -8,7 +8,7 @@ internal static class SequenceOps
     public static void Register(OpRegistry r)
     {
         r.Add("SequenceEmpty", "", "output", "dtype:int?", c =>
-            c.Set(0, new SequenceType(new TensorType(OnnxElementCodes.FromCode((int)(c.OptInt("dtype") ?? 1)) ?? ElementType.F32, (Shape?)null))), since: 11);
+            c.Set(0, new SequenceType(new TensorType(OnnxElementCodes.FromCode((int)(c.OptInt("dtype") ?? 1)) ?? DType.F32, (Shape?)null))), since: 11);
         r.Add("SequenceConstruct", "inputs*", "output_sequence", "", c =>
         {
             IrType t = c.InputType(0);
@@ -20,7 +20,7 @@ internal static class SequenceOps
         r.Add("SequenceAt", "input_sequence, position", "tensor", "", c =>
             c.Set(0, c.InputType(0) is SequenceType s ? s.Element : IrType.Unknown), since: 11);
         r.Add("SequenceErase", "input_sequence, position?", "output_sequence", "", c => c.Set(0, c.InputType(0)), since: 11);
-        r.Add("SequenceLength", "input_sequence", "length", "", c => c.Set(0, ElementType.I64, Shape.Scalar), since: 11);
+        r.Add("SequenceLength", "input_sequence", "length", "", c => c.Set(0, DType.I64, Shape.Scalar), since: 11);
         r.Add("SplitToSequence", "input, split?", "output_sequence", "axis:int=0, keepdims:int=1", c =>
         {
             var s = c.ShapeOf(0);
@@ -58,7 +58,7 @@ internal static class SequenceOps
             else if (c.Attr("type") is TypeAttr t) c.Set(0, new OptionalType(t.Value));
             else throw c.Fail("Optional with no input needs the 'type' attribute");
         }, since: 15);
-        r.Add("OptionalHasElement", "input?", "output", "", c => c.Set(0, ElementType.Bool, Shape.Scalar), since: 15);
+        r.Add("OptionalHasElement", "input?", "output", "", c => c.Set(0, DType.Bool, Shape.Scalar), since: 15);
         r.Add("OptionalGetElement", "input", "output", "", c =>
             c.Set(0, c.InputType(0) is OptionalType o ? o.Element : c.InputType(0)), since: 15);
     }

@@ -11,8 +11,8 @@ internal static class ShapeOps
         r.Add("Shape", "data", "shape", "start:int=0, end:int?", ShapeRule);
         r.Add("Size", "data", "size", "", c =>
         {
-            c.Set(0, ElementType.I64, Shape.Scalar);
-            if (c.ShapeOf(0) is { } s) c.SetKnown(0, SymbolicTensor.Scalar(ElementType.I64, s.ElementCount()));
+            c.Set(0, DType.I64, Shape.Scalar);
+            if (c.ShapeOf(0) is { } s) c.SetKnown(0, SymbolicTensor.Scalar(DType.I64, s.ElementCount()));
         });
         r.Add("Reshape", "data, shape", "reshaped", "allowzero:int=0", ReshapeRule, c =>
         {
@@ -62,12 +62,12 @@ internal static class ShapeOps
     private static void ShapeRule(InferenceContext c)
     {
         var s = c.ShapeOf(0);
-        if (s is null) { c.Set(0, ElementType.I64, new Shape([Dim.Unknown])); return; }
+        if (s is null) { c.Set(0, DType.I64, new Shape([Dim.Unknown])); return; }
         var start = Clamp(c.Int("start"), s.Rank);
         var end = c.OptInt("end") is { } e ? Clamp(e, s.Rank) : s.Rank;
         var dims = s.Dims.Skip(start).Take(Math.Max(0, end - start)).ToArray();
-        c.Set(0, ElementType.I64, [Dim.Const(dims.Length)]);
-        c.SetKnown(0, SymbolicTensor.Vector(ElementType.I64, dims));
+        c.Set(0, DType.I64, [Dim.Const(dims.Length)]);
+        c.SetKnown(0, SymbolicTensor.Vector(DType.I64, dims));
     }
 
     private static int Clamp(long v, int rank) => (int)Math.Clamp(v < 0 ? v + rank : v, 0, rank);
@@ -319,11 +319,11 @@ internal static class ShapeOps
         var pads = c.Take<IntsAttr>("pads") ?? c.Take<IntsAttr>("paddings") ?? throw c.Fail("Pad needs 'pads'");
         var value = c.Take<FloatAttr>("value")?.Value ?? 0f;
         c.SetInput(1, c.Int64Constant(pads.Value, "pads"));
-        var elem = (c.Input(0)?.Type as TensorType)?.Elem ?? ElementType.F32;
+        var elem = (c.Input(0)?.Type as TensorType)?.Elem ?? DType.F32;
         c.SetInput(2, elem switch
         {
-            ElementType.F64 => c.Constant(TensorData.FromArray(ElementType.F64, [], new[] { (double)value }), "value"),
-            ElementType.F16 => c.Constant(TensorData.FromArray(ElementType.F16, [], new[] { (Half)value }), "value"),
+            DType.F64 => c.Constant(TensorData.FromArray(DType.F64, [], new[] { (double)value }), "value"),
+            DType.F16 => c.Constant(TensorData.FromArray(DType.F16, [], new[] { (Half)value }), "value"),
             _ => c.FloatConstant([value], "value", scalar: true),
         });
     }
@@ -331,10 +331,10 @@ internal static class ShapeOps
     private static void ConstantOfShapeRule(InferenceContext c)
     {
         var value = c.Attr("value") is TensorAttr t ? t.Value : null;
-        var elem = value?.Elem ?? ElementType.F32;
+        var elem = value?.Elem ?? DType.F32;
         var shape = Rules.ShapeFromKnown(c, 0) ?? Rules.ShapeOfLength(c, 0);
         c.Set(0, elem, shape);
-        if (value is not null && shape?.ToConcrete() is { } concrete && (elem.IsInteger() || elem == ElementType.Bool))
+        if (value is not null && shape?.ToConcrete() is { } concrete && (elem.IsInteger() || elem == DType.Bool))
         {
             var count = concrete.Aggregate(1L, (a, b) => a * b);
             if (count <= SymbolicTensor.MaxElements)

@@ -363,7 +363,7 @@ public sealed class KirParser
             ExpectPunct(")");
             return t.Text == "seq" ? new SequenceType(inner) : new OptionalType(inner);
         }
-        if (!ElementTypes.TryParse(t.Text, out var elem)) throw Error($"unknown element type '{t.Text}'", t);
+        if (!DTypes.TryParse(t.Text, out var elem)) throw Error($"unknown element type '{t.Text}'", t);
         ExpectPunct("[");
         if (TryPunct("*")) { ExpectPunct("]"); return new TensorType(elem, null); }
         var dims = new List<Dim>();
@@ -427,7 +427,7 @@ public sealed class KirParser
             if (bytes.Length != type.Elem.ByteCount(count)) throw Error($"hex literal has {bytes.Length} bytes, {KirPrinter.Type(type)} needs {type.Elem.ByteCount(count)}", s);
             return new MemoryTensorData(type.Elem, dims, bytes);
         }
-        if (type.Elem == ElementType.String)
+        if (type.Elem == DType.String)
         {
             List<byte[]> strings = [];
             if (IsIdent("strings") && IsPunct("[", 1)) { _pos += 2; ExpectPunct("]"); }
@@ -447,24 +447,24 @@ public sealed class KirParser
         return new MemoryTensorData(type.Elem, dims, Encode(type.Elem, items));
     }
 
-    private byte[] Encode(ElementType elem, List<string> items)
+    private byte[] Encode(DType elem, List<string> items)
     {
         byte[] Pack<T>(Func<string, T> f) where T : unmanaged => MemoryMarshal.AsBytes(items.Select(f).ToArray().AsSpan()).ToArray();
         return elem switch
         {
-            ElementType.F32 => Pack(ParseFloat),
-            ElementType.F64 => Pack(ParseDouble),
-            ElementType.F16 => Pack(s => (Half)ParseFloat(s)),
-            ElementType.BF16 => Pack(s => (ushort)(BitConverter.SingleToUInt32Bits(ParseFloat(s)) >> 16)),
-            ElementType.I64 => Pack(ParseLong),
-            ElementType.I32 => Pack(s => checked((int)ParseLong(s))),
-            ElementType.I16 => Pack(s => checked((short)ParseLong(s))),
-            ElementType.I8 => Pack(s => checked((sbyte)ParseLong(s))),
-            ElementType.U8 => Pack(s => checked((byte)ParseLong(s))),
-            ElementType.U16 => Pack(s => checked((ushort)ParseLong(s))),
-            ElementType.U32 => Pack(s => checked((uint)ParseLong(s))),
-            ElementType.U64 => Pack(s => ulong.Parse(s, CultureInfo.InvariantCulture)),
-            ElementType.Bool => Pack(s => s == "true" ? (byte)1 : s == "false" ? (byte)0 : throw Error($"'{s}' is not a bool")),
+            DType.F32 => Pack(ParseFloat),
+            DType.F64 => Pack(ParseDouble),
+            DType.F16 => Pack(s => (Half)ParseFloat(s)),
+            DType.BF16 => Pack(s => (ushort)(BitConverter.SingleToUInt32Bits(ParseFloat(s)) >> 16)),
+            DType.I64 => Pack(ParseLong),
+            DType.I32 => Pack(s => checked((int)ParseLong(s))),
+            DType.I16 => Pack(s => checked((short)ParseLong(s))),
+            DType.I8 => Pack(s => checked((sbyte)ParseLong(s))),
+            DType.U8 => Pack(s => checked((byte)ParseLong(s))),
+            DType.U16 => Pack(s => checked((ushort)ParseLong(s))),
+            DType.U32 => Pack(s => checked((uint)ParseLong(s))),
+            DType.U64 => Pack(s => ulong.Parse(s, CultureInfo.InvariantCulture)),
+            DType.Bool => Pack(s => s == "true" ? (byte)1 : s == "false" ? (byte)0 : throw Error($"'{s}' is not a bool")),
             _ => throw Error($"{elem.Name()} constants are written as hex\"…\""),
         };
     }

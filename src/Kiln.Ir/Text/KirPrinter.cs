@@ -55,7 +55,7 @@ public sealed class KirPrinter
             })))
         .Where(IsReference);
 
-    public static bool IsReference(TensorData d) => d.Elem != ElementType.String && d.ElementCount > InlineLimit;
+    public static bool IsReference(TensorData d) => d.Elem != DType.String && d.ElementCount > InlineLimit;
 
     private void PrintModel(Model m)
     {
@@ -193,19 +193,19 @@ public sealed class KirPrinter
         var bytes = d.Bytes;
         switch (d.Elem)
         {
-            case ElementType.F32: Items(MemoryMarshal.Cast<byte, float>(bytes).ToArray(), v => KirEscaping.Float(v, true)); break;
-            case ElementType.F64: Items(MemoryMarshal.Cast<byte, double>(bytes).ToArray(), v => KirEscaping.Float(v, false)); break;
-            case ElementType.F16: Items(MemoryMarshal.Cast<byte, Half>(bytes).ToArray(), v => KirEscaping.Float((float)v, true)); break;
-            case ElementType.BF16: Items(MemoryMarshal.Cast<byte, ushort>(bytes).ToArray(), v => KirEscaping.Float(BitConverter.Int32BitsToSingle(v << 16), true)); break;
-            case ElementType.I64: Items(MemoryMarshal.Cast<byte, long>(bytes).ToArray(), Int); break;
-            case ElementType.I32: Items(MemoryMarshal.Cast<byte, int>(bytes).ToArray(), v => Int(v)); break;
-            case ElementType.I16: Items(MemoryMarshal.Cast<byte, short>(bytes).ToArray(), v => Int(v)); break;
-            case ElementType.I8: Items(MemoryMarshal.Cast<byte, sbyte>(bytes).ToArray(), v => Int(v)); break;
-            case ElementType.U8: Items(bytes.ToArray(), v => Int(v)); break;
-            case ElementType.U16: Items(MemoryMarshal.Cast<byte, ushort>(bytes).ToArray(), v => Int(v)); break;
-            case ElementType.U32: Items(MemoryMarshal.Cast<byte, uint>(bytes).ToArray(), v => Int(v)); break;
-            case ElementType.U64: Items(MemoryMarshal.Cast<byte, ulong>(bytes).ToArray(), v => v.ToString(CultureInfo.InvariantCulture)); break;
-            case ElementType.Bool: Items(bytes.ToArray(), v => v != 0 ? "true" : "false"); break;
+            case DType.F32: Items(MemoryMarshal.Cast<byte, float>(bytes).ToArray(), v => KirEscaping.Float(v, true)); break;
+            case DType.F64: Items(MemoryMarshal.Cast<byte, double>(bytes).ToArray(), v => KirEscaping.Float(v, false)); break;
+            case DType.F16: Items(MemoryMarshal.Cast<byte, Half>(bytes).ToArray(), v => KirEscaping.Float((float)v, true)); break;
+            case DType.BF16: Items(MemoryMarshal.Cast<byte, ushort>(bytes).ToArray(), v => KirEscaping.Float(BitConverter.Int32BitsToSingle(v << 16), true)); break;
+            case DType.I64: Items(MemoryMarshal.Cast<byte, long>(bytes).ToArray(), Int); break;
+            case DType.I32: Items(MemoryMarshal.Cast<byte, int>(bytes).ToArray(), v => Int(v)); break;
+            case DType.I16: Items(MemoryMarshal.Cast<byte, short>(bytes).ToArray(), v => Int(v)); break;
+            case DType.I8: Items(MemoryMarshal.Cast<byte, sbyte>(bytes).ToArray(), v => Int(v)); break;
+            case DType.U8: Items(bytes.ToArray(), v => Int(v)); break;
+            case DType.U16: Items(MemoryMarshal.Cast<byte, ushort>(bytes).ToArray(), v => Int(v)); break;
+            case DType.U32: Items(MemoryMarshal.Cast<byte, uint>(bytes).ToArray(), v => Int(v)); break;
+            case DType.U64: Items(MemoryMarshal.Cast<byte, ulong>(bytes).ToArray(), v => v.ToString(CultureInfo.InvariantCulture)); break;
+            case DType.Bool: Items(bytes.ToArray(), v => v != 0 ? "true" : "false"); break;
             default: _sb.Append("hex\"").Append(Convert.ToHexStringLower(bytes)).Append('"'); break;
         }
     }

@@ -81,7 +81,7 @@ public sealed class WeightFile : IWeightSource, IDisposable
             for (var i = 0; i < count; i++)
             {
                 var hash = r.ReadString();
-                var elem = (ElementType)r.ReadByte();
+                var elem = (DType)r.ReadByte();
                 var rank = r.ReadByte();
                 var dims = new long[rank];
                 for (var k = 0; k < rank; k++) dims[k] = r.ReadInt64();

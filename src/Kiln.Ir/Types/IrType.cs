@@ -41,7 +41,7 @@ public abstract record IrType
 }
 
 /// <summary>A tensor of <paramref name="Elem"/>; <paramref name="Shape"/> null means the rank is not known.</summary>
-public sealed record TensorType(ElementType Elem, Shape? Shape) : IrType
+public sealed record TensorType(DType Elem, Shape? Shape) : IrType
 {
     public override string ToString() => Elem.Name() + (Shape is null ? "[*]" : Shape.ToString());
 

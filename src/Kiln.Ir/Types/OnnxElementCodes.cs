@@ -3,21 +3,21 @@ namespace Kiln.Ir;
 /// <summary>ONNX TensorProto.DataType codes for Kiln's element types; the IR needs them for Cast's 'to' attribute.</summary>
 public static class OnnxElementCodes
 {
-    public static ElementType? FromCode(int code) => code switch
+    public static DType? FromCode(int code) => code switch
     {
-        1 => ElementType.F32, 2 => ElementType.U8, 3 => ElementType.I8, 4 => ElementType.U16, 5 => ElementType.I16,
-        6 => ElementType.I32, 7 => ElementType.I64, 8 => ElementType.String, 9 => ElementType.Bool, 10 => ElementType.F16,
-        11 => ElementType.F64, 12 => ElementType.U32, 13 => ElementType.U64, 14 => ElementType.C64, 15 => ElementType.C128,
-        16 => ElementType.BF16, 21 => ElementType.U4, 22 => ElementType.I4,
+        1 => DType.F32, 2 => DType.U8, 3 => DType.I8, 4 => DType.U16, 5 => DType.I16,
+        6 => DType.I32, 7 => DType.I64, 8 => DType.String, 9 => DType.Bool, 10 => DType.F16,
+        11 => DType.F64, 12 => DType.U32, 13 => DType.U64, 14 => DType.C64, 15 => DType.C128,
+        16 => DType.BF16, 21 => DType.U4, 22 => DType.I4,
         _ => null,
     };
 
-    public static int ToCode(ElementType t) => t switch
+    public static int ToCode(DType t) => t switch
     {
-        ElementType.F32 => 1, ElementType.U8 => 2, ElementType.I8 => 3, ElementType.U16 => 4, ElementType.I16 => 5,
-        ElementType.I32 => 6, ElementType.I64 => 7, ElementType.String => 8, ElementType.Bool => 9, ElementType.F16 => 10,
-        ElementType.F64 => 11, ElementType.U32 => 12, ElementType.U64 => 13, ElementType.C64 => 14, ElementType.C128 => 15,
-        ElementType.BF16 => 16, ElementType.U4 => 21, ElementType.I4 => 22,
+        DType.F32 => 1, DType.U8 => 2, DType.I8 => 3, DType.U16 => 4, DType.I16 => 5,
+        DType.I32 => 6, DType.I64 => 7, DType.String => 8, DType.Bool => 9, DType.F16 => 10,
+        DType.F64 => 11, DType.U32 => 12, DType.U64 => 13, DType.C64 => 14, DType.C128 => 15,
+        DType.BF16 => 16, DType.U4 => 21, DType.I4 => 22,
         _ => throw new ArgumentOutOfRangeException(nameof(t)),
     };
 

@@ -45,7 +45,7 @@ public sealed class CommonSubexpressionElimination : IPass
     private static void MergeConstants(Graph g, HashSet<Value> outputs, PassContext ctx)
     {
         // Hash only constants that share type and shape with another, so large distinct weights are not hashed for nothing.
-        foreach (var group in g.Constants.Where(c => c.Data is not null && c.Data.Elem != ElementType.String && !outputs.Contains(c))
+        foreach (var group in g.Constants.Where(c => c.Data is not null && c.Data.Elem != DType.String && !outputs.Contains(c))
                      .GroupBy(c => c.Data!.Type.ToString()).Where(gr => gr.Count() > 1).ToList())
         {
             var byHash = new Dictionary<string, Value>(StringComparer.Ordinal);
@@ -89,7 +89,7 @@ public sealed class CommonSubexpressionElimination : IPass
         IntsAttr i => "I[" + string.Join(",", i.Value) + "]",
         FloatsAttr f => "F[" + string.Join(",", f.Value.Select(BitConverter.SingleToInt32Bits)) + "]",
         StringsAttr s => "S[" + string.Join(",", s.Value.Select(x => x.Length + ":" + x)) + "]",
-        TensorAttr t => "t" + t.Value.Type + (t.Value.Elem == ElementType.String ? string.Join(",", ((StringTensorData)t.Value).AsStrings) : t.Value.ContentHash),
+        TensorAttr t => "t" + t.Value.Type + (t.Value.Elem == DType.String ? string.Join(",", ((StringTensorData)t.Value).AsStrings) : t.Value.ContentHash),
         TypeAttr t => "T" + t.Value,
         _ => "?" + a.GetHashCode().ToString(CultureInfo.InvariantCulture),
     };

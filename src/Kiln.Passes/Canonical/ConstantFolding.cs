@@ -61,11 +61,11 @@ public sealed class ConstantFolding : IPass
         return any;
     }
 
-    private static TensorData ToData(ElementType elem, long[] shape, long[] values) => elem switch
+    private static TensorData ToData(DType elem, long[] shape, long[] values) => elem switch
     {
-        ElementType.I64 => TensorData.FromArray(elem, shape, values),
-        ElementType.I32 => TensorData.FromArray(elem, shape, values.Select(v => (int)v).ToArray()),
-        ElementType.Bool => TensorData.FromArray(elem, shape, values.Select(v => (byte)(v != 0 ? 1 : 0)).ToArray()),
+        DType.I64 => TensorData.FromArray(elem, shape, values),
+        DType.I32 => TensorData.FromArray(elem, shape, values.Select(v => (int)v).ToArray()),
+        DType.Bool => TensorData.FromArray(elem, shape, values.Select(v => (byte)(v != 0 ? 1 : 0)).ToArray()),
         _ => Kiln.Runtime.Kernels.Cast.To(Tensor.FromArray(DType.F64, shape.Select(d => (int)d).ToArray(), values.Select(v => (double)v).ToArray()), elem.ToRuntime()).ToTensorData(),
     };
 
@@ -101,7 +101,7 @@ public sealed class ConstantFolding : IPass
         foreach (var o in node.Outputs)
         {
             if (o is null) continue;
-            if (o.TensorType is not { Shape: { } s } t || s.ToConcrete() is not { } dims || t.Elem == ElementType.String) return false;
+            if (o.TensorType is not { Shape: { } s } t || s.ToConcrete() is not { } dims || t.Elem == DType.String) return false;
             outBytes += t.Elem.ByteCount(dims.Aggregate(1L, (a, d) => a * d));
         }
         if (outBytes > inputBytes + maxGrowth) return false;

@@ -199,11 +199,11 @@ public sealed record QuantizedConstants(QuantizedLayout Layout, Value Codes, Val
         var m = result.Matrix;
         var l = m.Layout;
         string Name(string suffix) => g.UniqueName($"{weight.Name}.{suffix}");
-        var codes = g.AddConstant(Name($"q{l.Bits}"), ctx.Keep(new MemoryTensorData(ElementType.U8, [l.Rows, l.RowBytes], m.Codes)));
-        var scales = g.AddConstant(Name("scales"), TensorData.FromArray(ElementType.F16, [l.Rows, l.Groups], m.Scales));
-        var zeros = m.Zeros is null ? null : g.AddConstant(Name("zeros"), new MemoryTensorData(ElementType.U8, [l.Rows, l.Groups], m.Zeros));
+        var codes = g.AddConstant(Name($"q{l.Bits}"), ctx.Keep(new MemoryTensorData(DType.U8, [l.Rows, l.RowBytes], m.Codes)));
+        var scales = g.AddConstant(Name("scales"), TensorData.FromArray(DType.F16, [l.Rows, l.Groups], m.Scales));
+        var zeros = m.Zeros is null ? null : g.AddConstant(Name("zeros"), new MemoryTensorData(DType.U8, [l.Rows, l.Groups], m.Zeros));
         var inverse = result.InputScale?.Select(v => 1f / v).ToArray();
-        var inputScale = inverse is null ? null : g.AddConstant(Name("input_scale"), TensorData.FromArray(ElementType.F32, [l.Columns], inverse));
+        var inputScale = inverse is null ? null : g.AddConstant(Name("input_scale"), TensorData.FromArray(DType.F32, [l.Columns], inverse));
         return new QuantizedConstants(l, codes, scales, zeros, inputScale);
     }
 
@@ -284,12 +284,12 @@ public static class QuantizableLayers
         var layers = new List<QuantizableLayer>();
         foreach (var n in g.Nodes)
         {
-            if (n.Outputs.Length != 1 || n.Outputs[0] is not { } y || y.TensorType?.Elem != ElementType.F32) continue;
+            if (n.Outputs.Length != 1 || n.Outputs[0] is not { } y || y.TensorType?.Elem != DType.F32) continue;
             var w = n.Inputs.Count > 1 ? n.Inputs[1] : null;
             var classifier = outputs.Contains(y);
             switch (n.QualifiedOp)
             {
-                case "MatMul" or KilnOp.Qualified.MatMulAdd when IsWeight(n.Inputs[1]) && n.Inputs[0]?.TensorType?.Elem == ElementType.F32:
+                case "MatMul" or KilnOp.Qualified.MatMulAdd when IsWeight(n.Inputs[1]) && n.Inputs[0]?.TensorType?.Elem == DType.F32:
                     layers.Add(new QuantizableLayer(n, w!, false, false, classifier));
                     break;
                 case "Gemm" when IsWeight(n.Inputs[1]) && n.AttrInt("transA") == 0
@@ -351,5 +351,5 @@ public static class QuantizableLayers
         return true;
     }
 
-    private static bool IsWeight(Value? v) => v is { Kind: ValueKind.Constant, Data: { Elem: ElementType.F32, Dims.Length: 2 } d } && d.Dims[0] > 0 && d.Dims[1] > 0;
+    private static bool IsWeight(Value? v) => v is { Kind: ValueKind.Constant, Data: { Elem: DType.F32, Dims.Length: 2 } d } && d.Dims[0] > 0 && d.Dims[1] > 0;
 }

@@ -56,7 +56,7 @@ public sealed class QuantizeActivations : IPass
                 scales[k / block] = MathF.Max(scales[k / block], MathF.Abs(x.X[(long)t * x.Columns + k]));
         for (var b = 0; b < blocks; b++) scales[b] /= 127f;
         var g = ctx.Graph;
-        var constant = g.AddConstant(g.UniqueName((n.Inputs[1]?.Name ?? n.Name ?? "product") + ".activation_scales"), TensorData.FromArray(ElementType.F32, [blocks], scales));
+        var constant = g.AddConstant(g.UniqueName((n.Inputs[1]?.Name ?? n.Name ?? "product") + ".activation_scales"), TensorData.FromArray(DType.F32, [blocks], scales));
         var old = n.Outputs[0]!;
         var inputs = Enumerable.Range(0, 6).Select(i => i == 5 ? constant : i < n.Inputs.Count ? n.Inputs[i] : null).ToArray();
         var fresh = g.AddNode(KilnOp.QuantizedMatMul, KilnOp.Domain, n.Name, inputs, [g.UniqueName(old.Name + ".static")], new Dictionary<string, AttrValue>(n.Attributes), [old.Type]);

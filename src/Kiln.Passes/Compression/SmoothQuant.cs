@@ -31,12 +31,12 @@ public sealed class SmoothQuant : IPass
         var groups = new List<(Node Norm, List<Node> Readers)>();
         foreach (var n in g.Nodes)
         {
-            if (!(n.QualifiedOp is KilnOp.Qualified.RmsNorm or "LayerNormalization") || n.Inputs[1] is not { Kind: ValueKind.Constant, Data.Elem: ElementType.F32 }) continue;
+            if (!(n.QualifiedOp is KilnOp.Qualified.RmsNorm or "LayerNormalization") || n.Inputs[1] is not { Kind: ValueKind.Constant, Data.Elem: DType.F32 }) continue;
             if (n.QualifiedOp == "LayerNormalization" && n.AttrInt("axis") != -1) continue;
             var y = n.Outputs[0]!;
             if (y.Uses.Count == 0 || g.Outputs.Any(o => o.Value == y)) continue;
             var readers = y.Uses.Select(u => u.Node).Distinct().ToList();
-            if (readers.All(r => r.QualifiedOp is "MatMul" or KilnOp.Qualified.MatMulAdd && r.Inputs[0] == y && r.Inputs[1] is { Kind: ValueKind.Constant, Data: { Elem: ElementType.F32, Dims.Length: 2 } } w
+            if (readers.All(r => r.QualifiedOp is "MatMul" or KilnOp.Qualified.MatMulAdd && r.Inputs[0] == y && r.Inputs[1] is { Kind: ValueKind.Constant, Data: { Elem: DType.F32, Dims.Length: 2 } } w
                 && w.Uses.Count == 1))
                 groups.Add((n, readers));
         }
@@ -69,7 +69,7 @@ public sealed class SmoothQuant : IPass
             for (var j = 0; j < k; j++)
                 s[j] = act[j] == 0 || wmax[j] == 0 ? 1f : (float)Math.Max(1e-5, Math.Pow(act[j], alpha) / Math.Pow(wmax[j], 1 - alpha));
             Replace(g, norm, 1, Divide(norm.Inputs[1]!.Data!.ToArray<float>(), s));
-            if (norm.Inputs.Count > 2 && norm.Inputs[2] is { Kind: ValueKind.Constant, Data.Elem: ElementType.F32 } bias)
+            if (norm.Inputs.Count > 2 && norm.Inputs[2] is { Kind: ValueKind.Constant, Data.Elem: DType.F32 } bias)
                 Replace(g, norm, 2, Divide(bias.Data!.ToArray<float>(), s));
             for (var i = 0; i < weights.Count; i++)
             {
@@ -77,7 +77,7 @@ public sealed class SmoothQuant : IPass
                 var w = data2[i];
                 for (var j = 0; j < k; j++)
                     for (var c = 0; c < n; c++) w[j * n + c] *= s[j];
-                var fresh = g.AddConstant(g.UniqueName(weights[i].Name + ".smoothed"), TensorData.FromArray(ElementType.F32, weights[i].Data!.Dims, w));
+                var fresh = g.AddConstant(g.UniqueName(weights[i].Name + ".smoothed"), TensorData.FromArray(DType.F32, weights[i].Data!.Dims, w));
                 readers[i].SetInput(1, fresh);
                 if (weights[i].Uses.Count == 0) g.RemoveConstant(weights[i]);
             }
@@ -96,7 +96,7 @@ public sealed class SmoothQuant : IPass
     private static void Replace(Graph g, Node n, int input, float[] values)
     {
         var old = n.Inputs[input]!;
-        var fresh = g.AddConstant(g.UniqueName(old.Name + ".smoothed"), TensorData.FromArray(ElementType.F32, old.Data!.Dims, values));
+        var fresh = g.AddConstant(g.UniqueName(old.Name + ".smoothed"), TensorData.FromArray(DType.F32, old.Data!.Dims, values));
         n.SetInput(input, fresh);
         if (old.Uses.Count == 0) g.RemoveConstant(old);
     }

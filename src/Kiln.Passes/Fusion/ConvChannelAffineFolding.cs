@@ -26,7 +26,7 @@ public sealed class ConvChannelAffineFolding : IFusionPattern
         if (bn.Outputs.Skip(1).Any(o => o is not null) || bn.Attr<IntAttr>("training_mode") is { Value: not 0 }) return false;
         if (From(bn.Inputs[0], "Conv") is not { } conv || !Private(bn.Inputs[0]!)) return false;
         var p = bn.Inputs.Skip(1).Select(v => v?.Data).ToArray();
-        if (p.Any(d => d is null || d.Elem != ElementType.F32)) return false;
+        if (p.Any(d => d is null || d.Elem != DType.F32)) return false;
         var eps = bn.AttrFloat("epsilon");
         float[] gamma = p[0]!.ToArray<float>(), beta = p[1]!.ToArray<float>(), mean = p[2]!.ToArray<float>(), variance = p[3]!.ToArray<float>();
         var s = gamma.Select((x, i) => x / MathF.Sqrt(variance[i] + eps)).ToArray();
@@ -48,7 +48,7 @@ public sealed class ConvChannelAffineFolding : IFusionPattern
     /// <summary>The values of a constant that is one number per output channel of a rank-r NCHW tensor ([C,1,1], [1,C,1,1], a scalar), or null.</summary>
     private static float[]? PerChannel(TensorData d, long channels, int? rank)
     {
-        if (d.Elem != ElementType.F32 || rank is null) return null;
+        if (d.Elem != DType.F32 || rank is null) return null;
         var v = d.ToArray<float>();
         if (v.Length == 1) return Enumerable.Repeat(v[0], (int)channels).ToArray();
         if (v.Length != channels || d.Dims.Length > rank) return null;
@@ -59,7 +59,7 @@ public sealed class ConvChannelAffineFolding : IFusionPattern
 
     private static bool Fold(Graph g, Node conv, Node last, float[] s, float[] t)
     {
-        if (conv.Inputs[1]?.Data is not { Elem: ElementType.F32 } w || (conv.Inputs.Count > 2 && conv.Inputs[2] is { } b0 && b0.Data is null)) return false;
+        if (conv.Inputs[1]?.Data is not { Elem: DType.F32 } w || (conv.Inputs.Count > 2 && conv.Inputs[2] is { } b0 && b0.Data is null)) return false;
         if (w.Dims[0] != s.Length || !Replaceable(last.Outputs[0]!)) return false;
         var weights = w.ToArray<float>();
         var per = weights.Length / s.Length;
@@ -69,8 +69,8 @@ public sealed class ConvChannelAffineFolding : IFusionPattern
         for (var o = 0; o < s.Length; o++) bias[o] = bias[o] * s[o] + t[o];
         var wName = g.UniqueName(conv.Inputs[1]!.Name + ".folded");
         var bName = g.UniqueName((conv.Name ?? "conv") + ".bias.folded");
-        var newW = g.AddConstant(wName, TensorData.FromArray(ElementType.F32, w.Dims, weights));
-        var newB = g.AddConstant(bName, TensorData.FromArray(ElementType.F32, [s.Length], bias));
+        var newW = g.AddConstant(wName, TensorData.FromArray(DType.F32, w.Dims, weights));
+        var newB = g.AddConstant(bName, TensorData.FromArray(DType.F32, [s.Length], bias));
         Replace(g, last, last.Outputs[0]!, "", "Conv", [conv.Inputs[0], newW, newB], new Dictionary<string, AttrValue>(conv.Attributes));
         return true;
     }

@@ -45,7 +45,7 @@ public sealed class LayerNormFusion : IFusionPattern
         return false;
     }
 
-    private static bool IsVector(Value v) => v.Data is { Dims.Length: 1, Elem: ElementType.F32 };
+    private static bool IsVector(Value v) => v.Data is { Dims.Length: 1, Elem: DType.F32 };
 
     private static bool LastAxis(Node mean) =>
         mean.Attr<IntAttr>("keepdims") is not { Value: 0 } && Ints(mean.Inputs.ElementAtOrDefault(1)) is [var a]

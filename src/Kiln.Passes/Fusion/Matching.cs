@@ -19,18 +19,18 @@ internal static class Matching
 
     /// <summary>The value of a constant holding one number.</summary>
     public static double? Scalar(Value? v) =>
-        v is { Kind: ValueKind.Constant, Data: { ElementCount: 1 } d } && d.Elem is ElementType.F32 or ElementType.F64 or ElementType.I64 or ElementType.I32
+        v is { Kind: ValueKind.Constant, Data: { ElementCount: 1 } d } && d.Elem is DType.F32 or DType.F64 or DType.I64 or DType.I32
             ? d.Elem switch
             {
-                ElementType.F32 => d.ToArray<float>()[0],
-                ElementType.F64 => d.ToArray<double>()[0],
+                DType.F32 => d.ToArray<float>()[0],
+                DType.F64 => d.ToArray<double>()[0],
                 _ => d.ToInt64Array()[0],
             }
             : null;
 
     public static bool IsScalar(Value? v, double x, double tolerance = 1e-6) => Scalar(v) is { } s && Math.Abs(s - x) <= tolerance * Math.Max(1, Math.Abs(x));
 
-    public static long[]? Ints(Value? v) => v is { Kind: ValueKind.Constant, Data: { } d } && d.Elem is ElementType.I64 or ElementType.I32 ? d.ToInt64Array() : null;
+    public static long[]? Ints(Value? v) => v is { Kind: ValueKind.Constant, Data: { } d } && d.Elem is DType.I64 or DType.I32 ? d.ToInt64Array() : null;
 
     /// <summary>The operand of a two-input node that is not <paramref name="known"/> (null when neither or both are).</summary>
     public static Value? Other(Node n, Value known) =>
@@ -50,7 +50,7 @@ internal static class Matching
 
     public static int? Rank(Value? v) => v?.TensorType?.Shape?.Rank;
 
-    public static bool IsF32(Value? v) => v?.TensorType?.Elem == ElementType.F32;
+    public static bool IsF32(Value? v) => v?.TensorType?.Elem == DType.F32;
 
     /// <summary>Whether two values provably have the same shape.</summary>
     public static bool SameShape(Value a, Value b) =>

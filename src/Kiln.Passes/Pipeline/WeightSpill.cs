@@ -22,7 +22,7 @@ public sealed class WeightSpill(string directory, long minimumBytes = 1 << 20) :
     /// <summary>The same tensor, backed by a mapped scratch file when it is large enough.</summary>
     public TensorData Keep(TensorData data)
     {
-        if (data.ByteLength < minimumBytes || data.ByteLength == 0 || data.Elem == ElementType.String) return data;
+        if (data.ByteLength < minimumBytes || data.ByteLength == 0 || data.Elem == DType.String) return data;
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, $"{_next++}.bin");
         using (var f = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20)) f.Write(data.Bytes);

@@ -11,7 +11,7 @@ internal static class ActivationKernels
         d["Sigmoid"] = ElementwiseKernels.Unary("System.Numerics.Tensors.TensorPrimitives.Sigmoid<float>");
         d["Tanh"] = ElementwiseKernels.Unary("System.Numerics.Tensors.TensorPrimitives.Tanh<float>");
         d["Relu"] = new(
-            c => c.In(0)!.Elem == ElementType.F32 ? null : "f32 only",
+            c => c.In(0)!.Elem == DType.F32 ? null : "f32 only",
             c => c.Body.Line($"System.Numerics.Tensors.TensorPrimitives.Max<float>({c.In(0)!.Span}, 0f, {c.Out(0)!.Span});"));
     }
 }

@@ -13,13 +13,13 @@ internal static class CompressedKernels
             c =>
             {
                 var (x, y) = (c.In(0)!, c.Out(0)!);
-                return x.Elem == ElementType.F32 && x.Rank >= 1 && new[] { 1, 2, 3, 5 }.All(i => c.In(i) is null or { Storage: PlannedStorage.Constant })
-                    && (c.In(4) is not { } bias || bias.Elem == ElementType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))
+                return x.Elem == DType.F32 && x.Rank >= 1 && new[] { 1, 2, 3, 5 }.All(i => c.In(i) is null or { Storage: PlannedStorage.Constant })
+                    && (c.In(4) is not { } bias || bias.Elem == DType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))
                     ? null : "f32 activations, constant codes, C the product's shape or one row";
             },
             EmitProduct) { LastRowsOnly = c => c.In(4) is null && c.Node.AttrString("activation").Length == 0 };
         d[KilnOp.Qualified.QuantizedGather] = new(
-            c => c.In(3)!.Elem == ElementType.I64 && c.In(0) is { Storage: PlannedStorage.Constant } ? null : "i64 indices into a constant table",
+            c => c.In(3)!.Elem == DType.I64 && c.In(0) is { Storage: PlannedStorage.Constant } ? null : "i64 indices into a constant table",
             c =>
             {
                 var x = c.In(0)!;

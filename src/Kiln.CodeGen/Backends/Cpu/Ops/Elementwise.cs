@@ -11,11 +11,11 @@ internal static class ElementwiseKernels
         ["Add"] = "AddOp", ["Sub"] = "SubOp", ["Mul"] = "MulOp", ["Div"] = "DivOp",
     };
 
-    public static bool Numeric(ElementType e) => e is ElementType.F32 or ElementType.F64 or ElementType.I64 or ElementType.I32;
+    public static bool Numeric(DType e) => e is DType.F32 or DType.F64 or DType.I64 or DType.I32;
 
     /// <summary>An f32 unary op written as one call of a span method (<c>method(x, y)</c>).</summary>
     public static PlannedKernel Unary(string method) => new(
-        c => c.In(0)!.Elem == ElementType.F32 && c.Out(0)!.Elem == ElementType.F32 ? null : "f32 only",
+        c => c.In(0)!.Elem == DType.F32 && c.Out(0)!.Elem == DType.F32 ? null : "f32 only",
         c => c.Body.Line($"{method}({c.In(0)!.Span}, {c.Out(0)!.Span});"));
 
     public static void Register(IDictionary<string, PlannedKernel> d)
@@ -41,14 +41,14 @@ internal static class ElementwiseKernels
                 c.Body.Line($"Kernels.ArenaKernels.Greater<{x.ClrType}>({x.Span}, {x.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
             });
         d["Where"] = new(
-            c => c.In(0)!.Elem == ElementType.Bool && c.In(1)!.Elem == c.Out(0)!.Elem && c.In(2)!.Elem == c.Out(0)!.Elem && c.Out(0)!.ClrType != "" && c.Out(0)!.Rank <= 8 ? null : "bool condition",
+            c => c.In(0)!.Elem == DType.Bool && c.In(1)!.Elem == c.Out(0)!.Elem && c.In(2)!.Elem == c.Out(0)!.Elem && c.Out(0)!.ClrType != "" && c.Out(0)!.Rank <= 8 ? null : "bool condition",
             c =>
             {
                 var (x, a, b, y) = (c.In(0)!, c.In(1)!, c.In(2)!, c.Out(0)!);
                 c.Body.Line($"Kernels.ArenaKernels.Where<{y.ClrType}>({x.Span}, {x.Shape}, {a.Span}, {a.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
             });
         d["Cast"] = new(
-            c => c.In(0)!.ClrType != "" && c.Out(0)!.ClrType != "" && c.Out(0)!.Elem != ElementType.Bool && c.In(0)!.Elem != ElementType.Bool ? null : "numeric types",
+            c => c.In(0)!.ClrType != "" && c.Out(0)!.ClrType != "" && c.Out(0)!.Elem != DType.Bool && c.In(0)!.Elem != DType.Bool ? null : "numeric types",
             c => c.Body.Line($"Kernels.ArenaKernels.Cast<{c.In(0)!.ClrType}, {c.Out(0)!.ClrType}>({c.In(0)!.Span}, {c.Out(0)!.Span});"));
     }
 }

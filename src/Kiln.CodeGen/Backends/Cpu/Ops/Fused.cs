@@ -11,14 +11,14 @@ internal static class FusedKernels
     {
         d[KilnOp.Qualified.SiLU] = ElementwiseKernels.Unary("Kernels.Fused.Silu");
         d[KilnOp.Qualified.RmsNorm] = new(
-            c => c.In(0)!.Elem == ElementType.F32 && c.In(0)!.Rank >= 1 ? null : "f32",
+            c => c.In(0)!.Elem == DType.F32 && c.In(0)!.Rank >= 1 ? null : "f32",
             c =>
             {
                 var x = c.In(0)!;
                 c.Body.Line($"Kernels.Fused.RmsNorm({x.Span}, {c.In(1)!.Span}, {c.Out(0)!.Span}, n: {x.Dims[^1]}, eps: {CSharp.Float(c.Node.AttrFloat("epsilon"))});");
             });
         d[KilnOp.Qualified.RotaryEmbedding] = new(
-            c => c.In(0)!.Elem == ElementType.F32 && c.In(0)!.Rank >= 2 && Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(c.In(0)!.Rank, c.In(1)!.Dims).Problem is null
+            c => c.In(0)!.Elem == DType.F32 && c.In(0)!.Rank >= 2 && Kiln.Runtime.Kernels.Fused.RotaryPositionAxis(c.In(0)!.Rank, c.In(1)!.Dims).Problem is null
                 ? null : "f32 of rank ≥ 2, cos/sin varying along one axis",
             c =>
             {
@@ -41,7 +41,7 @@ internal static class FusedKernels
             c =>
             {
                 var x = c.In(0)!;
-                if (x.Elem != ElementType.F32 || x.Rank != 4) return "f32 rank-4 Q";
+                if (x.Elem != DType.F32 || x.Rank != 4) return "f32 rank-4 Q";
                 if (c.In(3) is { } mask && (mask.Rank < 2 || mask.Dims.Take(mask.Rank - 2).Any(dim => dim != "1"))) return "a mask of [s, t] (leading dims 1)";
                 return null;
             },

@@ -9,7 +9,7 @@ internal static class IndexingKernels
     public static void Register(IDictionary<string, PlannedKernel> d)
     {
         d["Gather"] = new(
-            c => c.Node.AttrInt("axis") == 0 && c.In(0)!.Rank >= 1 && c.In(1)!.Elem == ElementType.I64 && c.In(0)!.ClrType != "" ? null : "axis 0 with i64 indices",
+            c => c.Node.AttrInt("axis") == 0 && c.In(0)!.Rank >= 1 && c.In(1)!.Elem == DType.I64 && c.In(0)!.ClrType != "" ? null : "axis 0 with i64 indices",
             c =>
             {
                 var x = c.In(0)!;

@@ -20,7 +20,7 @@ internal static class MatMulKernels
             c =>
             {
                 var (n, x) = (c.Node, c.In(0)!);
-                return x.Elem == ElementType.F32 && x.Rank == 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 }
+                return x.Elem == DType.F32 && x.Rank == 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 }
                     && n.AttrInt("transA") == 0 && n.AttrFloat("alpha") == 1f && n.AttrFloat("beta") == 1f
                     ? null : "A·op(W) (+ C) with alpha = beta = 1";
             },
@@ -49,7 +49,7 @@ internal static class MatMulKernels
 
     /// <summary>The check shared by products with a weight: f32 activations of rank ≥ 2 times a constant 2-D weight.</summary>
     public static string? WeightProduct(PlannedNodeContext c) =>
-        c.In(0)!.Elem == ElementType.F32 && c.In(0)!.Rank >= 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 } ? null : "f32 activations times a 2-D weight";
+        c.In(0)!.Elem == DType.F32 && c.In(0)!.Rank >= 2 && c.In(1) is { Storage: PlannedStorage.Constant, Rank: 2 } ? null : "f32 activations times a 2-D weight";
 
     /// <summary>For a step's logits: when only last positions are wanted, one row product per batch row; else (returns true: the caller closes the block) the full product.</summary>
     private static bool LastRows(PlannedNodeContext c, PlannedOperand x, PlannedOperand wt, PlannedOperand y, string k, string n, bool transB)

@@ -6,7 +6,7 @@ using Kiln.Ir.Diagnostics;
 using Kiln.Runtime.Compiled;
 using Kiln.Runtime.Weights;
 
-namespace Kiln.Cli;
+namespace Kiln.Compiler;
 
 /// <summary>Something that runs a model on named inputs: the reference evaluator, or the model compiled to C#.</summary>
 public interface IModelRunner : IDisposable

@@ -7,7 +7,7 @@ using Kiln.Runtime;
 using OnnxOptional = Kiln.Onnx.OptionalValue;
 using OnnxSequence = Kiln.Onnx.SequenceValue;
 
-namespace Kiln.Cli;
+namespace Kiln.Compiler;
 
 /// <summary>How one output compared with its expected value.</summary>
 public sealed record OutputCheck(string Name, bool Ok, double MaxAbs, double MaxRel, string? Problem);
@@ -60,7 +60,7 @@ public static class DataSets
 
     /// <summary>The backend tests store bfloat16 data as uint16 tensors; read them as the bf16 the graph declares.</summary>
     public static object? Relabel(object? v, IrType declared) =>
-        v is Tensor { Type: DType.U16 } t && declared is TensorType { Elem: ElementType.BF16 } ? Tensor.Wrap(DType.BF16, t.Shape, t.Memory) : v;
+        v is Tensor { Type: DType.U16 } t && declared is TensorType { Elem: DType.BF16 } ? Tensor.Wrap(DType.BF16, t.Shape, t.Memory) : v;
 
     public static object? ToRuntime(DataValue v) => v switch
     {

@@ -7,7 +7,7 @@ using Kiln.Onnx;
 using Kiln.Passes;
 using Kiln.Runtime;
 
-namespace Kiln.Cli;
+namespace Kiln.Compiler;
 
 /// <summary>What <c>kiln eval</c> measured: the float model against the compressed one on the same tokens.</summary>
 public sealed record EvalResult(double PplFloat, double Ppl, double KldMean, double KldP99, double Top1, double BitsPerWeight,
@@ -40,13 +40,13 @@ public static class Eval
         var logitsName = CheckInputs(reference.Graph, modelPath, tokensPath);
         // Parameters as the exporter wrote them, before fold can materialize a copy (a tied classifier's Transpose(E)):
         // a table read by both the lookup and the classifier counts once.
-        var parameters = reference.Graph.AllGraphs().SelectMany(g => g.Constants).Where(c => c.Data is { Elem: ElementType.F32 or ElementType.F16 or ElementType.BF16 }).Sum(c => c.Data!.ElementCount);
+        var parameters = reference.Graph.AllGraphs().SelectMany(g => g.Constants).Where(c => c.Data is { Elem: DType.F32 or DType.F16 or DType.BF16 }).Sum(c => c.Data!.ElementCount);
         // The float model runs through the default pipeline, so the comparison isolates what compression changed.
         PassManager.Run(reference, PassPipeline.Parse(PassPipeline.Default));
-        var calibration = Commands.Calibration(calibrationPath, compressed.Graph);
+        var calibration = CalibrationInputs.Load(calibrationPath, compressed.Graph);
         var pipeline = PassPipeline.Parse(passes);
         var reports = PassManager.Run(compressed, pipeline, r => progress?.Invoke($"{r.Step}: {r.NodesBefore} → {r.NodesAfter} nodes"), progress, calibration);
-        Commands.NoteUnusedCalibration(calibrationPath, reports, pipeline.ToString());
+        CalibrationInputs.NoteUnused(calibrationPath, reports, pipeline.ToString());
         var batches = CalibrationFiles.Load(tokensPath, reference.Graph, RowsPerBatch);
         var tokensInput = batches[0].Keys.Single();
         var floatRun = new Interpreter(reference.Graph, new EvaluatorOptions(), modelPath);
@@ -107,10 +107,10 @@ public static class Eval
         static KilnException Bad(string what, string file) => new(new Diagnostic(DiagnosticCode.InputMismatch, what, file));
         if (graph.Outputs.Count == 0) throw Bad("the model has no outputs: eval needs next-token logits", modelPath);
         var logits = graph.Outputs.FirstOrDefault(o => o.Name == "logits") ?? graph.Outputs[0];
-        if (logits.Value.Type is not TensorType { Elem: ElementType.F32 or ElementType.F16 or ElementType.BF16 or ElementType.F64, Shape: var shape } || shape is { Rank: not 3 })
+        if (logits.Value.Type is not TensorType { Elem: DType.F32 or DType.F16 or DType.BF16 or DType.F64, Shape: var shape } || shape is { Rank: not 3 })
             throw Bad($"output '{logits.Name}' is {logits.Value.Type}, not next-token logits (a float tensor [batch, seq, vocab])", modelPath);
         if (!File.Exists(tokensPath)) throw new KilnException(new Diagnostic(DiagnosticCode.FileNotReadable, "the token file does not exist", tokensPath));
-        if (DataFile.Read(tokensPath) is not TensorValue { Data: { Elem: ElementType.I64, Dims: [var rows, var length] } tokens })
+        if (DataFile.Read(tokensPath) is not TensorValue { Data: { Elem: DType.I64, Dims: [var rows, var length] } tokens })
             throw Bad("a token file holds one int64 [rows, tokens] tensor", tokensPath);
         if (rows < 1 || length < 2) throw Bad($"holds [{rows}, {length}] tokens: eval needs at least one row of at least 2 tokens (each position is scored on the next token)", tokensPath);
         var vocab = shape?[2].Value;

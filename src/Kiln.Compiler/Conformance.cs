@@ -5,7 +5,7 @@ using Kiln.Ir;
 using Kiln.Ir.Diagnostics;
 using Kiln.Onnx;
 
-namespace Kiln.Cli;
+namespace Kiln.Compiler;
 
 /// <summary>One backend test case's result, in the columns of the ONNX Runtime reference file.</summary>
 public sealed record CaseResult(string Case, string Status, string OpTypes, string Tags, double Seconds, string Reason);
@@ -101,15 +101,15 @@ public static class Conformance
             var types = graphs.SelectMany(g => g.DefinedValues.Concat(g.Outputs.Select(o => o.Value))).Select(v => v.Type).ToList();
             if (types.Any(t => t is SequenceType)) tags.Add("sequence");
             if (types.Any(t => t is OptionalType)) tags.Add("optional");
-            if (types.Any(t => Elem(t) == ElementType.String)) tags.Add("string");
-            if (types.Any(t => Elem(t) == ElementType.F16)) tags.Add("float16");
-            if (types.Any(t => Elem(t) == ElementType.BF16)) tags.Add("bfloat16");
+            if (types.Any(t => Elem(t) == DType.String)) tags.Add("string");
+            if (types.Any(t => Elem(t) == DType.F16)) tags.Add("float16");
+            if (types.Any(t => Elem(t) == DType.BF16)) tags.Add("bfloat16");
             if (graphs.SelectMany(g => g.Nodes).Any(n => n.Domain == "ai.onnx.preview.training")) tags.Add("training");
         }
         return string.Join(",", tags);
     }
 
-    private static ElementType? Elem(IrType t) => t switch
+    private static DType? Elem(IrType t) => t switch
     {
         TensorType tt => tt.Elem,
         SequenceType s => Elem(s.Element),
@@ -174,7 +174,7 @@ public static class Conformance
         var result = new Dictionary<string, CompiledCase>(StringComparer.Ordinal);
         for (var start = 0; start < cases.Count; start += BatchSize)
         {
-            var batch = new List<(string Name, CodeGen.CompileResult Result, string Blob)>();
+            var batch = new List<(string Name, CompileResult Result, string Blob)>();
             foreach (var (name, dir) in cases.Skip(start).Take(BatchSize))
             {
                 var modelPath = Path.Combine(dir, "model.onnx");
@@ -183,14 +183,14 @@ public static class Conformance
                 try
                 {
                     using var model = OnnxImporter.Import(modelPath);
-                    var r = CodeGen.ModelCompiler.Compile(model, modelPath, new CodeGen.CompileOptions
+                    var r = ModelCompiler.Compile(model, modelPath, new CompileOptions
                     {
                         Namespace = $"Kiln.Conformance.Case{index}",
                         ClassName = CodeGen.CSharp.TypeName(Path.GetFileName(dir)),
                         Verify = false,
                     });
                     var caseDir = Path.Combine(workDir, "case" + index);
-                    CodeGen.ModelCompiler.WriteFiles(r, caseDir);
+                    ModelCompiler.WriteFiles(r, caseDir);
                     batch.Add((name, r, Path.Combine(caseDir, r.ClassName + ".kiln")));
                 }
                 catch (KilnException e)

@@ -2,11 +2,12 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using Kiln.CodeGen;
 using Kiln.CodeGen.Backends;
 using Kiln.Ir;
 using Kiln.Passes;
 
-namespace Kiln.CodeGen;
+namespace Kiln.Compiler;
 
 public sealed record CompileOptions
 {
