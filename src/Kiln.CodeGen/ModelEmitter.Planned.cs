@@ -39,12 +39,7 @@ public sealed partial class ModelEmitter
         var inputs = new PlanInputs(g, mode, io, computed, needed, _symbolLocals, _known, NameOf, mode == PlanMode.Step ? _stepPastSymbol : null);
         if (MemoryPlanner.Plan(inputs, backend, out var why) is not { } planned) return why;
         // The backend binds every value to the expressions holding it; views read their root's storage.
-        var plan = new MemoryPlan
-        {
-            Mode = planned.Mode, Graph = planned.Graph, Order = planned.Order, SlotSizes = planned.SlotSizes, Chains = planned.Chains,
-            Copies = planned.Copies, Known = planned.Known, LogitsNode = planned.LogitsNode, Longest = planned.Longest, DimLocals = planned.DimLocals,
-            Values = planned.Values.ToDictionary(x => x.Key, x => backend.Bind(x.Value)),
-        };
+        var plan = planned with { Values = planned.Values.ToDictionary(x => x.Key, x => backend.Bind(x.Value)) };
 
         if (mode == PlanMode.Step) _stepKvBits = plan.Values.Values.Any(v => v.Int8Cache) ? 8 : 32;
 

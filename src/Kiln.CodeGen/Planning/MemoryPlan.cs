@@ -14,7 +14,7 @@ public sealed record ElementwiseChain(IReadOnlyList<Node> Members)
 /// elementwise chains; the outputs that must be copied out. It is data: <c>kiln dump --plan</c> prints it
 /// (<see cref="Lines"/>) and a backend turns it into code.
 /// </summary>
-public sealed class MemoryPlan
+public sealed record MemoryPlan
 {
     public required PlanMode Mode { get; init; }
 
