@@ -39,7 +39,10 @@ public sealed partial class ModelEmitter
         w.Line();
         w.Line($"private static readonly string[] NodeNames = {CSharp.Strings(_nodes.Select(n => n.Name ?? "#" + n.Index))};");
         w.Line($"private static readonly string[] NodeOps = {CSharp.Strings(_nodes.Select(n => n.QualifiedOp))};");
-        w.Line($"private static readonly string[] NodeInputs = {CSharp.Strings(_nodes.Select(n => string.Join(" ", n.Inputs.Select(v => v is null ? "-" : v.Type.ToString()))))};");
+        // One string per node; a node with many or long input types gets one literal per input, joined with + (the line wrapper breaks there).
+        var inputTypes = _nodes.Select(n => n.Inputs.Select(v => v is null ? "-" : v.Type.ToString()).ToList())
+            .Select(t => string.Join(" ", t).Length <= 80 ? CSharp.String(string.Join(" ", t)) : string.Join(" + ", t.Select((x, i) => CSharp.String(i < t.Count - 1 ? x + " " : x))));
+        w.Line($"private static readonly string[] NodeInputs = new string[] {{ {string.Join(", ", inputTypes)} }};");
         foreach (var (type, name, init) in _statics) w.Line($"private static readonly {type} {name} = {init};");
         w.Line();
         w.Line("private readonly WeightBlob _blob;");
@@ -49,7 +52,12 @@ public sealed partial class ModelEmitter
         w.Line("private readonly TensorPool _pool = new();");
         w.Line("private readonly MemoryBudget _budget = new(MemoryBudget.DefaultLimit); // restarted per call under MemoryBudgetBytes");
         if (planned) w.Line("private readonly ActivationArena _arena = new();");
-        foreach (var (field, _, comment) in _weightFields) w.Line($"private readonly Tensor {field}; // {CSharp.Comment(comment)}");
+        // The IR name and type above each field (the field's own name is the IR name made an identifier).
+        foreach (var (field, _, comment) in _weightFields)
+        {
+            w.Line($"// {CSharp.Comment(comment)}");
+            w.Line($"private readonly Tensor {field};");
+        }
         w.Line();
         w.Line("/// <summary>Opens the weight blob at <paramref name=\"blobPath\"/>: mapped (zero copy) or copied into huge-page memory (faster decoding).</summary>");
         w.Line($"public {cls}(string blobPath, WeightLoading loading = WeightLoading.Map) : this(WeightBlob.Open(blobPath, ModelHash, loading), ownsBlob: true) {{ }}");
