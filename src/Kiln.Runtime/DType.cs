@@ -12,15 +12,10 @@ public enum DType
 
 public static class DTypes
 {
-    public static int Size(this DType t) => t switch
-    {
-        DType.F32 or DType.I32 or DType.U32 => 4,
-        DType.F16 or DType.BF16 or DType.I16 or DType.U16 => 2,
-        DType.F64 or DType.I64 or DType.U64 or DType.C64 => 8,
-        DType.C128 => 16,
-        DType.I8 or DType.U8 or DType.Bool => 1,
-        _ => throw new KernelException($"{t.Name()} tensors are not supported by the runtime"),
-    };
+    /// <summary>Bytes per element of a runtime tensor (every kind but strings and the packed 4-bit ones).</summary>
+    public static int Size(this DType t) => t is DType.String or DType.I4 or DType.U4
+        ? throw new KernelException($"{t.Name()} tensors are not supported by the runtime")
+        : t.Bits() / 8;
 
     /// <summary>The name IR text and messages use: f32, bf16, i64, bool, string, …</summary>
     public static string Name(this DType t) => t.ToString().ToLowerInvariant();

@@ -165,59 +165,47 @@ public sealed class Dim : IEquatable<Dim>
         return h.ToHashCode();
     }
 
-    public override string ToString()
-    {
-        if (_unknown) return "?";
-        if (_terms.Length == 0) return "0";
-        var sb = new StringBuilder();
-        for (var i = 0; i < _terms.Length; i++)
-        {
-            var t = _terms[i];
-            var coeff = t.Coeff;
-            if (i > 0)
-            {
-                sb.Append(coeff < 0 ? " - " : " + ");
-                coeff = Math.Abs(coeff);
-            }
-            else if (coeff < 0 && t.Symbols.Length > 0)
-            {
-                sb.Append('-');
-                coeff = -coeff;
-            }
-            if (t.Symbols.Length == 0)
-            {
-                sb.Append(coeff.ToString(CultureInfo.InvariantCulture));
-                continue;
-            }
-            if (coeff != 1) sb.Append(coeff.ToString(CultureInfo.InvariantCulture)).Append('*');
-            sb.Append(string.Join('*', t.Symbols.Select(QuoteSymbol)));
-        }
-        return sb.ToString();
-    }
+    public override string ToString() =>
+        _unknown ? "?" : _terms.Length == 0 ? "0" : Join(t => t.Symbols.Length == 0
+            ? t.Coeff.ToString(CultureInfo.InvariantCulture)
+            : (t.Coeff != 1 ? t.Coeff.ToString(CultureInfo.InvariantCulture) + "*" : "") + string.Join('*', t.Symbols.Select(QuoteSymbol)), leadingMinus: "-");
 
     /// <summary>
     /// The dim as a long expression for generated code, written as the dim prints (<c>past_seq + seq</c>,
     /// <c>2L * seq - 1L</c>): each symbol written by <paramref name="symbol"/> (a long local), coefficients of 1
     /// left out. Null for an unknown dim.
     /// </summary>
-    public string? ToExpression(Func<string, string> symbol)
+    public string? ToExpression(Func<string, string> symbol) =>
+        _unknown ? null : _terms.Length == 0 ? "0L" : Join(t =>
+        {
+            var factors = t.Symbols.Select(symbol).ToList();
+            // A symbol product stays long without a 1L in front; a constant term or another coefficient is a long literal.
+            if (t.Coeff != 1 || factors.Count == 0) factors.Insert(0, t.Coeff.ToString(CultureInfo.InvariantCulture) + "L");
+            return string.Join(" * ", factors);
+        }, leadingMinus: null);
+
+    /// <summary>
+    /// The terms joined with " + " and " - " (a later term is written with its coefficient's absolute value). A first
+    /// term with symbols and a negative coefficient is written as <paramref name="leadingMinus"/> and its absolute
+    /// value when that is given, else with its signed coefficient.
+    /// </summary>
+    private string Join(Func<Term, string> write, string? leadingMinus)
     {
-        if (_unknown) return null;
-        if (_terms.Length == 0) return "0L";
         var sb = new StringBuilder();
         for (var i = 0; i < _terms.Length; i++)
         {
             var t = _terms[i];
-            var coeff = t.Coeff;
             if (i > 0)
             {
-                sb.Append(coeff < 0 ? " - " : " + ");
-                coeff = Math.Abs(coeff);
+                sb.Append(t.Coeff < 0 ? " - " : " + ");
+                t = t with { Coeff = Math.Abs(t.Coeff) };
             }
-            var factors = t.Symbols.Select(symbol).ToList();
-            // A symbol product stays long without a 1L in front; a constant term or another coefficient is a long literal.
-            if (coeff != 1 || factors.Count == 0) factors.Insert(0, coeff.ToString(CultureInfo.InvariantCulture) + "L");
-            sb.Append(string.Join(" * ", factors));
+            else if (leadingMinus is not null && t.Coeff < 0 && t.Symbols.Length > 0)
+            {
+                sb.Append(leadingMinus);
+                t = t with { Coeff = -t.Coeff };
+            }
+            sb.Append(write(t));
         }
         return sb.ToString();
     }

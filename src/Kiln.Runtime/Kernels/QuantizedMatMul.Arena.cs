@@ -1,10 +1,3 @@
-using System.Numerics;
-using System.Numerics.Tensors;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
-
 namespace Kiln.Runtime.Kernels;
 
 /// <summary>Span kernels of planned code (products with quantized weights); see <see cref="ArenaKernels"/>.</summary>
