@@ -174,12 +174,15 @@ public sealed partial class ModelEmitter
         return field;
     }
 
-    /// <summary>A weight's field is named after its IR name (<c>_model_layers_0_attention_wq_weight</c>), its last 60 characters when longer.</summary>
+    /// <summary>
+    /// A weight's field is named after its IR name (<c>_w_model_layers_0_attention_wq_weight</c>), its last 60 characters
+    /// when longer; the <c>_w_</c> prefix keeps it apart from the class's own fields (<c>_arena</c>, <c>_blob</c>, …).
+    /// </summary>
     private static string WeightFieldName(string name)
     {
         var words = System.Text.RegularExpressions.Regex.Replace(CSharp.Identifier(name).TrimStart('@'), "_+", "_").Trim('_');
         if (words.Length > 60) words = words[^60..].TrimStart('_');
-        return "_" + (words.Length == 0 ? "w" : words);
+        return "_w_" + words;
     }
 
     private static string DTypeName(DType e) => e.ToString();

@@ -40,6 +40,32 @@ public sealed class PlannedCodeTests : IDisposable
         """;
 
     [Fact]
+    public void Weights_named_like_the_generated_class_s_own_fields_compile_and_run()
+    {
+        // Weight fields are named after IR names; these would be _arena, _blob, _budget, _gate and _disposed without a prefix.
+        const string text = """
+            graph @g(%x: f32[n, 2]) -> (%y: f32[n, 2]) {
+              const @arena: f32[2, 2] = [1, 2, 3, 4]
+              const @blob: f32[2] = [0.5, -0.5]
+              const @budget: f32[2, 2] = [1, 0, 0, 1]
+              const @gate: f32[2] = [1, 1]
+              const @disposed: f32[2] = [2, 2]
+              %a: f32[n, 2] = MatMul(%x, @arena)
+              %b: f32[n, 2] = Add(%a, @blob)
+              %c: f32[n, 2] = MatMul(%b, @budget)
+              %d: f32[n, 2] = Mul(%c, @gate)
+              %y: f32[n, 2] = Add(%d, @disposed)
+            }
+            """;
+        using var model = KirParser.ParseModel(text);
+        using var runner = CompiledRunner.CompileInMemory(model, "names.kir", new CompileOptions { Passes = "dce" }, _dir);
+        var x = Tensor.FromArray(DType.F32, [1, 2], new[] { 1f, 1f });
+        var y = ((Tensor)runner.Run(new Dictionary<string, object?> { ["x"] = x })["y"]!).Span<float>().ToArray();
+        // [1, 1]·[[1, 2], [3, 4]] = [4, 6]; + [0.5, -0.5] = [4.5, 5.5]; ·I; ·1; + 2 = [6.5, 7.5].
+        Assert.Equal(new[] { 6.5f, 7.5f }, y);
+    }
+
+    [Fact]
     public void A_fused_elementwise_chain_matches_onnx_runtime_and_the_evaluator()
     {
         using var model = KirParser.ParseModel(Chain);
