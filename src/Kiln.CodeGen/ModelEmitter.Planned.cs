@@ -20,6 +20,9 @@ public sealed partial class ModelEmitter
     // The symbol a decoding step binds to the cache's length (past_seq), when there is one.
     private string? _stepPastSymbol;
 
+    // The nodes the backend could not plan in Run (each "node 'name' (Op): reason"), listed by the plan and the report.
+    private IReadOnlyList<string> _runBlockers = [];
+
     // The KV cache format the planned decoding step reads and writes: 32 (f32) or 8 (int8, quantize-kv).
     private int _stepKvBits = 32;
 
@@ -37,7 +40,9 @@ public sealed partial class ModelEmitter
         var g = _graph;
         var (computed, needed) = Plan(g, g.Outputs.Select(o => o.Value).ToHashSet());
         var inputs = new PlanInputs(g, mode, io, computed, needed, _symbolLocals, _known, NameOf, mode == PlanMode.Step ? _stepPastSymbol : null);
-        if (MemoryPlanner.Plan(inputs, backend, out var why) is not { } planned) return why;
+        var planned = MemoryPlanner.Plan(inputs, backend, out var why, out var blockers);
+        if (mode == PlanMode.Run) _runBlockers = blockers;
+        if (planned is null) return why;
         // The backend binds every value to the expressions holding it; views read their root's storage.
         var plan = planned with { Values = planned.Values.ToDictionary(x => x.Key, x => backend.Bind(x.Value)) };
 

@@ -169,6 +169,8 @@ public static class ModelCompiler
         sb.Append(inv, $"- activations: {r.Activations}\n");
         foreach (var summary in r.Plan.Split('\n').Where(l => l.Length > 0 && !l.StartsWith(' ')))
             sb.Append(inv, $"- plan, {summary} (`kiln dump MODEL --plan` lists every value)\n");
+        foreach (var blocker in r.Plan.Split('\n').Where(l => l.StartsWith("  no planned kernel: ", StringComparison.Ordinal)))
+            sb.Append(inv, $"- no planned kernel: {blocker["  no planned kernel: ".Length..]}\n");
         sb.Append(inv, $"- model hash: {r.ModelHash}\n");
         sb.Append(inv, $"- time: {r.Milliseconds.ToString("0", inv)} ms\n\n");
         sb.Append("## Passes\n\n| step | nodes before | nodes after | ms | what it did | ops added/removed |\n| --- | --- | --- | --- | --- | --- |\n");

@@ -28,17 +28,22 @@ public sealed class MemoryPlanner
     private readonly IPlannedCodeBackend _backend;
     private readonly Dictionary<Value, PlannedOperand> _operands = [];
     private readonly List<Value> _known = [];
+    private readonly List<string> _blockers = [];
     private readonly Dictionary<string, string> _dimLocalByExpression = new(StringComparer.Ordinal);
     private readonly List<(string Name, string Expression)> _dimLocals = [];
     private int _local;
 
     private MemoryPlanner(PlanInputs inputs, IPlannedCodeBackend backend) => (_in, _backend) = (inputs, backend);
 
-    /// <summary>The plan, or null with why the graph cannot be planned in this mode.</summary>
-    public static MemoryPlan? Plan(PlanInputs inputs, IPlannedCodeBackend backend, out string? why)
+    /// <summary>
+    /// The plan, or null with why the graph cannot be planned in this mode and, when nodes lack a planned kernel, every
+    /// one of them (<c>node 'name' (Op): reason</c>), not just the first.
+    /// </summary>
+    public static MemoryPlan? Plan(PlanInputs inputs, IPlannedCodeBackend backend, out string? why, out IReadOnlyList<string> blockers)
     {
         var planner = new MemoryPlanner(inputs, backend);
         var plan = planner.Build(out why);
+        blockers = planner._blockers;
         return why is null ? plan : null;
     }
 
@@ -75,8 +80,14 @@ public sealed class MemoryPlanner
                 why = $"node '{n.Name}' reads the past keys or values";
                 return null;
             }
+            // A node the backend cannot plan is noted and planning goes on, so the report lists every such node.
             var unsupported = _backend.UnsupportedPlanned(new PlannedNodeContext(n, new CodeWriter(), ins, [placeholder]));
-            if (unsupported is not null) { why = $"node '{n.Name}' ({n.QualifiedOp}): {unsupported}"; return null; }
+            if (unsupported is not null) _blockers.Add($"node '{n.Name}' ({n.QualifiedOp}): {unsupported}");
+        }
+        if (_blockers.Count > 0)
+        {
+            why = _blockers.Count == 1 ? _blockers[0] : $"{_blockers.Count} nodes have no planned kernel, the first {_blockers[0]}";
+            return null;
         }
 
         var copies = new List<(int Index, Value Value)>();
