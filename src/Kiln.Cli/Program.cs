@@ -363,6 +363,7 @@ namespace Kiln.Cli
             var files = ModelCompiler.WriteFiles(result, output);
             var inv = CultureInfo.InvariantCulture;
             foreach (var f in files) Console.WriteLine($"wrote {f} ({new FileInfo(f).Length.ToString("N0", inv)} bytes)");
+            Console.WriteLine($"generic operator calls: {result.GenericCalls}");
             Console.WriteLine($"{result.FullName}: {result.NodesBefore} → {result.NodesAfter} nodes, {result.Weights.Count} weights ({result.WeightBytes.ToString("N0", inv)} bytes), " +
                 $"{clock.Elapsed.TotalSeconds.ToString("0.0", inv)} s, peak working set {Runtime.MemoryBudget.Format(System.Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64)}");
         }

@@ -7,20 +7,6 @@ using Kiln.Ir.Ops;
 
 namespace Kiln.CodeGen;
 
-/// <summary>What to call the generated class and what it was compiled from.</summary>
-public sealed record EmitOptions(string Namespace, string ClassName, string ModelHash, string SourceName, string Pipeline);
-
-/// <summary>A tensor the blob writer stores, under the name the generated code asks for.</summary>
-public sealed record BlobTensor(string Name, TensorData Data);
-
-/// <summary>The generated C# and the weights it loads.</summary>
-/// <param name="FullyPlanned">every node runs from the plan: the run (and, for a decoder, its step) was planned as a whole</param>
-public sealed record EmittedModel(string ClassName, string Source, IReadOnlyList<BlobTensor> Weights, int NodeCount, string Activations, bool FullyPlanned)
-{
-    /// <summary>The memory plan as text, one line per computed value and per elementwise chain, for each planned entry (Run, Step); empty when nothing was planned.</summary>
-    public string Plan { get; init; } = "";
-}
-
 /// <summary>
 /// Emits one C# class for a graph: a typed <c>Run</c> over tensors named after the model's inputs and outputs, an
 /// untyped <see cref="Runtime.Compiled.ICompiledModel"/> face for tools, constants loaded from the weight blob,
@@ -40,6 +26,7 @@ public sealed partial class ModelEmitter
     private readonly List<BlobTensor> _weights = [];
     private readonly List<Node> _nodes = [];
     private int _locals;
+    private int _genericCalls;
 
     // Shape arithmetic inference resolved in terms of the inputs' symbolic dims: computed from those dims once per
     // call instead of running the Shape → Gather → Concat nodes that produce it.
@@ -110,6 +97,7 @@ public sealed partial class ModelEmitter
         return new EmittedModel(_options.ClassName, WriteClass(inputs, body, run is not null, step is not null ? (io!, stepBody!) : null), _weights, _nodes.Count, activations, fullyPlanned)
         {
             Plan = plan + "\n",
+            GenericCalls = _genericCalls,
         };
     }
 
@@ -270,6 +258,7 @@ public sealed partial class ModelEmitter
             body.Line($"// {CSharp.Comment(node.Name ?? "#" + node.Index)}: {node.QualifiedOp} → {CSharp.Comment(outs)}");
             body.Line($"at = {id};");
             _backend.EmitNode(new NodeEmitContext(this, node, body));
+            _genericCalls++;
             if (last is null) continue;
             live.AddRange(node.Outputs.OfType<Value>());
             var dead = live.Where(v => v.Kind == ValueKind.NodeOutput && !outputs.Contains(v) && last.GetValueOrDefault(v, i) <= i).ToList();

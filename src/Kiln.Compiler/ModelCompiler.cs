@@ -44,6 +44,9 @@ public sealed record CompileResult(string ClassName, string Namespace, string So
     /// <summary>The memory plan of the generated code as text (<c>kiln dump --plan</c>).</summary>
     public string Plan { get; init; } = "";
 
+    /// <summary>Nodes run through a generic operator entry instead of a planned kernel (0 when fully planned).</summary>
+    public int GenericCalls { get; init; }
+
     public string FullName => Namespace + "." + ClassName;
 }
 
@@ -110,7 +113,7 @@ public static class ModelCompiler
             RoslynBuild.Compile(className, [(className + ".cs", source)]);
         }
         return new CompileResult(className, options.Namespace, source, emitted.Weights, hash, pipeline.ToString(), reports, before, after,
-            emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds, emitted.Activations, emitted.FullyPlanned) { Plan = emitted.Plan };
+            emitted.Weights.Sum(w => w.Data.ByteLength), clock.Elapsed.TotalMilliseconds, emitted.Activations, emitted.FullyPlanned) { Plan = emitted.Plan, GenericCalls = emitted.GenericCalls };
     }
 
     /// <summary>
@@ -167,6 +170,7 @@ public static class ModelCompiler
         sb.Append(inv, $"- nodes: {r.NodesBefore} before passes, {r.NodesAfter} after\n");
         sb.Append(inv, $"- weights: {r.Weights.Count} tensors, {r.WeightBytes.ToString("N0", inv)} bytes ({blobBytes.ToString("N0", inv)} bytes of blob with header, table and alignment)\n");
         sb.Append(inv, $"- activations: {r.Activations}\n");
+        sb.Append(inv, $"- generic operator calls: {r.GenericCalls}\n");
         foreach (var summary in r.Plan.Split('\n').Where(l => l.Length > 0 && !l.StartsWith(' ')))
             sb.Append(inv, $"- plan, {summary} (`kiln dump MODEL --plan` lists every value)\n");
         foreach (var blocker in r.Plan.Split('\n').Where(l => l.StartsWith("  no planned kernel: ", StringComparison.Ordinal)))

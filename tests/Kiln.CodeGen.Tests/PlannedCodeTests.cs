@@ -40,6 +40,27 @@ public sealed class PlannedCodeTests : IDisposable
         """;
 
     [Fact]
+    public void The_compile_result_and_report_count_the_generic_operator_calls()
+    {
+        const string planned = """
+            graph @g(%x: f32[n, 4]) -> (%y: f32[n, 4]) {
+              %t: f32[n, 4] = Transpose(%x) {perm=[0, 1]}
+              %y: f32[n, 4] = Relu(%t)
+            }
+            """;
+        // Softmax has no planned kernel: the whole graph runs through operator entries today, one generic call per node.
+        var generic = planned.Replace("%y: f32[n, 4] = Relu(%t)", "%s: f32[n, 4] = Softmax(%t) {axis=-1}\n  %y: f32[n, 4] = Relu(%s)")
+            .Replace("graph @g(", "graph @h(");
+        using var a = KirParser.ParseModel(planned);
+        using var b = KirParser.ParseModel(generic);
+        var fully = ModelCompiler.Compile(a, "planned.kir", new CompileOptions { Passes = "dce", Verify = false });
+        var partly = ModelCompiler.Compile(b, "generic.kir", new CompileOptions { Passes = "dce", Verify = false });
+        Assert.Equal(0, fully.GenericCalls);
+        Assert.Equal(3, partly.GenericCalls);
+        Assert.Contains("- generic operator calls: 3\n", ModelCompiler.Report(partly, 0));
+    }
+
+    [Fact]
     public void Weights_named_like_the_generated_class_s_own_fields_compile_and_run()
     {
         // Weight fields are named after IR names; these would be _arena, _blob, _budget, _gate and _disposed without a prefix.
