@@ -158,7 +158,7 @@ public sealed partial class ModelEmitter
         for (var k = 2; _weights.Any(w => w.Name == blobName); k++) blobName = name + "#" + k;
         _weights.Add(new BlobTensor(blobName, data));
         var field = Fresh(WeightFieldName(name));
-        _weightFields.Add((field, $"blob.Get({CSharp.String(blobName)}, DType.{DTypeName(data.Elem)}, {shape})", $"{name}: {data.Type}"));
+        _weightFields.Add((field, $"blob.Get({CSharp.String(blobName)}, DType.{data.Elem}, {shape})", $"{name}: {data.Type}"));
         return field;
     }
 
@@ -173,7 +173,6 @@ public sealed partial class ModelEmitter
         return "_w_" + words;
     }
 
-    private static string DTypeName(DType e) => e.ToString();
 
     /// <summary>Input checks; returns the parameter list of the typed Run (name, C# type, input index).</summary>
     private List<(string Param, string Type, string OnnxName)> EmitInputs(CodeWriter body)
@@ -202,7 +201,7 @@ public sealed partial class ModelEmitter
                     var dims = shape is null ? "null" : CSharp.Ints(shape.Dims.Select(d => d.Value is { } x ? checked((int)x) : -1));
                     var syms = shape is null || shape.Dims.All(d => d.SymbolName is null) ? "null"
                         : "new string?[] { " + string.Join(", ", shape.Dims.Select(d => d.SymbolName is { } s ? CSharp.String(s) : "null")) + " }";
-                    body.Line($"var {local} = Generated.Input(ModelName, {CSharp.String(v.Name)}, {given}, DType.{DTypeName(tt.Elem)}, {dims}, {syms}, {(symbols.Count > 0 ? "bound" : "System.Array.Empty<long>()")}, {symbolNames});");
+                    body.Line($"var {local} = Generated.Input(ModelName, {CSharp.String(v.Name)}, {given}, DType.{tt.Elem}, {dims}, {syms}, {(symbols.Count > 0 ? "bound" : "System.Array.Empty<long>()")}, {symbolNames});");
                     break;
                 case SequenceType:
                     type = "TensorSequence";
@@ -354,7 +353,7 @@ public sealed partial class ModelEmitter
     {
         var shape = CSharp.Ints(t.Dims.Select(d => checked((int)d)));
         if (t is StringTensorData s) return $"Tensor.FromStrings({shape}, {CSharp.Strings(s.AsStrings)})";
-        return Static("Tensor", "Literal", $"Generated.Constant(DType.{DTypeName(t.Elem)}, {shape}, {CSharp.String(Convert.ToBase64String(t.Bytes))})");
+        return Static("Tensor", "Literal", $"Generated.Constant(DType.{t.Elem}, {shape}, {CSharp.String(Convert.ToBase64String(t.Bytes))})");
     }
 
     /// <summary>A subgraph as a local <c>Subgraph</c> whose lambda computes its outputs from its inputs and the enclosing locals.</summary>
@@ -376,7 +375,7 @@ public sealed partial class ModelEmitter
         EmitGraphBody(g, body);
         body.Line("return new object?[] { " + string.Join(", ", g.Outputs.Select(o => NameOf(o.Value))) + " };");
         body.Indent--;
-        var types = "new DType?[] { " + string.Join(", ", g.Outputs.Select(o => o.Value.Type is TensorType tt ? "DType." + DTypeName(tt.Elem) : "null")) + " }";
+        var types = "new DType?[] { " + string.Join(", ", g.Outputs.Select(o => o.Value.Type is TensorType tt ? "DType." + tt.Elem : "null")) + " }";
         var shapes = "new int[]?[] { " + string.Join(", ", g.Outputs.Select(o => o.Value.Type is TensorType { Shape: { } s } ? CSharp.Ints(s.Dims.Select(d => (int)(d.Value ?? 0))) : "null")) + " }";
         body.Line($"}}, {types}, {shapes});");
         return local;

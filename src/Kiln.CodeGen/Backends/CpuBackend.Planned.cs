@@ -27,7 +27,7 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
     }
 
     public bool ComputesLastRowsOnly(PlannedNodeContext c) =>
-        Cpu.PlannedKernels.ByOp.TryGetValue(c.Node.QualifiedOp, out var kernel) && kernel.LastRowsOnly is { } rows && kernel.Unsupported(c) is null && rows(c);
+        Cpu.PlannedKernels.ByOp.TryGetValue(c.Node.QualifiedOp, out var kernel) && kernel.LastRowsOnly is { } rows && rows(c);
 
     public bool IsFusableElementwise(Node node) => node.QualifiedOp is "Add" or "Sub" or "Mul" or "Div" or "Neg" or "Sqrt" or "Exp"
         or "Sigmoid" or "Relu" or "Cos" or "Sin" or KilnOp.Qualified.SiLU;

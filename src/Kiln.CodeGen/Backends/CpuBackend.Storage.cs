@@ -55,7 +55,7 @@ public sealed partial class CpuBackend
                 w.Line($"var {v.Span} = _arena.Slot<{v.ClrType}>(slot{v.Slot}, {v.Count});");
                 break;
             case PlannedStorage.Output:
-                w.Line($"var o{v.OutputIndex} = Tensor.Uninitialized(DType.{DTypeName(v.Elem)}, new int[] {{ {string.Join(", ", v.OutputDims)} }});");
+                w.Line($"var o{v.OutputIndex} = Tensor.Uninitialized(DType.{v.Elem}, new int[] {{ {string.Join(", ", v.OutputDims)} }});");
                 w.Line($"var {v.Span} = o{v.OutputIndex}.Span<{v.ClrType}>();");
                 break;
         }
@@ -63,9 +63,8 @@ public sealed partial class CpuBackend
 
     public void EmitOutputCopy(CodeWriter w, int index, PlannedOperand v)
     {
-        w.Line($"var o{index} = Tensor.Uninitialized(DType.{DTypeName(v.Elem)}, new int[] {{ {string.Join(", ", v.Dims)} }});");
+        w.Line($"var o{index} = Tensor.Uninitialized(DType.{v.Elem}, new int[] {{ {string.Join(", ", v.Dims)} }});");
         w.Line($"{v.Span}.CopyTo(o{index}.Span<{v.ClrType}>());");
     }
 
-    private static string DTypeName(DType e) => e.ToString();
 }

@@ -65,7 +65,10 @@ public interface IPlannedCodeBackend
     /// </summary>
     void EmitElementwiseLoop(CodeWriter body, IReadOnlyList<ElementwiseStep> steps, PlannedOperand output);
 
-    /// <summary>Whether the node (a step's logits) can compute only each row's last position (<see cref="PlannedNodeContext.LastRowsOnly"/>).</summary>
+    /// <summary>
+    /// Whether the node (a step's logits) can compute only each row's last position (<see cref="PlannedNodeContext.LastRowsOnly"/>);
+    /// asked only of nodes <see cref="UnsupportedPlanned"/> accepted.
+    /// </summary>
     bool ComputesLastRowsOnly(PlannedNodeContext context);
 
     /// <summary>The value with the expressions that hold it in this backend's storage (<see cref="PlannedOperand.Span"/>, and for the KV cache its head stride and scales).</summary>
