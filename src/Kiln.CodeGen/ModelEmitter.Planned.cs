@@ -20,9 +20,6 @@ public sealed partial class ModelEmitter
     // The symbol a decoding step binds to the cache's length (past_seq), when there is one.
     private string? _stepPastSymbol;
 
-    // The nodes the backend could not plan in Run (each "node 'name' (Op): reason"), listed by the plan and the report.
-    private IReadOnlyList<string> _runBlockers = [];
-
     // The KV cache format the planned decoding step reads and writes: 32 (f32) or 8 (int8, quantize-kv).
     private int _stepKvBits = 32;
 
@@ -40,8 +37,7 @@ public sealed partial class ModelEmitter
         var g = _graph;
         var (computed, needed) = Plan(g, g.Outputs.Select(o => o.Value).ToHashSet());
         var inputs = new PlanInputs(g, mode, io, computed, needed, _symbolLocals, _known, NameOf, mode == PlanMode.Step ? _stepPastSymbol : null);
-        var planned = MemoryPlanner.Plan(inputs, backend, out var why, out var blockers);
-        if (mode == PlanMode.Run) _runBlockers = blockers;
+        var planned = MemoryPlanner.Plan(inputs, backend, out var why);
         if (planned is null) return why;
         // The backend binds every value to the expressions holding it; views read their root's storage.
         var plan = planned with { Values = planned.Values.ToDictionary(x => x.Key, x => backend.Bind(x.Value)) };
@@ -66,26 +62,44 @@ public sealed partial class ModelEmitter
         w.Line("long profiled = Generated.NodeProfileStart();");
         foreach (var n in plan.Order)
         {
-            var o = n.Outputs[0]!;
-            var op = plan.Values[o];
-            var note = op.Storage switch { PlannedStorage.Alias => " (a view of its input)", PlannedStorage.Fused => " (computed in the loop of the node it feeds)", _ => "" };
-            w.Line($"// {CSharp.Comment(n.Name ?? "#" + n.Index)}: {n.QualifiedOp} → %{CSharp.Comment(o.Name)}{note}");
-            if (op.Storage is PlannedStorage.Alias or PlannedStorage.Fused) continue;
+            var outs = n.Outputs.Select(v => v is null ? null : plan.Resolve(v)).ToList();
+            var first = outs.First(x => x is not null)!;
+            var note = first.Storage switch
+            {
+                PlannedStorage.Alias => " (a view of its input)",
+                PlannedStorage.Fused => " (computed in the loop of the node it feeds)",
+                PlannedStorage.Fallback => " (no planned kernel: its operator entry)",
+                _ => "",
+            };
+            w.Line($"// {CSharp.Comment(n.Name ?? "#" + n.Index)}: {n.QualifiedOp} → {CSharp.Comment(string.Join(", ", n.Outputs.Select(o => o is null ? "_" : "%" + o.Name)))}{note}");
+            if (first.Storage is PlannedStorage.Alias or PlannedStorage.Fused) continue;
             w.Line($"at = {NodeId(n)};");
-            backend.EmitAllocation(w, op);
-            if (plan.ChainEndingAt(n) is { } chain) backend.EmitElementwiseLoop(w, ElementwiseChains.Steps(plan, chain), plan.Resolve(o));
+            var ins = n.Inputs.Select(v => v is null ? null : plan.Resolve(v)).ToList();
+            if (first.Storage == PlannedStorage.Fallback) EmitFallbackCall(w, n, backend, ins, outs);
             else
             {
-                var ctx = new PlannedNodeContext(n, w, n.Inputs.Select(v => v is null ? null : plan.Resolve(v)).ToList(), [plan.Resolve(o)])
-                {
-                    LastRowsOnly = n == plan.LogitsNode ? "lastPositionOnly" : null,
-                };
-                backend.EmitPlanned(ctx);
+                foreach (var op in outs) if (op is not null) backend.EmitAllocation(w, op);
+                if (plan.ChainEndingAt(n) is { } chain) backend.EmitElementwiseLoop(w, ElementwiseChains.Steps(plan, chain), first);
+                else backend.EmitPlanned(new PlannedNodeContext(n, w, ins, outs) { LastRowsOnly = n == plan.LogitsNode ? "lastPositionOnly" : null });
             }
             w.Line("if (profiled != 0) profiled = Generated.NodeProfileEnd(profiled, NodeNames[at], NodeOps[at], NodeInputs[at]);");
         }
         foreach (var (i, v) in plan.Copies) backend.EmitOutputCopy(w, i, plan.Resolve(v));
         result = new PlannedCode(w.ToString(), [.. Enumerable.Range(0, g.Outputs.Count).Select(i => $"o{i}")], plan);
         return null;
+    }
+
+    /// <summary>
+    /// A node with no planned kernel inside planned code: its inputs as tensors (planned spans copied into new ones),
+    /// one call of its operator entry (as unplanned code runs it), its outputs kept as the tensors it returns.
+    /// </summary>
+    private void EmitFallbackCall(CodeWriter w, Node n, IPlannedCodeBackend backend, IReadOnlyList<PlannedOperand?> ins, IReadOnlyList<PlannedOperand?> outs)
+    {
+        var args = ins.Select(op => op is null ? "null" : backend.EmitTensorOf(w, op, Fresh("copy_" + CSharp.Identifier(op.Value.Name).TrimStart('@')))).ToList();
+        var results = outs.Select(op => op is null ? "_" : op.Local + "_result").ToList();
+        _backend.EmitNode(new NodeEmitContext(this, n, w, i => i < args.Count ? args[i] : "null", i => results[i]));
+        foreach (var op in outs)
+            if (op is not null) w.Line($"var {op.Local} = (Tensor){op.Local}_result!;");
+        _genericCalls++;
     }
 }

@@ -92,8 +92,8 @@ public sealed partial class ModelEmitter
             : $"one arena: {run.Plan.ArenaValues} values in {run.Plan.SlotSizes.Count} slots, sizes computed from the input dims once per call" +
               (step is not null ? "; decoding step planned (KV cache written in place, no allocation per token)" : io is not null ? $"; no planned decoding step ({whyNoStep})" : "");
 
-        var fullyPlanned = run is not null && (io is null || step is not null);
-        var plan = string.Join("\n", (run?.Plan.Lines() ?? [$"run: not planned ({whyNotPlanned})", .. _runBlockers.Select(b => "  no planned kernel: " + b)]).Concat(step?.Plan.Lines() ?? (io is not null && run is not null ? [$"step: not planned ({whyNoStep})"] : [])));
+        var fullyPlanned = run is not null && run.Plan.Fallbacks.Count == 0 && (io is null || step is not null);
+        var plan = string.Join("\n", (run?.Plan.Lines() ?? [$"run: not planned ({whyNotPlanned})"]).Concat(step?.Plan.Lines() ?? (io is not null && run is not null ? [$"step: not planned ({whyNoStep})"] : [])));
         return new EmittedModel(_options.ClassName, WriteClass(inputs, body, run is not null, step is not null ? (io!, stepBody!) : null), _weights, _nodes.Count, activations, fullyPlanned)
         {
             Plan = plan + "\n",

@@ -48,16 +48,49 @@ public sealed class PlannedCodeTests : IDisposable
               %y: f32[n, 4] = Relu(%t)
             }
             """;
-        // Softmax has no planned kernel: the whole graph runs through operator entries today, one generic call per node.
-        var generic = planned.Replace("%y: f32[n, 4] = Relu(%t)", "%s: f32[n, 4] = Softmax(%t) {axis=-1}\n  %y: f32[n, 4] = Relu(%s)")
+        // Hardmax has no planned kernel: one generic call where it stands, the Transpose and Relu stay planned.
+        var generic = planned.Replace("%y: f32[n, 4] = Relu(%t)", "%s: f32[n, 4] = Hardmax(%t) {axis=-1} loc(\"hm\")\n  %y: f32[n, 4] = Relu(%s)")
             .Replace("graph @g(", "graph @h(");
         using var a = KirParser.ParseModel(planned);
         using var b = KirParser.ParseModel(generic);
         var fully = ModelCompiler.Compile(a, "planned.kir", new CompileOptions { Passes = "dce", Verify = false });
         var partly = ModelCompiler.Compile(b, "generic.kir", new CompileOptions { Passes = "dce", Verify = false });
         Assert.Equal(0, fully.GenericCalls);
-        Assert.Equal(3, partly.GenericCalls);
-        Assert.Contains("- generic operator calls: 3\n", ModelCompiler.Report(partly, 0));
+        Assert.True(fully.FullyPlanned);
+        Assert.Equal(1, partly.GenericCalls);
+        Assert.False(partly.FullyPlanned);
+        var report = ModelCompiler.Report(partly, 0);
+        Assert.Contains("- generic operator calls: 1\n", report);
+        Assert.Contains("- generic operator call: node 'hm' (Hardmax): no planned kernel for Hardmax\n", report);
+    }
+
+    [Fact]
+    public void Nodes_without_a_planned_kernel_run_through_their_operator_entries_inside_planned_code()
+    {
+        // Hardmax reads an arena value (copied into a tensor) and TopK has two outputs: both run as operator entries;
+        // the planned Transpose, Relu and Add read their tensors. Results are the evaluator's.
+        const string text = """
+            graph @g(%x: f32[n, 4]) -> (%y: f32[n, 2], %i: i64[n, 2]) {
+              const @two: i64[1] = [2]
+              %t: f32[n, 4] = Transpose(%x) {perm=[0, 1]}
+              %h: f32[n, 4] = Hardmax(%t) {axis=-1}
+              %r: f32[n, 4] = Add(%h, %x)
+              %v: f32[n, 2], %i: i64[n, 2] = TopK(%r, @two) {axis=-1}
+              %y: f32[n, 2] = Relu(%v)
+            }
+            """;
+        using var model = KirParser.ParseModel(text);
+        using var reference = KirParser.ParseModel(text);
+        using var runner = CompiledRunner.CompileInMemory(model, "fallback.kir", new CompileOptions { Passes = "dce" }, _dir);
+        var source = File.ReadAllText(Directory.GetFiles(_dir, "*.cs", SearchOption.AllDirectories).Single());
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(source, @"Generated\.Call\(").Count);
+        Assert.Contains("_arena.Slot", source);
+        var rng = new Random(5);
+        var x = Tensor.FromArray(DType.F32, [5, 4], Enumerable.Range(0, 20).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray());
+        var got = runner.Run(new Dictionary<string, object?> { ["x"] = x });
+        var want = new Interpreter(reference.Graph).Run(new Dictionary<string, object?> { ["x"] = x });
+        Assert.Equal(((Tensor)want["y"]!).Span<float>().ToArray(), ((Tensor)got["y"]!).Span<float>().ToArray());
+        Assert.Equal(((Tensor)want["i"]!).Span<long>().ToArray(), ((Tensor)got["i"]!).Span<long>().ToArray());
     }
 
     [Fact]

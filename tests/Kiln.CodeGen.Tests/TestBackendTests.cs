@@ -58,6 +58,7 @@ public sealed class TestBackendTests : IDisposable
         public PlannedOperand Bind(PlannedOperand v) => v.Storage switch
         {
             PlannedStorage.Input => v with { Span = $"{v.Local}.Span<float>()" },
+            PlannedStorage.Fallback => v with { Span = $"{v.Local}.Span<float>()" },
             PlannedStorage.Constant => v with { Span = $"{v.WeightField}.Span<float>()" },
             PlannedStorage.Output => v with { Span = $"o{v.OutputIndex}.Span<float>()" },
             _ => v with { Span = v.Local },
@@ -77,12 +78,20 @@ public sealed class TestBackendTests : IDisposable
 
         public void EmitOutputCopy(CodeWriter body, int index, PlannedOperand v) =>
             body.Line($"var o{index} = Tensor.FromArray(DType.F32, new int[] {{ {string.Join(", ", v.Dims)} }}, {v.Span}.ToArray());");
+
+        public string EmitTensorOf(CodeWriter body, PlannedOperand v, string local)
+        {
+            if (v.Storage is PlannedStorage.Input or PlannedStorage.Fallback) return v.Local;
+            body.Line($"var {local} = Tensor.FromArray(DType.F32, new int[] {{ {string.Join(", ", v.Dims)} }}, (float[]){v.Span}.Clone());");
+            return local;
+        }
     }
 
     private const string Text = """
         graph @g(%x: f32[n, 4], %z: f32[n, 4]) -> (%y: f32[n, 4]) {
           %a: f32[n, 4] = Add(%x, %z)
-          %m: f32[n, 4] = Mul(%a, %x)
+          %s: f32[n, 4] = Sigmoid(%a)
+          %m: f32[n, 4] = Mul(%s, %x)
           %y: f32[n, 4] = Relu(%m)
         }
         """;
@@ -98,6 +107,9 @@ public sealed class TestBackendTests : IDisposable
         Assert.Contains("// loop backend: Add", source);
         Assert.Contains("// loop backend: Relu", source);
         Assert.Contains("// loop backend storage: one array per value (2 arrays), no arena", source);
+        // Sigmoid has no loop-backend kernel: one operator-entry call where it stands, the rest stays planned.
+        Assert.Contains("(no planned kernel: its operator entry)", source);
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(source, @"Generated\.Call\("));
         Assert.DoesNotContain("_arena.Slot", source);
         Assert.DoesNotContain("TensorPrimitives", source);
         var rng = new Random(11);

@@ -15,8 +15,9 @@ public sealed partial class CpuBackend : IPlannedCodeBackend
 {
     public string? UnsupportedPlanned(PlannedNodeContext c)
     {
-        if (c.Node.Outputs.Length != 1 || c.Out(0) is null) return "planned kernels produce one output";
-        return Cpu.PlannedKernels.ByOp.TryGetValue(c.Node.QualifiedOp, out var kernel) ? kernel.Unsupported(c) : $"no planned kernel for {c.Node.QualifiedOp}";
+        if (!Cpu.PlannedKernels.ByOp.TryGetValue(c.Node.QualifiedOp, out var kernel)) return $"no planned kernel for {c.Node.QualifiedOp}";
+        if (!kernel.SeveralOutputs && (c.Node.Outputs.Length != 1 || c.Out(0) is null)) return "its planned kernel writes one output";
+        return kernel.Unsupported(c);
     }
 
     public void EmitPlanned(PlannedNodeContext c)

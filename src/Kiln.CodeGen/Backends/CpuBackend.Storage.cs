@@ -25,6 +25,7 @@ public sealed partial class CpuBackend
         },
         PlannedStorage.KvCache => v with { Span = $"cache.{v.Part}({v.Layer})", HeadStride = $"cache.Capacity * {v.Dims[3]}" },
         PlannedStorage.KvPast => v with { Span = "" },
+        PlannedStorage.Fallback => v with { Span = $"{v.Local}.Span<{v.ClrType}>()" },
         _ => v with { Span = v.Local },
     };
 
@@ -67,4 +68,15 @@ public sealed partial class CpuBackend
         w.Line($"{v.Span}.CopyTo(o{index}.Span<{v.ClrType}>());");
     }
 
+
+    public string EmitTensorOf(CodeWriter w, PlannedOperand v, string local)
+    {
+        switch (v.Storage)
+        {
+            case PlannedStorage.Input or PlannedStorage.Fallback: return v.Local;
+            case PlannedStorage.Constant: return v.WeightField!;
+        }
+        w.Line($"var {local} = Generated.Copy(DType.{v.Elem}, new int[] {{ {string.Join(", ", v.Dims)} }}, (ReadOnlySpan<{v.ClrType}>){v.Span});");
+        return local;
+    }
 }

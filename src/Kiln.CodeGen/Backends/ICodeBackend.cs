@@ -22,23 +22,39 @@ public interface ICodeBackend
 }
 
 /// <summary>What a backend sees while emitting one node.</summary>
-public sealed class NodeEmitContext(ModelEmitter emitter, Node node, CodeWriter body)
+public sealed class NodeEmitContext
 {
-    public Node Node { get; } = node;
+    private readonly ModelEmitter _emitter;
+    private readonly Func<int, string> _input;
+    private readonly Func<int, string> _output;
 
-    public CodeWriter Body { get; } = body;
+    /// <summary>A node of unplanned code: inputs and outputs are the emitter's locals.</summary>
+    public NodeEmitContext(ModelEmitter emitter, Node node, CodeWriter body)
+        : this(emitter, node, body, i => i < node.Inputs.Count && node.Inputs[i] is { } v ? emitter.NameOf(v) : "null", i => emitter.Declare(node.Outputs[i]!))
+    {
+    }
+
+    /// <summary>A node whose input expressions and output locals the caller names (a generic call inside planned code).</summary>
+    public NodeEmitContext(ModelEmitter emitter, Node node, CodeWriter body, Func<int, string> input, Func<int, string> output)
+    {
+        (_emitter, Node, Body, _input, _output) = (emitter, node, body, input, output);
+    }
+
+    public Node Node { get; }
+
+    public CodeWriter Body { get; }
 
     /// <summary>The C# expression for input i ("null" when absent).</summary>
-    public string Input(int i) => i < Node.Inputs.Count && Node.Inputs[i] is { } v ? emitter.NameOf(v) : "null";
+    public string Input(int i) => _input(i);
 
     /// <summary>Declares the local holding output i and returns its name.</summary>
-    public string Output(int i) => emitter.Declare(Node.Outputs[i]!);
+    public string Output(int i) => _output(i);
 
     /// <summary>A static field initialized once per class (operator entries, attribute sets), shared by equal initializers.</summary>
-    public string Static(string type, string prefix, string initializer) => emitter.Static(type, prefix, initializer);
+    public string Static(string type, string prefix, string initializer) => _emitter.Static(type, prefix, initializer);
 
     /// <summary>The attribute-set expression for this node (a static field, or a per-call expression when it holds subgraphs).</summary>
-    public string Attributes() => emitter.AttributesOf(Node, Body);
+    public string Attributes() => _emitter.AttributesOf(Node, Body);
 }
 
 /// <summary>
@@ -50,7 +66,7 @@ public sealed class NodeEmitContext(ModelEmitter emitter, Node node, CodeWriter 
 /// </summary>
 public interface IPlannedCodeBackend
 {
-    /// <summary>Why this node cannot run planned (the whole model then runs through <see cref="ICodeBackend.EmitNode"/>), or null.</summary>
+    /// <summary>Why this node has no planned kernel (it then runs through <see cref="ICodeBackend.EmitNode"/> where it stands), or null.</summary>
     string? UnsupportedPlanned(PlannedNodeContext context);
 
     /// <summary>Writes the kernel call(s) computing the node's outputs into their storage.</summary>
@@ -85,6 +101,9 @@ public interface IPlannedCodeBackend
 
     /// <summary>Copies a value into a new tensor for graph output i, the local <c>o{i}</c>.</summary>
     void EmitOutputCopy(CodeWriter body, int index, PlannedOperand value);
+
+    /// <summary>An expression for the value as a runtime tensor, for an operator entry to read (declaring <paramref name="local"/>, a copy, when it lives in planned storage).</summary>
+    string EmitTensorOf(CodeWriter body, PlannedOperand value, string local);
 }
 
 /// <summary>What a planned backend sees while emitting one node.</summary>

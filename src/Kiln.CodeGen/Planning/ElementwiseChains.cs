@@ -16,7 +16,7 @@ public static class ElementwiseChains
     {
         var outputValues = g.Outputs.Select(o => o.Value).ToHashSet();
         bool Fusable(Node n) => n.Outputs.Length == 1 && n.Outputs[0] is { } o && operands.TryGetValue(o, out var oo) && oo.Elem == DType.F32
-            && oo.Storage is not PlannedStorage.Alias && n.Has(OpTraits.Elementwise) && backend.IsFusableElementwise(n)
+            && oo.Storage is not (PlannedStorage.Alias or PlannedStorage.Fallback) && n.Has(OpTraits.Elementwise) && backend.IsFusableElementwise(n)
             && n.Inputs.All(v => v is not null && operands.TryGetValue(v, out var iop) && iop.Elem == DType.F32 && iop.Storage is not (PlannedStorage.KvPast or PlannedStorage.KvCache)
                 && (iop.Dims.SequenceEqual(oo.Dims) || IsOne(iop)));
         var fusedInto = new Dictionary<Node, Node>();

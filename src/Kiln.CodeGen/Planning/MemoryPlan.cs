@@ -45,6 +45,12 @@ public sealed record MemoryPlan
     /// <summary>Int locals for the symbolic dims the plan uses, each computed once per call (after <see cref="Longest"/>).</summary>
     public IReadOnlyList<(string Name, string Expression)> DimLocals { get; init; } = [];
 
+    /// <summary>The nodes with no planned kernel: each runs through its operator entry where it stands.</summary>
+    public IReadOnlyList<PlanFallback> Fallbacks { get; init; } = [];
+
+    /// <summary>Whether a node runs through its operator entry.</summary>
+    public bool IsFallback(Node n) => Fallbacks.Any(f => f.Node == n);
+
     /// <summary>The number of values placed in arena slots.</summary>
     public int ArenaValues => Values.Values.Count(v => v.Storage == PlannedStorage.Arena);
 
@@ -63,11 +69,10 @@ public sealed record MemoryPlan
     /// <summary>The plan as text: a summary line, one line per computed value (where it lives), one per chain.</summary>
     public IReadOnlyList<string> Lines()
     {
-        var views = Order.Count(n => Values[n.Outputs[0]!].Storage == PlannedStorage.Alias);
-        var lines = new List<string> { $"{Mode.ToString().ToLowerInvariant()}: {Order.Count} nodes, {ArenaValues} values in {SlotSizes.Count} arena slots, {views} views, {Chains.Count} elementwise chains" };
-        foreach (var n in Order)
+        var views = Order.Count(n => n.Outputs.Any(o => o is not null && Values[o].Storage == PlannedStorage.Alias));
+        var lines = new List<string> { $"{Mode.ToString().ToLowerInvariant()}: {Order.Count} nodes, {ArenaValues} values in {SlotSizes.Count} arena slots, {views} views, {Chains.Count} elementwise chains, {Fallbacks.Count} generic operator calls" };
+        foreach (var (n, o) in Order.SelectMany(n => n.Outputs.OfType<Value>().Select(o => (n, o))))
         {
-            var o = n.Outputs[0]!;
             var op = Values[o];
             var where = op.Storage switch
             {
@@ -77,10 +82,12 @@ public sealed record MemoryPlan
                 PlannedStorage.Fused => $"in chain {Chains.Select((c, i) => (c, i)).First(x => x.c.Members.Contains(n)).i}",
                 PlannedStorage.Logits => "the caller's logits span",
                 PlannedStorage.KvCache => "the KV cache, in place",
+                PlannedStorage.Fallback => "a tensor from the operator entry",
                 var other => other.ToString().ToLowerInvariant(),
             };
             lines.Add($"  %{o.Name}: {o.Type} {where} = {n.QualifiedOp}");
         }
+        foreach (var f in Fallbacks) lines.Add($"  generic operator call: {f}");
         for (var c = 0; c < Chains.Count; c++)
             lines.Add($"  chain {c}: {string.Join("·", Chains[c].Members.Select(m => m.Op))} → one loop writing %{Chains[c].End.Outputs[0]!.Name}");
         return lines;

@@ -28,7 +28,7 @@ public sealed class MemoryPlanner
     private readonly IPlannedCodeBackend _backend;
     private readonly Dictionary<Value, PlannedOperand> _operands = [];
     private readonly List<Value> _known = [];
-    private readonly List<string> _blockers = [];
+    private readonly List<PlanFallback> _fallbacks = [];
     private readonly Dictionary<string, string> _dimLocalByExpression = new(StringComparer.Ordinal);
     private readonly List<(string Name, string Expression)> _dimLocals = [];
     private int _local;
@@ -36,14 +36,13 @@ public sealed class MemoryPlanner
     private MemoryPlanner(PlanInputs inputs, IPlannedCodeBackend backend) => (_in, _backend) = (inputs, backend);
 
     /// <summary>
-    /// The plan, or null with why the graph cannot be planned in this mode and, when nodes lack a planned kernel, every
-    /// one of them (<c>node 'name' (Op): reason</c>), not just the first.
+    /// The plan, or null with why the graph cannot be planned in this mode. Nodes without a planned kernel do not stop
+    /// planning: each runs through its operator entry where it stands (<see cref="MemoryPlan.Fallbacks"/>).
     /// </summary>
-    public static MemoryPlan? Plan(PlanInputs inputs, IPlannedCodeBackend backend, out string? why, out IReadOnlyList<string> blockers)
+    public static MemoryPlan? Plan(PlanInputs inputs, IPlannedCodeBackend backend, out string? why)
     {
         var planner = new MemoryPlanner(inputs, backend);
         var plan = planner.Build(out why);
-        blockers = planner._blockers;
         return why is null ? plan : null;
     }
 
@@ -65,29 +64,32 @@ public sealed class MemoryPlanner
                 if (op is null) return null;
                 ins.Add(op);
             }
-            if (n.Outputs.Length != 1 || n.Outputs[0] is not { } o) { why = $"node '{n.Name}' ({n.QualifiedOp}) has several outputs"; return null; }
-            if ((why = Dims(o, out var dims)) is not null) return null;
-            var elem = o.TensorType!.Elem;
-            if (n.Has(OpTraits.View) && ins[0] is { } src && src.Elem == elem && src.Storage is not (PlannedStorage.KvPast or PlannedStorage.KvCache))
+            var outs = new List<PlannedOperand?>();
+            foreach (var o in n.Outputs)
             {
-                _operands[o] = new PlannedOperand(o, elem, dims, PlannedStorage.Alias) { ViewOf = src.ViewOf ?? src.Value };
+                if (o is null) { outs.Add(null); continue; }
+                if ((why = Dims(o, out var dims)) is not null) return null;
+                outs.Add(new PlannedOperand(o, o.TensorType!.Elem, dims, PlannedStorage.Arena));
+            }
+            if (outs.Count == 1 && outs[0] is { } only && n.Has(OpTraits.View) && ins[0] is { } src && src.Elem == only.Elem
+                && src.Storage is not (PlannedStorage.KvPast or PlannedStorage.KvCache))
+            {
+                _operands[only.Value] = only with { Storage = PlannedStorage.Alias, ViewOf = src.ViewOf ?? src.Value };
                 continue;
             }
-            var placeholder = new PlannedOperand(o, elem, dims, PlannedStorage.Arena) { Local = $"v{_local++}" };
-            _operands[o] = placeholder;
+            for (var k = 0; k < outs.Count; k++)
+                if (outs[k] is { } o) _operands[o.Value] = outs[k] = o with { Local = $"v{_local++}" };
             if (ins.Any(x => x?.Storage == PlannedStorage.KvPast) && !(_in.Mode == PlanMode.Step && DecoderConvention.MayReadPast(n, ins)))
             {
                 why = $"node '{n.Name}' reads the past keys or values";
                 return null;
             }
-            // A node the backend cannot plan is noted and planning goes on, so the report lists every such node.
-            var unsupported = _backend.UnsupportedPlanned(new PlannedNodeContext(n, new CodeWriter(), ins, [placeholder]));
-            if (unsupported is not null) _blockers.Add($"node '{n.Name}' ({n.QualifiedOp}): {unsupported}");
-        }
-        if (_blockers.Count > 0)
-        {
-            why = _blockers.Count == 1 ? _blockers[0] : $"{_blockers.Count} nodes have no planned kernel, the first {_blockers[0]}";
-            return null;
+            // A node the backend cannot plan runs through its operator entry inside the planned code: its outputs are
+            // the tensors the entry returns. Every such node is listed (plan, report), not just the first.
+            var unsupported = outs.All(o => o is null) ? "it has no output" : _backend.UnsupportedPlanned(new PlannedNodeContext(n, new CodeWriter(), ins, outs));
+            if (unsupported is null) continue;
+            _fallbacks.Add(new PlanFallback(n, unsupported));
+            foreach (var o in outs) if (o is not null) _operands[o.Value] = o with { Storage = PlannedStorage.Fallback, Local = "t" + o.Local };
         }
 
         var copies = new List<(int Index, Value Value)>();
@@ -110,7 +112,16 @@ public sealed class MemoryPlanner
                 }
             }
         }
-        else if ((why = DecoderConvention.PlaceOutputs(g, _in.Io!, _operands, Root, _in.Needed, _backend, out logitsNode)) is not null) return null;
+        else
+        {
+            if ((why = DecoderConvention.PlaceOutputs(g, _in.Io!, _operands, Root, _in.Needed, _backend, out logitsNode)) is not null) return null;
+            // The KV cache holds a layer's positions at its capacity's stride: an operator entry could not read it as a tensor.
+            if (_fallbacks.FirstOrDefault(f => f.Node.Inputs.Any(v => v is not null && _operands[Root(v)].Storage == PlannedStorage.KvCache)) is { } reader)
+            {
+                why = $"node '{reader.Node.Name}' ({reader.Node.QualifiedOp}) reads the KV cache but has no planned kernel";
+                return null;
+            }
+        }
 
         var chains = ElementwiseChains.Find(g, order, _in.Needed, _operands, _backend);
         var slotSizes = AssignSlots(order, chains, pinnedToEnd);
@@ -119,12 +130,13 @@ public sealed class MemoryPlanner
         {
             Mode = _in.Mode, Graph = g, Order = order, Values = _operands, SlotSizes = slotSizes, Chains = chains, Copies = copies,
             Known = [.. _known.Where(v => ReadByAKernel(v) || copies.Any(c => Root(c.Value) == v))], LogitsNode = logitsNode, Longest = longest, DimLocals = _dimLocals,
+            Fallbacks = _fallbacks,
         };
     }
 
     // A shape read only by views (Reshape's target), and not an output, needs no storage: the view is the same span under the plan's dims.
     private bool ReadByAKernel(Value v) =>
-        v.Uses.Any(u => _in.Needed.Contains(u.Node) && u.Node.Outputs[0] is { } o && _operands.TryGetValue(o, out var op) && op.Storage != PlannedStorage.Alias);
+        v.Uses.Any(u => _in.Needed.Contains(u.Node) && u.Node.Outputs.Any(o => o is not null && _operands.TryGetValue(o, out var op) && op.Storage != PlannedStorage.Alias));
 
     private Value Root(Value v) => _operands.TryGetValue(v, out var op) && op.ViewOf is { } r ? r : v;
 
@@ -144,9 +156,8 @@ public sealed class MemoryPlanner
             ? _in.SymbolLocals.ToDictionary(x => x.Key, x => x.Key == past ? "longest_" + x.Value : x.Value, StringComparer.Ordinal)
             : _in.SymbolLocals;
         var slots = new List<(List<string> Sizes, int FreeAfter)>();
-        foreach (var n in order)
+        foreach (var (n, o) in order.SelectMany(n => n.Outputs.OfType<Value>().Select(o => (n, o))))
         {
-            var o = n.Outputs[0]!;
             var op = _operands[o];
             if (op.Storage != PlannedStorage.Arena) continue;
             var i = index[n];

@@ -40,6 +40,15 @@ public enum PlannedStorage
 
     /// <summary>Computed inside the loop of the elementwise chain it belongs to, never stored.</summary>
     Fused,
+
+    /// <summary>Returned by the operator entry of a node with no planned kernel (<see cref="MemoryPlan.Fallbacks"/>): a tensor local.</summary>
+    Fallback,
+}
+
+/// <summary>A node with no planned kernel, run through its operator entry inside planned code, and why.</summary>
+public sealed record PlanFallback(Kiln.Ir.Node Node, string Reason)
+{
+    public override string ToString() => $"node '{Node.Name}' ({Node.QualifiedOp}): {Reason}";
 }
 
 /// <summary>Which half of a layer's KV cache a value is.</summary>

@@ -230,6 +230,14 @@ public static class Generated
         }
     }
 
+    /// <summary>A planned value as a new tensor, for the operator entry of a node with no planned kernel to read.</summary>
+    public static Tensor Copy<T>(DType type, int[] shape, ReadOnlySpan<T> values) where T : unmanaged
+    {
+        var t = Tensor.Uninitialized(type, shape);
+        values.CopyTo(t.Span<T>());
+        return t;
+    }
+
     /// <summary>A small constant baked into the code (a tensor attribute), from its bytes in base64.</summary>
     public static Tensor Constant(DType type, int[] shape, string base64) => Tensor.Wrap(type, shape, Convert.FromBase64String(base64), persistent: true);
 

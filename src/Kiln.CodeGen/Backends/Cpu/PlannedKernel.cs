@@ -10,6 +10,9 @@ internal sealed record PlannedKernel(Func<PlannedNodeContext, string?> Unsupport
 {
     /// <summary>Whether <see cref="Emit"/> honours <see cref="PlannedNodeContext.LastRowsOnly"/> for this node (a step's logits); null: never.</summary>
     public Func<PlannedNodeContext, bool>? LastRowsOnly { get; init; }
+
+    /// <summary>Whether <see cref="Emit"/> writes several outputs (Split); others write exactly one.</summary>
+    public bool SeveralOutputs { get; init; }
 }
 
 /// <summary>The planned CPU kernels by qualified op name, gathered from the family files under <c>Cpu/Ops</c>.</summary>
