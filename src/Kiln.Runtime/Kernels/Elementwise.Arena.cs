@@ -88,8 +88,8 @@ public static unsafe partial class ArenaKernels
         return to.Length;
     }
 
-    /// <summary>y = a &gt; b (bool as bytes) with broadcasting.</summary>
-    public static void Greater<T>(ReadOnlySpan<T> a, ReadOnlySpan<int> aShape, ReadOnlySpan<T> b, ReadOnlySpan<int> bShape, Span<byte> y, ReadOnlySpan<int> yShape)
+    /// <summary>y = a ⋄ b (bool as bytes) with broadcasting, ⋄ one of the ONNX comparisons.</summary>
+    public static void Compare<T>(ReadOnlySpan<T> a, ReadOnlySpan<int> aShape, ReadOnlySpan<T> b, ReadOnlySpan<int> bShape, Span<byte> y, ReadOnlySpan<int> yShape, Comparison op)
         where T : unmanaged, INumber<T>
     {
         Span<long> sa = stackalloc long[MaxRank];
@@ -105,7 +105,16 @@ public static unsafe partial class ArenaKernels
                 rest /= yShape[d];
                 ia += k * sa[d]; ib += k * sb[d];
             }
-            y[i] = a[(int)ia] > b[(int)ib] ? (byte)1 : (byte)0;
+            var (l, r) = (a[(int)ia], b[(int)ib]);
+            var holds = op switch
+            {
+                Comparison.Greater => l > r,
+                Comparison.Less => l < r,
+                Comparison.GreaterOrEqual => l >= r,
+                Comparison.LessOrEqual => l <= r,
+                _ => l == r,
+            };
+            y[i] = holds ? (byte)1 : (byte)0;
         }
     }
 
@@ -137,4 +146,13 @@ public static unsafe partial class ArenaKernels
     {
         for (var i = 0; i < y.Length; i++) y[i] = TTo.CreateTruncating(x[i]);
     }
+
+    /// <summary>y = erf(x), to f32 precision (the operator entry's series).</summary>
+    public static void Erf(ReadOnlySpan<float> x, Span<float> y)
+    {
+        for (var i = 0; i < y.Length; i++) y[i] = (float)SpecialFunctions.Erf(x[i]);
+    }
 }
+
+/// <summary>The ONNX comparisons a planned <see cref="ArenaKernels.Compare{T}"/> computes.</summary>
+public enum Comparison { Greater, Less, Equal, GreaterOrEqual, LessOrEqual }

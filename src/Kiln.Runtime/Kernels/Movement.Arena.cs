@@ -54,6 +54,61 @@ public static unsafe partial class ArenaKernels
         }
     }
 
+    /// <summary>Copies one Split output out of x: <paramref name="outer"/> blocks of <paramref name="part"/> elements, from <paramref name="offset"/> within each input block of <paramref name="block"/>.</summary>
+    public static void SplitPart<T>(ReadOnlySpan<T> x, int outer, int block, int offset, Span<T> y, int part) where T : unmanaged
+    {
+        for (var o = 0; o < outer; o++) x.Slice(o * block + offset, part).CopyTo(y.Slice(o * part, part));
+    }
+
+    /// <summary>
+    /// ONNX Slice: <paramref name="starts"/> on <paramref name="axes"/> (empty: the first axes) with
+    /// <paramref name="steps"/> (empty: 1), negative starts counting from the end and clamped as the operator does;
+    /// y's dims (the plan's) say how many elements each axis takes.
+    /// </summary>
+    public static void Slice<T>(ReadOnlySpan<T> x, ReadOnlySpan<int> xShape, ReadOnlySpan<long> starts, ReadOnlySpan<long> axes, ReadOnlySpan<long> steps, Span<T> y, ReadOnlySpan<int> yShape)
+        where T : unmanaged
+    {
+        var rank = xShape.Length;
+        if (rank > MaxRank || rank == 0) throw new KernelException($"planned Slice takes rank 1 to {MaxRank}, got {rank}");
+        Span<long> from = stackalloc long[MaxRank];
+        Span<long> step = stackalloc long[MaxRank];
+        from.Clear();
+        step.Fill(1);
+        for (var i = 0; i < starts.Length; i++)
+        {
+            var axis = (int)(axes.Length > 0 ? axes[i] : i);
+            if (axis < 0) axis += rank;
+            var s = steps.Length > 0 ? steps[i] : 1;
+            var dim = xShape[axis];
+            var start = starts[i] < 0 ? starts[i] + dim : starts[i];
+            from[axis] = s > 0 ? Math.Clamp(start, 0, dim) : Math.Clamp(start, 0, Math.Max(0, dim - 1));
+            step[axis] = s;
+        }
+        if (y.Length == 0) return;
+        Span<long> xs = stackalloc long[MaxRank];
+        long acc = 1;
+        for (var d = rank - 1; d >= 0; d--) { xs[d] = acc; acc *= xShape[d]; }
+        long origin = 0;
+        for (var d = 0; d < rank; d++) origin += from[d] * xs[d];
+        var inner = yShape[rank - 1];
+        var innerStep = step[rank - 1] * xs[rank - 1];
+        Span<int> index = stackalloc int[MaxRank];
+        index.Clear();
+        var ix = origin;
+        for (var o = 0; o < y.Length; o += inner)
+        {
+            if (innerStep == 1) x.Slice((int)ix, inner).CopyTo(y.Slice(o, inner));
+            else for (var j = 0; j < inner; j++) y[o + j] = x[(int)(ix + j * innerStep)];
+            for (var d = rank - 2; d >= 0; d--)
+            {
+                ix += step[d] * xs[d];
+                if (++index[d] < yShape[d]) break;
+                ix -= step[d] * xs[d] * yShape[d];
+                index[d] = 0;
+            }
+        }
+    }
+
     /// <summary>Copies one Concat input into its place: <paramref name="outer"/> blocks of <paramref name="part"/> elements, at <paramref name="offset"/> within each output block of <paramref name="block"/>.</summary>
     public static void ConcatPart<T>(ReadOnlySpan<T> x, int outer, int part, Span<T> y, int block, int offset) where T : unmanaged
     {

@@ -25,6 +25,7 @@ internal static class PlannedKernels
         var d = new Dictionary<string, PlannedKernel>(StringComparer.Ordinal);
         ElementwiseKernels.Register(d);
         ActivationKernels.Register(d);
+        NormalizationKernels.Register(d);
         ShapeKernels.Register(d);
         IndexingKernels.Register(d);
         MatMulKernels.Register(d);

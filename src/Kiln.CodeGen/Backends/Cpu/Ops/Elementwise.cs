@@ -3,7 +3,7 @@ using Kiln.Ir;
 
 namespace Kiln.CodeGen.Backends.Cpu.Ops;
 
-/// <summary>Planned CPU kernels of the elementwise family (Ir/Ops/ElementwiseOps): unary math, the four binary ops, Greater, Where, Cast.</summary>
+/// <summary>Planned CPU kernels of the elementwise family (Ir/Ops/ElementwiseOps): unary math, the four binary ops, Pow, the comparisons, Where, Cast.</summary>
 internal static class ElementwiseKernels
 {
     private static readonly Dictionary<string, string> BinaryOps = new(StringComparer.Ordinal)
@@ -33,13 +33,18 @@ internal static class ElementwiseKernels
                     var (x, b, y) = (c.In(0)!, c.In(1)!, c.Out(0)!);
                     c.Body.Line($"Kernels.ArenaKernels.Binary<{y.ClrType}, Kernels.{kernel}<{y.ClrType}>>({x.Span}, {x.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
                 });
-        d["Greater"] = new(
-            c => Numeric(c.In(0)!.Elem) && c.In(1)!.Elem == c.In(0)!.Elem && c.Out(0)!.Rank <= 8 ? null : "numeric operands of one type",
-            c =>
-            {
-                var (x, b, y) = (c.In(0)!, c.In(1)!, c.Out(0)!);
-                c.Body.Line($"Kernels.ArenaKernels.Greater<{x.ClrType}>({x.Span}, {x.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape});");
-            });
+        foreach (var op in new[] { "Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual" })
+            d[op] = new(
+                c => Numeric(c.In(0)!.Elem) && c.In(1)!.Elem == c.In(0)!.Elem && c.Out(0)!.Rank <= 8 ? null : "numeric operands of one type",
+                c =>
+                {
+                    var (x, b, y) = (c.In(0)!, c.In(1)!, c.Out(0)!);
+                    c.Body.Line($"Kernels.ArenaKernels.Compare<{x.ClrType}>({x.Span}, {x.Shape}, {b.Span}, {b.Shape}, {y.Span}, {y.Shape}, Kernels.Comparison.{op});");
+                });
+        d["Erf"] = Unary("Kernels.ArenaKernels.Erf");
+        d["Pow"] = new(
+            c => c.In(0)!.Elem == DType.F32 && c.In(1) is { Elem: DType.F32 } e && e.Dims.All(v => v == "1") ? null : "f32 to a one-element f32 power",
+            c => c.Body.Line($"System.Numerics.Tensors.TensorPrimitives.Pow<float>({c.In(0)!.Span}, {c.In(1)!.Span}[0], {c.Out(0)!.Span});"));
         d["Where"] = new(
             c => c.In(0)!.Elem == DType.Bool && c.In(1)!.Elem == c.Out(0)!.Elem && c.In(2)!.Elem == c.Out(0)!.Elem && c.Out(0)!.ClrType != "" && c.Out(0)!.Rank <= 8 ? null : "bool condition",
             c =>

@@ -3,19 +3,25 @@ using Kiln.Ir;
 
 namespace Kiln.CodeGen.Backends.Cpu.Ops;
 
-/// <summary>Planned CPU kernels of the MatMul family (Ir/Ops/MatMulOps): f32 activations times a constant 2-D weight.</summary>
+/// <summary>Planned CPU kernels of the MatMul family (Ir/Ops/MatMulOps): f32 activations times a constant 2-D weight, or two activations.</summary>
 internal static class MatMulKernels
 {
     public static void Register(IDictionary<string, PlannedKernel> d)
     {
-        d["MatMul"] = new(WeightProduct, c =>
+        d["MatMul"] = new(c => WeightProduct(c) is null || ActivationProduct(c) ? null : "f32 activations times a 2-D weight or another activation (ranks ≥ 2)", c =>
         {
+            if (WeightProduct(c) is not null)
+            {
+                var (a, b, r) = (c.In(0)!, c.In(1)!, c.Out(0)!);
+                c.Body.Line($"Kernels.ArenaKernels.BatchedMatMul({a.Span}, {a.Shape}, {b.Span}, {b.Shape}, {r.Span}, {r.Shape});");
+                return;
+            }
             var (x, wt, y) = (c.In(0)!, c.In(1)!, c.Out(0)!);
             var (k, nn) = (wt.Dims[0], wt.Dims[1]);
             var last = LastRows(c, x, wt, y, k, nn, transB: false);
             c.Body.Line($"Kernels.MatMul.Gemm({x.Span}, lda: {k}, transA: false, {wt.Span}, ldb: {nn}, transB: false, {y.Span}, ldc: {nn}, m: {Rows(x, k)}, n: {nn}, k: {k}, accumulate: false, {wt.WeightField}, weightsOffset: 0);");
             if (last) c.Body.Close();
-        }) { LastRowsOnly = _ => true };
+        }) { LastRowsOnly = c => WeightProduct(c) is null };
         d["Gemm"] = new(
             c =>
             {
@@ -42,6 +48,10 @@ internal static class MatMulKernels
                 if (lastRows) w.Close();
             }) { LastRowsOnly = c => c.In(2) is null };
     }
+
+    /// <summary>Two f32 operands of rank ≥ 2 (batch dims broadcast): attention's scores and context when not fused.</summary>
+    private static bool ActivationProduct(PlannedNodeContext c) =>
+        c.In(0) is { Elem: DType.F32, Rank: >= 2 and <= 8 } && c.In(1) is { Elem: DType.F32, Rank: >= 2 and <= 8 } && c.Out(0)!.Rank <= 8;
 
     /// <summary>The rows of a product's input: the dims before the last (its last is k).</summary>
     public static string Rows(PlannedOperand x, string k) =>

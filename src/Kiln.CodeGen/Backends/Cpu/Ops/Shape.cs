@@ -3,7 +3,7 @@ using Kiln.Ir;
 
 namespace Kiln.CodeGen.Backends.Cpu.Ops;
 
-/// <summary>Planned CPU kernels of the shape family (Ir/Ops/ShapeOps): Range, Transpose, Concat (a KV-cache append included).</summary>
+/// <summary>Planned CPU kernels of the shape family (Ir/Ops/ShapeOps): Range, Transpose, Concat (a KV-cache append included), Split, Slice.</summary>
 internal static class ShapeKernels
 {
     public static void Register(IDictionary<string, PlannedKernel> d)
@@ -20,7 +20,38 @@ internal static class ShapeKernels
                 c.Body.Line($"Kernels.ArenaKernels.Transpose<{x.ClrType}>({x.Span}, {x.Shape}, stackalloc int[] {{ {string.Join(", ", perm)} }}, {c.Out(0)!.Span});");
             });
         d["Concat"] = new(c => c.Out(0)!.ClrType != "" ? null : "numeric", EmitConcat);
+        d["Split"] = new(
+            c => c.In(0)!.ClrType != "" && c.In(0)!.Rank > 0 && Enumerable.Range(0, c.Node.Outputs.Length).All(i => c.Out(i) is not null) ? null : "numeric, every output wanted",
+            EmitSplit) { SeveralOutputs = true };
+        d["Slice"] = new(
+            c => c.In(0)!.ClrType != "" && c.In(0)!.Rank is > 0 and <= 8 && Enumerable.Range(1, 4).All(i => c.In(i) is null || c.In(i)!.Elem == DType.I64)
+                ? null : "numeric data with i64 starts, axes and steps",
+            c =>
+            {
+                var (x, y) = (c.In(0)!, c.Out(0)!);
+                string Or(int i) => c.In(i)?.Span ?? "default";
+                c.Body.Line($"Kernels.ArenaKernels.Slice<{x.ClrType}>({x.Span}, {x.Shape}, {c.In(1)!.Span}, {Or(3)}, {Or(4)}, {y.Span}, {y.Shape});");
+            });
     }
+
+    /// <summary>Each present output copied out of its place along the axis (the plan's dims say how long each part is).</summary>
+    private static void EmitSplit(PlannedNodeContext c)
+    {
+        var x = c.In(0)!;
+        var axis = (int)c.Node.AttrInt("axis");
+        if (axis < 0) axis += x.Rank;
+        var outer = axis == 0 ? "1" : "(" + string.Join(" * ", x.Dims.Take(axis)) + ")";
+        var block = "(" + string.Join(" * ", x.Dims.Skip(axis)) + ")";
+        var offset = "0";
+        for (var i = 0; i < c.Node.Outputs.Length; i++)
+        {
+            var y = c.Out(i)!;
+            var part = "(" + string.Join(" * ", y.Dims.Skip(axis)) + ")";
+            c.Body.Line($"Kernels.ArenaKernels.SplitPart<{x.ClrType}>({x.Span}, {outer}, {block}, {offset}, {y.Span}, {part});");
+            offset = offset == "0" ? part : offset + " + " + part;
+        }
+    }
+
 
     private static void EmitConcat(PlannedNodeContext c)
     {
