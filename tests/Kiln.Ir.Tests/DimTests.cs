@@ -39,9 +39,32 @@ public sealed class DimTests
     }
 
     [Fact]
+    public void FloorQuotientsByAConstantStaySymbolic()
+    {
+        var w = Dim.Symbol("w");
+        // A stride-2, pad-1, kernel-3 window: ⌊(w + 2 − 3) / 2⌋ + 1 is ⌊(w + 1) / 2⌋.
+        var half = Dim.FloorDivide(w - 1, 2) + 1;
+        Assert.Equal("(w + 1) / 2", half.ToString());
+        Assert.Equal(half, Dim.CeilDivide(w, 2));
+        Assert.Equal(["w"], half.Symbols);
+        Assert.False(half.IsSymbol);
+        Assert.True(half.IsKnownNonNegative);
+        // Multiples of the divisor come out; exact quotients need no atom; products parenthesize the quotient.
+        Assert.Equal("w + (w + 1) / 2", Dim.FloorDivide(w * 3 + 1, 2).ToString());
+        Assert.Equal(w, Dim.FloorDivide(w * 2, 2));
+        Assert.Equal("2*((w + 1) / 2)", (half * 2).ToString());
+        Assert.Equal("((h + 1) / 2 + 1) / 2", Dim.CeilDivide(Dim.CeilDivide(Dim.Symbol("h"), 2), 2).ToString());
+        // Substituting a number evaluates the floor; the C# expression is the floor for every non-negative w.
+        Assert.Equal(Dim.Const(4), half.Substitute(new Dictionary<string, Dim> { ["w"] = 7 }));
+        Assert.Equal("8L * ((dim_w + 1L) / 2L)", (half * 8).ToExpression(s => "dim_" + s));
+        foreach (var value in new long[] { 0, 1, 2, 7, 256 })
+            Assert.Equal(8 * ((value + 1) / 2), (half * 8).Substitute(new Dictionary<string, Dim> { ["w"] = value }).Value);
+    }
+
+    [Fact]
     public void TextRoundTripsDims()
     {
-        const string text = "graph @g(%x: f32[batch, past_seq + seq, 2*h - 1, ?, \"p2o.Dyn 0\"]) -> (%x: f32[*]) {\n}\n";
+        const string text = "graph @g(%x: f32[batch, past_seq + seq, 2*h - 1, ?, \"p2o.Dyn 0\", (w + 1) / 2, 2*((h + 1) / 2) + 1]) -> (%x: f32[*]) {\n}\n";
         var m = KirParser.ParseModel(text);
         Assert.Equal(text, KirPrinter.Print(m.Graph));
     }

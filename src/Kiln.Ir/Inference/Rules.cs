@@ -41,7 +41,9 @@ public static class Rules
         if (y.IsUnknown) return x;
         if (x.IsConstant) return x;
         if (y.IsConstant) return y;
-        return Dim.Unknown;
+        // Two different expressions (an upsampled 2·⌊(h + 1) / 2⌋ added to h): neither is 1, so they are equal at run
+        // time or the input is bad, which the kernels check; the first names the dim.
+        return x;
     }
 
     public static Shape? BroadcastAll(InferenceContext c, IEnumerable<Shape?> shapes)

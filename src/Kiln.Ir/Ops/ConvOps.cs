@@ -54,10 +54,10 @@ internal static class ConvOps
             switch (autoPad)
             {
                 case "SAME_UPPER" or "SAME_LOWER":
-                    result[i] = strides[i] == 1 ? input : input.Value is { } n ? Dim.Const((n + strides[i] - 1) / strides[i]) : Dim.Unknown;
+                    result[i] = Dim.CeilDivide(input, strides[i]);
                     break;
                 case "VALID":
-                    result[i] = strides[i] == 1 ? input - (eff - 1) : input.Value is { } v ? Dim.Const((v - eff) / strides[i] + 1) : Dim.Unknown;
+                    result[i] = Dim.FloorDivide(input - eff, strides[i]) + 1;
                     break;
                 default:
                     var span = input + (pads[i] + pads[i + spatial] - eff);
@@ -69,7 +69,8 @@ internal static class ConvOps
                         if (ceilMode && (o - 1) * strides[i] >= input.Value!.Value + pads[i]) o--;
                         result[i] = Dim.Const(o);
                     }
-                    else result[i] = strides[i] == 1 ? span + 1 : Dim.Unknown;
+                    // Symbolic: ⌊span / stride⌋ + 1; in ceil mode the last-window rule needs the number, so unknown.
+                    else result[i] = ceilMode && strides[i] != 1 ? Dim.Unknown : Dim.FloorDivide(span, strides[i]) + 1;
                     break;
             }
         }

@@ -96,7 +96,7 @@ internal sealed class KirLexer(string text, string? file)
         }
         if (char.IsAsciiLetter(c) || c == '_') return Make(TokenKind.Ident, ReadName());
         if (c == '-' && _pos + 1 < text.Length && text[_pos + 1] == '>') { _pos += 2; return Make(TokenKind.Punct, "->"); }
-        if ("(){}[],=:*+-?".Contains(c)) { _pos++; return Make(TokenKind.Punct, c.ToString()); }
+        if ("(){}[],=:*+-?/".Contains(c)) { _pos++; return Make(TokenKind.Punct, c.ToString()); }
         throw Error(line, col, $"unexpected character '{c}'");
     }
 

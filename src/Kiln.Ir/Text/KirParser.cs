@@ -387,8 +387,24 @@ public sealed class KirParser
     private Dim DimTerm(bool negate)
     {
         var d = DimFactor();
-        while (TryPunct("*")) d *= DimFactor();
-        return negate ? -d : d;
+        while (true)
+        {
+            if (TryPunct("*")) d *= DimFactor();
+            else if (TryPunct("/"))
+            {
+                var at = Peek();
+                if (DimFactor().Value is not { } by || by <= 0) throw Error("a dim is divided only by a positive number", at);
+                d = Dim.FloorDivide(d, by);
+            }
+            else return negate ? -d : d;
+        }
+    }
+
+    private Dim Parenthesized()
+    {
+        var d = DimExpr();
+        ExpectPunct(")");
+        return d;
     }
 
     private Dim DimFactor()
@@ -399,6 +415,7 @@ public sealed class KirParser
             TokenKind.Number => Dim.Const(ParseLong(t.Text)),
             TokenKind.Ident or TokenKind.String => Dim.Symbol(t.Text),
             TokenKind.Punct when t.Text == "?" => Dim.Unknown,
+            TokenKind.Punct when t.Text == "(" => Parenthesized(),
             _ => throw Error($"expected a dim but found {t}", t),
         };
     }

@@ -5,13 +5,19 @@ namespace Kiln.Ir;
 
 /// <summary>
 /// One dimension: a known number, a symbol (<c>batch</c>), or an integer polynomial over symbols
-/// (<c>past_seq + seq</c>, <c>2*seq</c>), or unknown (<c>?</c>). Kept in a canonical form so equal
-/// expressions compare equal and print the same way.
+/// (<c>past_seq + seq</c>, <c>2*seq</c>) and floor quotients of such polynomials by a constant
+/// (<c>(w + 1) / 2</c>, what a strided convolution makes of a dynamic width), or unknown (<c>?</c>). Kept in a
+/// canonical form so equal expressions compare equal and print the same way.
 /// </summary>
 public sealed class Dim : IEquatable<Dim>
 {
-    // Each term: coefficient times a product of symbols (sorted, repeats allowed). The constant term has no symbols.
+    // Each term: coefficient times a product of atoms (sorted, repeats allowed). The constant term has no atoms. An atom
+    // is a symbol's name, or a floor quotient's key (QuotientMark + its text): the key determines the quotient, whose
+    // numerator and divisor are kept in Quotients.
     private readonly Term[] _terms;
+
+    private const char QuotientMark = '\u230A';
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, (Dim Numerator, long Divisor)> Quotients = new(StringComparer.Ordinal);
     private readonly bool _unknown;
 
     private readonly record struct Term(long Coeff, string[] Symbols)
@@ -40,12 +46,14 @@ public sealed class Dim : IEquatable<Dim>
     /// <summary>The number, when the dim is a known constant.</summary>
     public long? Value => IsConstant ? (_terms.Length == 0 ? 0 : _terms[0].Coeff) : null;
 
-    public bool IsSymbol => !_unknown && _terms.Length == 1 && _terms[0].Coeff == 1 && _terms[0].Symbols.Length == 1;
+    public bool IsSymbol => !_unknown && _terms.Length == 1 && _terms[0].Coeff == 1 && _terms[0].Symbols.Length == 1 && !IsQuotient(_terms[0].Symbols[0]);
 
     public string? SymbolName => IsSymbol ? _terms[0].Symbols[0] : null;
 
-    /// <summary>Symbols this dim mentions.</summary>
-    public IEnumerable<string> Symbols => _terms.SelectMany(t => t.Symbols).Distinct();
+    /// <summary>Symbols this dim mentions (inside quotients too).</summary>
+    public IEnumerable<string> Symbols => _terms.SelectMany(t => t.Symbols).SelectMany(a => IsQuotient(a) ? Quotients[a].Numerator.Symbols : [a]).Distinct();
+
+    private static bool IsQuotient(string atom) => atom.Length > 0 && atom[0] == QuotientMark;
 
     /// <summary>True when the dim is known to be non-negative: constants ≥ 0, and sums of symbols with positive coefficients.</summary>
     public bool IsKnownNonNegative => !_unknown && _terms.All(t => t.Coeff >= 0);
@@ -114,12 +122,34 @@ public sealed class Dim : IEquatable<Dim>
         return Normalize(result);
     }
 
-    /// <summary>Floor division for constants, exact division for symbolic dims, unknown otherwise.</summary>
+    /// <summary>
+    /// Floor division: for constants the number; by a positive constant, the exact quotient when there is one, else
+    /// the multiples of the divisor taken out (each coefficient's floor quotient) and the rest a floor quotient atom
+    /// whose numerator has coefficients in [0, divisor): <c>(w - 1) / 2 + 1</c> is <c>(w + 1) / 2</c>. Exact division
+    /// for other symbolic divisors, unknown otherwise.
+    /// </summary>
     public static Dim FloorDivide(Dim a, Dim b)
     {
         if (a.Value is { } x && b.Value is { } y && y != 0) return Const(FloorDiv(x, y));
-        return ExactDivide(a, b) ?? Unknown;
+        if (ExactDivide(a, b) is { } exact) return exact;
+        if (a._unknown || b.Value is not { } c || c <= 0) return Unknown;
+        var whole = new List<Term>();
+        var rest = new List<Term>();
+        foreach (var t in a._terms)
+        {
+            var q = FloorDiv(t.Coeff, c);
+            whole.Add(t with { Coeff = q });
+            rest.Add(t with { Coeff = t.Coeff - q * c });
+        }
+        var numerator = Normalize(rest);
+        if (numerator.Value is { } r) return Normalize(whole) + FloorDiv(r, c);
+        var key = QuotientMark + numerator.ToString() + "/" + c.ToString(CultureInfo.InvariantCulture);
+        Quotients.TryAdd(key, (numerator, c));
+        return Normalize(whole) + new Dim([new Term(1, [key])], false);
     }
+
+    /// <summary>The quotient rounded up, ⌈a / b⌉ = ⌊(a + b − 1) / b⌋ for a positive constant b.</summary>
+    public static Dim CeilDivide(Dim a, long b) => FloorDivide(a + (b - 1), b);
 
     private static long FloorDiv(long x, long y)
     {
@@ -136,7 +166,9 @@ public sealed class Dim : IEquatable<Dim>
         foreach (var t in _terms)
         {
             Dim term = Const(t.Coeff);
-            foreach (var s in t.Symbols) term *= map.TryGetValue(s, out var d) ? d : Symbol(s);
+            foreach (var s in t.Symbols)
+                term *= IsQuotient(s) ? FloorDivide(Quotients[s].Numerator.Substitute(map), Quotients[s].Divisor)
+                    : map.TryGetValue(s, out var d) ? d : Symbol(s);
             result += term;
         }
         return result;
@@ -168,7 +200,16 @@ public sealed class Dim : IEquatable<Dim>
     public override string ToString() =>
         _unknown ? "?" : _terms.Length == 0 ? "0" : Join(t => t.Symbols.Length == 0
             ? t.Coeff.ToString(CultureInfo.InvariantCulture)
-            : (t.Coeff != 1 ? t.Coeff.ToString(CultureInfo.InvariantCulture) + "*" : "") + string.Join('*', t.Symbols.Select(QuoteSymbol)), leadingMinus: "-");
+            : (t.Coeff != 1 ? t.Coeff.ToString(CultureInfo.InvariantCulture) + "*" : "")
+              + string.Join('*', t.Symbols.Select(a => IsQuotient(a) ? QuotientText(a, alone: t.Coeff == 1 && t.Symbols.Length == 1) : QuoteSymbol(a))), leadingMinus: "-");
+
+    /// <summary>A quotient as it prints: <c>(w + 1) / 2</c>, in parentheses inside a product (the parser reads <c>2*(w + 1) / 2</c> as one quotient).</summary>
+    private static string QuotientText(string atom, bool alone)
+    {
+        var (numerator, divisor) = Quotients[atom];
+        var text = (numerator.IsSymbol ? numerator.ToString() : "(" + numerator + ")") + " / " + divisor.ToString(CultureInfo.InvariantCulture);
+        return alone ? text : "(" + text + ")";
+    }
 
     /// <summary>
     /// The dim as a long expression for generated code, written as the dim prints (<c>past_seq + seq</c>,
@@ -178,7 +219,10 @@ public sealed class Dim : IEquatable<Dim>
     public string? ToExpression(Func<string, string> symbol) =>
         _unknown ? null : _terms.Length == 0 ? "0L" : Join(t =>
         {
-            var factors = t.Symbols.Select(symbol).ToList();
+            // A quotient's numerator is never negative (its coefficients are in [0, divisor)), so C#'s division is the floor.
+            var factors = t.Symbols.Select(a => IsQuotient(a)
+                ? $"(({Quotients[a].Numerator.ToExpression(symbol)}) / {Quotients[a].Divisor.ToString(CultureInfo.InvariantCulture)}L)"
+                : symbol(a)).ToList();
             // A symbol product stays long without a 1L in front; a constant term or another coefficient is a long literal.
             if (t.Coeff != 1 || factors.Count == 0) factors.Insert(0, t.Coeff.ToString(CultureInfo.InvariantCulture) + "L");
             return string.Join(" * ", factors);

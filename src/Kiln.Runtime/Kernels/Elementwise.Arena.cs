@@ -82,6 +82,8 @@ public static unsafe partial class ArenaKernels
         {
             var sd = d - (to.Length - shape.Length);
             var n = sd >= 0 ? shape[sd] : 1;
+            if (n != 1 && n != to[d])
+                throw new KernelException($"an operand of shape [{string.Join(", ", shape.ToArray())}] does not broadcast to [{string.Join(", ", to.ToArray())}]");
             strides[d] = n == 1 ? 0 : acc;
             acc *= n;
         }
