@@ -80,7 +80,7 @@ public sealed partial class ModelEmitter
             {
                 foreach (var op in outs) if (op is not null) backend.EmitAllocation(w, op);
                 if (plan.ChainEndingAt(n) is { } chain) backend.EmitElementwiseLoop(w, ElementwiseChains.Steps(plan, chain), first);
-                else backend.EmitPlanned(new PlannedNodeContext(n, w, ins, outs) { LastRowsOnly = n == plan.LogitsNode ? "lastPositionOnly" : null });
+                else backend.EmitPlanned(new PlannedNodeContext(n, w, ins, outs) { LastRowsOnly = n == plan.LogitsNode ? "lastPositionOnly" : null, Static = Static });
             }
             w.Line("if (profiled != 0) profiled = Generated.NodeProfileEnd(profiled, NodeNames[at], NodeOps[at], NodeInputs[at]);");
         }

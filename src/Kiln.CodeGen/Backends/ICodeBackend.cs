@@ -124,4 +124,7 @@ public sealed class PlannedNodeContext(Node node, CodeWriter body, IReadOnlyList
     /// position is wanted (rows r·seq + seq − 1 of the input, written to row r of the output).
     /// </summary>
     public string? LastRowsOnly { get; init; }
+
+    /// <summary>A static field of the generated class (type, name prefix, initializer), shared by equal initializers: a kernel's fixed geometry.</summary>
+    public Func<string, string, string, string> Static { get; init; } = (_, _, _) => throw new InvalidOperationException("no class to hold a static field while planning");
 }

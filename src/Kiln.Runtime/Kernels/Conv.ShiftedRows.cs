@@ -19,12 +19,11 @@ public static partial class Convolution
 
     private static bool ShiftedRowsApply(Window win) => Avx512F.IsSupported && win.Rank == 2;
 
-    private static unsafe void ShiftedRows2D(Tensor x, Tensor w, Tensor? bias, Tensor r, Window win, int[] outSpatial)
+    private static unsafe void ShiftedRows2D(ReadOnlySpan<float> x, int n, int c, int h, int wd, Tensor w, Tensor? bias, Span<float> y, Window win, int oh, int ow)
     {
-        int n = x.Shape[0], c = x.Shape[1], h = x.Shape[2], wd = x.Shape[3], m = w.Shape[0];
+        var m = w.Shape[0];
         int kh = win.Kernel[0], kw = win.Kernel[1], dh = win.Dilations[0], dw = win.Dilations[1], sh = win.Strides[0], sw = win.Strides[1];
         int ph = win.PadsBegin[0], pw = win.PadsBegin[1];
-        int oh = outSpatial[0], ow = outSpatial[1];
         // Strided convolutions read each phase (input rows ≡ py, columns ≡ px modulo the stride) as its own plane:
         // then output (oy, ox) reads tap (ky, kx) at row oy + ky·dh / sh, column ox + kx·dw / sw of phase
         // (ky·dh mod sh, kx·dw mod sw), the same shifted-rows pattern as stride 1.
@@ -36,7 +35,9 @@ public static partial class Convolution
         var q = oh * wph;
         var panels = (q + ShiftPanel - 1) / ShiftPanel;
         var rowTiles = (m + ShiftRows - 1) / ShiftRows;
-        var cached = w.Persistent ? PackedRowTiles.GetValue(w, t => PackRowTiles(t.Span<float>(), m, k, new float[rowTiles * ShiftRows * k])) : null;
+        // TryGetValue first: GetValue's factory captures m and k, a closure per call.
+        var cached = !w.Persistent ? null : PackedRowTiles.TryGetValue(w, out var packed) ? packed
+            : PackedRowTiles.GetValue(w, t => PackRowTiles(t.Span<float>(), m, k, new float[rowTiles * ShiftRows * k]));
         var aPacked = cached ?? PackRowTiles(w.Span<float>(), m, k, System.Buffers.ArrayPool<float>.Shared.Rent(rowTiles * ShiftRows * k));
         var offsets = System.Buffers.ArrayPool<int>.Shared.Rent(2 * k);
         float[]? xp = null;
@@ -57,12 +58,12 @@ public static partial class Convolution
             // The copy is long enough for every panel's reads, the last one's 31 floats past its start included.
             var copyLength = copy ? checked((int)Math.Max(c * channelPlane, maxOffset + (long)panels * ShiftPanel)) : 0;
             xp = copy ? System.Buffers.ArrayPool<float>.Shared.Rent(copyLength) : null;
-            fixed (float* px = x.Span<float>())
+            fixed (float* px = x)
             fixed (float* pxp = xp)
             fixed (float* pa = aPacked)
             fixed (int* po = offsets)
             fixed (float* pb = bias is null ? default : bias.Span<float>())
-            fixed (float* py = r.Span<float>())
+            fixed (float* py = y)
             {
                 var job = new ShiftedJob
                 {
@@ -81,10 +82,10 @@ public static partial class Convolution
                     {
                         new Span<float>(pxp, copyLength).Clear();
                         for (var ch = 0; ch < c; ch++)
-                            for (var y = 0; y < h; y++)
+                            for (var iy = 0; iy < h; iy++)
                             {
-                                var src = new ReadOnlySpan<float>(xb + ((long)ch * h + y) * wd, wd);
-                                var row = pxp + ch * channelPlane + (y + ph) % sh * sw * phasePlane + (long)((y + ph) / sh) * wph;
+                                var src = new ReadOnlySpan<float>(xb + ((long)ch * h + iy) * wd, wd);
+                                var row = pxp + ch * channelPlane + (iy + ph) % sh * sw * phasePlane + (long)((iy + ph) / sh) * wph;
                                 if (sw == 1) { src.CopyTo(new Span<float>(row + pw, wd)); continue; }
                                 for (var phase = 0; phase < sw; phase++)
                                 {
@@ -274,14 +275,27 @@ public static partial class Convolution
     /// </summary>
     private static Tensor TilingTranspose2D(Tensor x, Tensor w, Tensor? bias, int sh, int sw)
     {
-        int n = x.Shape[0], c = x.Shape[1], h = x.Shape[2], wd = x.Shape[3], m = w.Shape[1];
+        var r = Tensor.Uninitialized(DType.F32, [x.Shape[0], w.Shape[1], x.Shape[2] * sh, x.Shape[3] * sw]);
+        TilingTranspose2D(x.Span<float>(), x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3], w, bias, sh, sw, r.Span<float>());
+        return r;
+    }
+
+    /// <summary>
+    /// The same on spans: x [n, c, h, wd] into y [n, m, h·sh, wd·sw] for weights [c, m, sh, sw] (one group). Allocates
+    /// nothing after warm-up: planned code calls it on arena spans.
+    /// </summary>
+    public static void TilingTranspose2D(ReadOnlySpan<float> xs, int n, int c, int h, int wd, Tensor w, Tensor? bias, int sh, int sw, Span<float> rs)
+    {
+        var m = w.Shape[1];
+        if (w.Rank != 4 || w.Shape[0] != c || w.Shape[2] != sh || w.Shape[3] != sw)
+            throw new KernelException($"ConvTranspose weight [{string.Join(", ", w.Shape)}] is not [{c}, M, {sh}, {sw}]");
         int taps = sh * sw, pin = h * wd, oh = h * sh, ow = wd * sw;
-        var r = Tensor.Uninitialized(DType.F32, [n, m, oh, ow]);
-        var cached = w.Persistent ? TapMajorWeights.GetValue(w, t => TapMajor(t.Span<float>(), c, m, taps, new float[taps * m * c])) : null;
+        if (xs.Length < (long)n * c * pin || rs.Length < (long)n * m * oh * ow) throw new KernelException("ConvTranspose operands are shorter than their dims");
+        // TryGetValue first: GetValue's factory captures c, m and taps, a closure per call.
+        var cached = !w.Persistent ? null : TapMajorWeights.TryGetValue(w, out var packed) ? packed
+            : TapMajorWeights.GetValue(w, t => TapMajor(t.Span<float>(), c, m, taps, new float[taps * m * c]));
         var wt = cached ?? TapMajor(w.Span<float>(), c, m, taps, System.Buffers.ArrayPool<float>.Shared.Rent(taps * m * c));
         var col = System.Buffers.ArrayPool<float>.Shared.Rent(taps * m * pin);
-        var xs = x.Span<float>();
-        var rs = r.Span<float>();
         var bs = bias is null ? default : bias.Span<float>();
         try
         {
@@ -316,7 +330,6 @@ public static partial class Convolution
             System.Buffers.ArrayPool<float>.Shared.Return(col);
             if (cached is null) System.Buffers.ArrayPool<float>.Shared.Return(wt);
         }
-        return r;
     }
 
     /// <summary>ConvTranspose weights [C, M, kh, kw] as one [M, C] matrix per tap.</summary>

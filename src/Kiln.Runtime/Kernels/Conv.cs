@@ -39,16 +39,19 @@ public sealed record Window(int[] Kernel, int[] Strides, int[] Dilations, int[] 
     public int[] OutputShape(int[] spatial)
     {
         var o = new int[Rank];
-        for (var i = 0; i < Rank; i++)
-        {
-            var span = spatial[i] + PadsBegin[i] + PadsEnd[i] - ((Kernel[i] - 1) * Dilations[i] + 1);
-            if (span < 0) throw new KernelException($"the window ({Kernel[i]}, dilation {Dilations[i]}) is larger than the padded input ({spatial[i] + PadsBegin[i] + PadsEnd[i]}) on spatial dim {i}");
-            var n = CeilMode ? (span + Strides[i] - 1) / Strides[i] + 1 : span / Strides[i] + 1;
-            // A ceil-mode window must start inside the input or its left padding.
-            if (CeilMode && (n - 1) * Strides[i] >= spatial[i] + PadsBegin[i]) n--;
-            o[i] = n;
-        }
+        for (var i = 0; i < Rank; i++) o[i] = OutputSize(i, spatial[i]);
         return o;
+    }
+
+    /// <summary>The output size along spatial dim i for an input of <paramref name="input"/>.</summary>
+    public int OutputSize(int i, int input)
+    {
+        var span = input + PadsBegin[i] + PadsEnd[i] - ((Kernel[i] - 1) * Dilations[i] + 1);
+        if (span < 0) throw new KernelException($"the window ({Kernel[i]}, dilation {Dilations[i]}) is larger than the padded input ({input + PadsBegin[i] + PadsEnd[i]}) on spatial dim {i}");
+        var n = CeilMode ? (span + Strides[i] - 1) / Strides[i] + 1 : span / Strides[i] + 1;
+        // A ceil-mode window must start inside the input or its left padding.
+        if (CeilMode && (n - 1) * Strides[i] >= input + PadsBegin[i]) n--;
+        return n;
     }
 }
 
@@ -69,7 +72,12 @@ public static partial class Convolution
         if (c % group != 0 || m % group != 0) throw new KernelException($"Conv group {group} does not divide channels {c} / filters {m}");
         if (w.Shape[1] != c / group) throw new KernelException($"Conv weight has {w.Shape[1]} input channels per group; input has {c / group}");
         var outSpatial = win.OutputShape(spatial);
-        if (group == c && m == c && spatial.Length == 2 && x.Type == DType.F32) return Cast.To(Depthwise(x, w, bias, win, outSpatial), orig);
+        if (spatial.Length == 2)
+        {
+            var y = Tensor.Uninitialized(DType.F32, [n, m, .. outSpatial]);
+            Conv2D(x.Span<float>(), n, c, spatial[0], spatial[1], w, bias, win, group, y.Span<float>(), outSpatial[0], outSpatial[1]);
+            return Cast.To(y, orig);
+        }
         var p = (int)Tensor.Count(outSpatial);
         var kSize = (int)Tensor.Count(win.Kernel);
         var cg = c / group;
@@ -78,19 +86,7 @@ public static partial class Convolution
         // GEMM with accumulate = false writes every output element (k = cg·kSize ≥ 1 here).
         var r = cg * kSize > 0 ? Tensor.Uninitialized(DType.F32, [n, m, .. outSpatial]) : Tensor.Zeros(DType.F32, [n, m, .. outSpatial]);
         var direct = kSize == 1 && win.Strides.All(s => s == 1) && win.PadsBegin.All(v => v == 0) && win.PadsEnd.All(v => v == 0);
-        if (spatial.Length == 2 && group == 1 && c * kSize > 0 && ShiftedRowsApply(win))
-        {
-            ShiftedRows2D(x, w, bias, r, win, outSpatial);
-            return Cast.To(r, orig);
-        }
-        if (spatial.Length == 2 && group == 1 && c * kSize > 0)
-        {
-            Blocked2D(x, w, r, win, outSpatial, direct);
-            if (bias is not null) AddChannelBias(r.Span<float>(), bias, n, m, p);
-            return Cast.To(r, orig);
-        }
-        var planar = spatial.Length == 2;
-        var map = direct || planar ? null : ColumnMap(spatial, outSpatial, win);
+        var map = direct ? null : ColumnMap(spatial, outSpatial, win);
         var col = direct ? null : System.Buffers.ArrayPool<float>.Shared.Rent(checked(cg * kSize * p));
         var xs = x.Span<float>();
         var ws = w.Span<float>();
@@ -109,13 +105,11 @@ public static partial class Convolution
                         {
                             var src = xg.Slice(ch * inner, inner);
                             var dst = col.AsSpan(ch * kSize * p, kSize * p);
-                            if (planar) Im2ColColumns(src, spatial[0], spatial[1], outSpatial[1], new Taps(win), 0, p, dst);
-                            else
-                                for (var i = 0; i < dst.Length; i++)
-                                {
-                                    var at = map![i];
-                                    dst[i] = at < 0 ? 0 : src[at];
-                                }
+                            for (var i = 0; i < dst.Length; i++)
+                            {
+                                var at = map![i];
+                                dst[i] = at < 0 ? 0 : src[at];
+                            }
                         }
                         colSpan = col.AsSpan(0, cg * kSize * p);
                     }
@@ -132,17 +126,79 @@ public static partial class Convolution
     }
 
     /// <summary>
+    /// 2-D convolution of x [n, c, h, wd] into y [n, m, oh, ow] (f32, weights [m, c / group, kh, kw], an optional bias
+    /// of m): depthwise directly, one group through shifted rows (AVX-512) or blocked GEMMs, other groups through
+    /// im2col columns per group. Allocates nothing after warm-up (scratch from pools, packed weights cached per weight
+    /// tensor), so planned code calls it on arena spans.
+    /// </summary>
+    public static void Conv2D(ReadOnlySpan<float> x, int n, int c, int h, int wd, Tensor w, Tensor? bias, Window win, int group, Span<float> y, int oh, int ow)
+    {
+        var m = w.Shape[0];
+        if (w.Rank != 4 || win.Rank != 2) throw new KernelException($"Conv2D takes a 4-D weight and a 2-D window, got weight rank {w.Rank}");
+        if (c % group != 0 || m % group != 0) throw new KernelException($"Conv group {group} does not divide channels {c} / filters {m}");
+        if (w.Shape[1] != c / group) throw new KernelException($"Conv weight has {w.Shape[1]} input channels per group; input has {c / group}");
+        if (win.OutputSize(0, h) != oh || win.OutputSize(1, wd) != ow)
+            throw new KernelException($"Conv of a {h}×{wd} input makes {win.OutputSize(0, h)}×{win.OutputSize(1, wd)}, not {oh}×{ow}");
+        if (x.Length < (long)n * c * h * wd || y.Length < (long)n * m * oh * ow) throw new KernelException("Conv operands are shorter than their dims");
+        y = y[..(n * m * oh * ow)];
+        var kSize = win.Kernel[0] * win.Kernel[1];
+        var p = oh * ow;
+        if (group == c && m == c) { Depthwise(x, n, c, h, wd, w, bias, win, y, oh, ow); return; }
+        var cg = c / group;
+        var mg = m / group;
+        if (cg * kSize == 0)
+        {
+            y.Clear();
+            if (bias is not null) AddChannelBias(y, bias, n, m, p);
+            return;
+        }
+        var direct = kSize == 1 && win.Strides.All(s => s == 1) && win.PadsBegin.All(v => v == 0) && win.PadsEnd.All(v => v == 0);
+        if (group == 1 && ShiftedRowsApply(win))
+        {
+            ShiftedRows2D(x, n, c, h, wd, w, bias, y, win, oh, ow);
+            return;
+        }
+        if (group == 1) Blocked2D(x, n, c, h, wd, w, y, win, oh, ow, direct);
+        else
+        {
+            var inner = h * wd;
+            var col = direct ? null : System.Buffers.ArrayPool<float>.Shared.Rent(checked(cg * kSize * p));
+            var ws = w.Span<float>();
+            try
+            {
+                for (var b = 0; b < n; b++)
+                    for (var g = 0; g < group; g++)
+                    {
+                        var xg = x.Slice((b * c + g * cg) * inner, cg * inner);
+                        ReadOnlySpan<float> colSpan = xg;
+                        if (!direct)
+                        {
+                            for (var ch = 0; ch < cg; ch++)
+                                Im2ColColumns(xg.Slice(ch * inner, inner), h, wd, ow, new Taps(win), 0, p, col.AsSpan(ch * kSize * p, kSize * p));
+                            colSpan = col.AsSpan(0, cg * kSize * p);
+                        }
+                        MatMul.Gemm(ws.Slice(g * mg * cg * kSize, mg * cg * kSize), cg * kSize, false, colSpan, p, false,
+                            y.Slice((b * m + g * mg) * p, mg * p), p, mg, p, cg * kSize, false);
+                    }
+            }
+            finally
+            {
+                if (col is not null) System.Buffers.ArrayPool<float>.Shared.Return(col);
+            }
+        }
+        if (bias is not null) AddChannelBias(y, bias, n, m, p);
+    }
+
+    /// <summary>
     /// Depthwise 2-D convolution (one filter per channel, as in MobileNet blocks) computed directly, channels in
     /// parallel: im2col + a one-row GEMM per channel would copy the input kernel-size times for a few FLOPs each.
     /// </summary>
-    private static unsafe Tensor Depthwise(Tensor x, Tensor w, Tensor? bias, Window win, int[] outSpatial)
+    private static unsafe void Depthwise(ReadOnlySpan<float> x, int n, int c, int h, int wd, Tensor w, Tensor? bias, Window win, Span<float> y, int oh, int ow)
     {
-        int n = x.Shape[0], c = x.Shape[1], h = x.Shape[2], wd = x.Shape[3], oh = outSpatial[0], ow = outSpatial[1];
-        var r = Tensor.Uninitialized(DType.F32, [n, c, oh, ow]);
-        fixed (float* px = x.Span<float>())
+        fixed (float* px = x)
         fixed (float* pw = w.Span<float>())
         fixed (float* pb = bias is null ? default : bias.Span<float>())
-        fixed (float* py = r.Span<float>())
+        fixed (float* py = y)
         {
             var job = new DepthwiseJob
             {
@@ -153,7 +209,6 @@ public static partial class Convolution
             // Planes are claimed a few at a time (the team's chunks): measured here, that beats one contiguous half per thread.
             WorkerTeam.For(planes, threads, &DepthwisePlane, &job);
         }
-        return r;
     }
 
     private unsafe struct DepthwiseJob
@@ -286,22 +341,22 @@ public static partial class Convolution
     /// and multiplies it, instead of one im2col matrix of the whole image written and packed through memory.
     /// Blocks run in parallel on the worker team.
     /// </summary>
-    private static unsafe void Blocked2D(Tensor x, Tensor w, Tensor r, Window win, int[] outSpatial, bool direct)
+    private static unsafe void Blocked2D(ReadOnlySpan<float> x, int n, int c, int h, int wd, Tensor w, Span<float> y, Window win, int oh, int ow, bool direct)
     {
-        int n = x.Shape[0], c = x.Shape[1], m = w.Shape[0];
+        var m = w.Shape[0];
         var kSize = win.Kernel[0] * win.Kernel[1];
         var k = c * kSize;
-        var p = outSpatial[0] * outSpatial[1];
+        var p = oh * ow;
         // Columns per block: a multiple of the GEMM's 32-column panels, the block's k × columns floats within ~512 KB.
         var block = Math.Clamp(131072 / k / 32 * 32, 32, 1024);
         var blocks = (p + block - 1) / block;
-        fixed (float* px = x.Span<float>())
+        fixed (float* px = x)
         fixed (float* pw = w.Span<float>())
-        fixed (float* py = r.Span<float>())
+        fixed (float* py = y)
         {
             var job = new ConvBlockJob
             {
-                X = px, W = pw, Y = py, C = c, M = m, H = x.Shape[2], Wd = x.Shape[3], Ow = outSpatial[1], P = p,
+                X = px, W = pw, Y = py, C = c, M = m, H = h, Wd = wd, Ow = ow, P = p,
                 T = new Taps(win), Block = block, Blocks = blocks, Direct = direct,
             };
             var flops = 2.0 * n * m * k * p;

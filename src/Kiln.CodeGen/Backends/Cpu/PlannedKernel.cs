@@ -26,6 +26,8 @@ internal static class PlannedKernels
         ElementwiseKernels.Register(d);
         ActivationKernels.Register(d);
         NormalizationKernels.Register(d);
+        ConvKernels.Register(d);
+        PoolingKernels.Register(d);
         ShapeKernels.Register(d);
         IndexingKernels.Register(d);
         MatMulKernels.Register(d);

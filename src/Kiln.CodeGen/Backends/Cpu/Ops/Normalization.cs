@@ -3,7 +3,7 @@ using Kiln.Ir;
 
 namespace Kiln.CodeGen.Backends.Cpu.Ops;
 
-/// <summary>Planned CPU kernels of the normalization family (Ir/Ops/NormalizationOps, the softmax ops): Softmax, LogSoftmax, LayerNormalization.</summary>
+/// <summary>Planned CPU kernels of the normalization family (Ir/Ops/NormalizationOps, the softmax ops): Softmax, LogSoftmax, LayerNormalization, BatchNormalization.</summary>
 internal static class NormalizationKernels
 {
     public static void Register(IDictionary<string, PlannedKernel> d)
@@ -13,6 +13,7 @@ internal static class NormalizationKernels
                 // Along the last axis every opset's Softmax is the same (older ones flatten from the axis on).
                 c => c.In(0) is { Elem: DType.F32, Rank: > 0 } x && Axis(c.Node, x.Rank) == x.Rank - 1 ? null : "f32 along the last axis",
                 c => c.Body.Line($"Kernels.ArenaKernels.Softmax({c.In(0)!.Span}, {c.Out(0)!.Span}, n: {c.In(0)!.Dims[^1]}, log: {(log ? "true" : "false")});"));
+        d["BatchNormalization"] = BatchNorm();
         d["LayerNormalization"] = new(
             c =>
             {
@@ -31,6 +32,17 @@ internal static class NormalizationKernels
                 c.Body.Line($"Kernels.ArenaKernels.LayerNorm({x.Span}, {c.In(1)!.Span}, {bias}, {c.Out(0)!.Span}, n: {n}, epsilon: {CSharp.Float(c.Node.AttrFloat("epsilon"))});");
             });
     }
+
+    /// <summary>Inference BatchNormalization with constant statistics (training_mode 0, only Y wanted).</summary>
+    private static PlannedKernel BatchNorm() => new(
+        c => c.In(0) is { Elem: DType.F32, Rank: >= 2 } && Enumerable.Range(1, 4).All(i => c.In(i) is { Elem: DType.F32, Storage: PlannedStorage.Constant })
+            && c.Node.Attr<IntAttr>("training_mode")?.Value is null or 0 && c.Out(1) is null && c.Out(2) is null ? null : "f32 inference with constant statistics",
+        c =>
+        {
+            var x = c.In(0)!;
+            var inner = x.Rank == 2 ? "1" : PlannedOperand.CountOf(x.Dims[2..]);
+            c.Body.Line($"Kernels.ArenaKernels.BatchNorm({x.Span}, n: {x.Dims[0]}, c: {x.Dims[1]}, inner: {inner}, {c.In(1)!.Span}, {c.In(2)!.Span}, {c.In(3)!.Span}, {c.In(4)!.Span}, epsilon: {CSharp.Float(c.Node.AttrFloat("epsilon"))}, {c.Out(0)!.Span});");
+        }) { SeveralOutputs = true };
 
     /// <summary>The node's axis attribute, made non-negative.</summary>
     public static int Axis(Node n, int rank)
