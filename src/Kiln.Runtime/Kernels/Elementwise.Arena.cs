@@ -44,6 +44,40 @@ public static unsafe partial class ArenaKernels
         Span<long> sb = stackalloc long[MaxRank];
         var rank = BroadcastStrides(aShape, yShape, sa);
         BroadcastStrides(bShape, yShape, sb);
+        // The run: the longest suffix of y's dims over which each operand is whole (its dims are y's there, so
+        // contiguous) or one value (its dims are 1): a per-channel bias or scale over [n, c, h, w] runs h·w at a time.
+        var (run, k) = (1, rank);
+        bool aWhole = true, aOne = true, bWhole = true, bOne = true;
+        for (var d = rank - 1; d >= 0; d--)
+        {
+            int ad = d - (rank - aShape.Length) >= 0 ? aShape[d - (rank - aShape.Length)] : 1, bd = d - (rank - bShape.Length) >= 0 ? bShape[d - (rank - bShape.Length)] : 1;
+            bool aw = aWhole && ad == yShape[d], ao = aOne && ad == 1, bw = bWhole && bd == yShape[d], bo = bOne && bd == 1;
+            if (!(aw || ao) || !(bw || bo)) break;
+            (aWhole, aOne, bWhole, bOne) = (aw, ao, bw, bo);
+            run *= yShape[d];
+            k = d;
+        }
+        if (run >= 8 && typeof(T) == typeof(float))
+        {
+            var af = MemoryMarshal.Cast<T, float>(a);
+            var bf = MemoryMarshal.Cast<T, float>(b);
+            var yf = MemoryMarshal.Cast<T, float>(y);
+            Span<int> at = stackalloc int[MaxRank];
+            at.Clear();
+            long ra = 0, rb = 0;
+            for (var o = 0; o < y.Length; o += run)
+            {
+                FloatRun<TOp>(aWhole ? af.Slice((int)ra, run) : af.Slice((int)ra, 1), aWhole, bWhole ? bf.Slice((int)rb, run) : bf.Slice((int)rb, 1), bWhole, yf.Slice(o, run));
+                for (var d = k - 1; d >= 0; d--)
+                {
+                    ra += sa[d]; rb += sb[d];
+                    if (++at[d] < yShape[d]) break;
+                    ra -= sa[d] * yShape[d]; rb -= sb[d] * yShape[d];
+                    at[d] = 0;
+                }
+            }
+            return;
+        }
         Span<int> index = stackalloc int[MaxRank];
         index.Clear();
         var inner = rank == 0 ? 1 : yShape[rank - 1];
@@ -61,6 +95,33 @@ public static unsafe partial class ArenaKernels
                 index[d] = 0;
             }
         }
+    }
+
+    /// <summary>One run of f32 elements: each operand a whole span or one value (scalar-first Sub and Div included).</summary>
+    private static void FloatRun<TOp>(ReadOnlySpan<float> a, bool aWhole, ReadOnlySpan<float> b, bool bWhole, Span<float> y)
+    {
+        if (aWhole && bWhole && Vectorized<TOp>(a, b, y)) return;
+        if (aWhole && !bWhole)
+        {
+            var s = b[0];
+            if (typeof(TOp) == typeof(AddOp<float>)) TensorPrimitives.Add(a, s, y);
+            else if (typeof(TOp) == typeof(SubOp<float>)) TensorPrimitives.Subtract(a, s, y);
+            else if (typeof(TOp) == typeof(MulOp<float>)) TensorPrimitives.Multiply(a, s, y);
+            else if (typeof(TOp) == typeof(DivOp<float>)) TensorPrimitives.Divide(a, s, y);
+            return;
+        }
+        if (!aWhole && bWhole)
+        {
+            var s = a[0];
+            if (typeof(TOp) == typeof(AddOp<float>)) TensorPrimitives.Add(b, s, y);
+            else if (typeof(TOp) == typeof(SubOp<float>)) TensorPrimitives.Subtract(s, b, y);
+            else if (typeof(TOp) == typeof(MulOp<float>)) TensorPrimitives.Multiply(b, s, y);
+            else if (typeof(TOp) == typeof(DivOp<float>)) TensorPrimitives.Divide(s, b, y);
+            return;
+        }
+        var v = a[0];
+        var w = b[0];
+        y.Fill(typeof(TOp) == typeof(AddOp<float>) ? v + w : typeof(TOp) == typeof(SubOp<float>) ? v - w : typeof(TOp) == typeof(MulOp<float>) ? v * w : v / w);
     }
 
     private static bool Vectorized<TOp>(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y)
