@@ -29,32 +29,96 @@ public static unsafe partial class ArenaKernels
         int kh = win.Kernel[0], kw = win.Kernel[1], sh = win.Strides[0], sw = win.Strides[1], dh = win.Dilations[0], dw = win.Dilations[1];
         int ph = win.PadsBegin[0], pw = win.PadsBegin[1];
         int hp = h + win.PadsEnd[0], wp = wd + win.PadsEnd[1];
+        if (max && dw == 1 && wd <= 4096)
+        {
+            MaxPoolByColumns(x, planes, h, wd, y, oh, ow, win);
+            return;
+        }
+        // Row by row, tap by tap: each tap adds (or maxes) a strided run of one input row into the output row, over the
+        // outputs whose column falls inside the input; stride 1 runs are whole vectors.
         for (var p = 0; p < planes; p++)
         {
             var plane = x.Slice(p * h * wd, h * wd);
-            var outPlane = y.Slice(p * oh * ow, oh * ow);
             for (var oy = 0; oy < oh; oy++)
-                for (var ox = 0; ox < ow; ox++)
+            {
+                var acc = y.Slice((p * oh + oy) * ow, ow);
+                acc.Fill(max ? float.NegativeInfinity : 0f);
+                int rowsInside = 0, rowsPadded = 0;
+                for (var ky = 0; ky < kh; ky++)
                 {
-                    var acc = max ? float.NegativeInfinity : 0f;
-                    int inside = 0, padded = 0;
-                    for (var ky = 0; ky < kh; ky++)
+                    var iy = oy * sh - ph + ky * dh;
+                    if (iy < hp) rowsPadded++;
+                    if ((uint)iy >= (uint)h) continue;
+                    rowsInside++;
+                    var row = plane.Slice(iy * wd, wd);
+                    for (var kx = 0; kx < kw; kx++)
                     {
-                        var iy = oy * sh - ph + ky * dh;
-                        for (var kx = 0; kx < kw; kx++)
+                        var off = kx * dw - pw;
+                        var lo = Math.Min(ow, Math.Max(0, (-off + sw - 1) / sw));
+                        var hi = wd - 1 - off < 0 ? 0 : Math.Min(ow, (wd - 1 - off) / sw + 1);
+                        if (hi <= lo) continue;
+                        if (sw == 1)
                         {
-                            var ix = ox * sw - pw + kx * dw;
-                            if ((uint)iy < (uint)h && (uint)ix < (uint)wd)
-                            {
-                                var v = plane[iy * wd + ix];
-                                acc = max ? (v > acc || float.IsNaN(v) ? v : acc) : acc + v;
-                                inside++;
-                            }
-                            else if (iy < hp && ix < wp) padded++;
+                            var src = row.Slice(lo + off, hi - lo);
+                            var dst = acc.Slice(lo, hi - lo);
+                            if (max) TensorPrimitives.Max(dst, src, dst);
+                            else TensorPrimitives.Add(dst, src, dst);
+                            continue;
+                        }
+                        for (var ox = lo; ox < hi; ox++)
+                        {
+                            var v = row[ox * sw + off];
+                            acc[ox] = max ? MathF.Max(acc[ox], v) : acc[ox] + v;
                         }
                     }
-                    outPlane[oy * ow + ox] = max ? acc : acc / (countIncludePad ? inside + padded : Math.Max(1, inside));
                 }
+                if (max) continue;
+                for (var ox = 0; ox < ow; ox++)
+                {
+                    int colsInside = 0, colsPadded = 0;
+                    for (var kx = 0; kx < kw; kx++)
+                    {
+                        var ix = ox * sw - pw + kx * dw;
+                        if (ix < wp) colsPadded++;
+                        if ((uint)ix < (uint)wd) colsInside++;
+                    }
+                    acc[ox] /= countIncludePad ? rowsPadded * colsPadded : Math.Max(1, rowsInside * colsInside);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Max pooling without column dilation: per output row, the max of the window's input rows in vectors, then each
+    /// output the max of its kw adjacent columns of that (MobileNet's 2×2 stride-2 pools, 3×3 ones).
+    /// </summary>
+    private static void MaxPoolByColumns(ReadOnlySpan<float> x, int planes, int h, int wd, Span<float> y, int oh, int ow, Window win)
+    {
+        int kh = win.Kernel[0], kw = win.Kernel[1], sh = win.Strides[0], sw = win.Strides[1], dh = win.Dilations[0], ph = win.PadsBegin[0], pw = win.PadsBegin[1];
+        Span<float> column = stackalloc float[wd];
+        for (var p = 0; p < planes; p++)
+        {
+            var plane = x.Slice(p * h * wd, h * wd);
+            for (var oy = 0; oy < oh; oy++)
+            {
+                var rows = 0;
+                for (var ky = 0; ky < kh; ky++)
+                {
+                    var iy = oy * sh - ph + ky * dh;
+                    if ((uint)iy >= (uint)h) continue;
+                    if (rows++ == 0) plane.Slice(iy * wd, wd).CopyTo(column);
+                    else TensorPrimitives.Max(column, plane.Slice(iy * wd, wd), column);
+                }
+                var dst = y.Slice((p * oh + oy) * ow, ow);
+                if (rows == 0) { dst.Fill(float.NegativeInfinity); continue; }
+                for (var ox = 0; ox < ow; ox++)
+                {
+                    int from = Math.Max(0, ox * sw - pw), to = Math.Min(wd, ox * sw - pw + kw);
+                    var m = float.NegativeInfinity;
+                    for (var ix = from; ix < to; ix++) m = MathF.Max(m, column[ix]);
+                    dst[ox] = m;
+                }
+            }
         }
     }
 
