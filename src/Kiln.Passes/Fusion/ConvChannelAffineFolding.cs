@@ -6,9 +6,10 @@ using static Kiln.Passes.Matching;
 namespace Kiln.Passes;
 
 /// <summary>
-/// Conv followed by a per-output-channel affine map — BatchNormalization in inference mode, or the Mul/Add by
-/// [C,1,1] constants paddle2onnx emits for folded blocks — becomes one Conv with scaled weights and shifted bias:
-/// W'[o] = W[o]·s[o], b'[o] = b[o]·s[o] + t[o], with s = γ/√(σ²+ε), t = β − μ·s for BatchNormalization.
+/// Conv (or a one-group ConvTranspose) followed by a per-output-channel affine map — BatchNormalization in inference
+/// mode, the Mul/Add by [C,1,1] constants paddle2onnx emits for folded blocks, or an Add of such a constant (a bias
+/// paddle2onnx keeps apart) — becomes one Conv with scaled weights and shifted bias: W'[o] = W[o]·s[o],
+/// b'[o] = b[o]·s[o] + t[o], with s = γ/√(σ²+ε), t = β − μ·s for BatchNormalization.
 /// </summary>
 public sealed class ConvChannelAffineFolding : IFusionPattern
 {
@@ -17,14 +18,36 @@ public sealed class ConvChannelAffineFolding : IFusionPattern
     public bool TryRewrite(Graph g, Node anchor)
     {
         if (Is(anchor, "BatchNormalization")) return FoldBatchNorm(g, anchor);
-        if (Is(anchor, "Add")) return FoldMulAdd(g, anchor);
+        if (Is(anchor, "Add")) return FoldMulAdd(g, anchor) || FoldAdd(g, anchor);
+        return false;
+    }
+
+    /// <summary>The Conv, or one-group ConvTranspose, computing <paramref name="v"/> (read by nothing else), or null.</summary>
+    private static Node? ConvOf(Value? v)
+    {
+        if (v is null || !Private(v)) return null;
+        if (From(v, "Conv") is { } conv) return conv;
+        return From(v, "ConvTranspose") is { } t && t.AttrInt("group") == 1 ? t : null;
+    }
+
+    /// <summary>The output channels of a conv's weight: axis 0 for Conv, axis 1 for ConvTranspose.</summary>
+    private static long? Channels(Node conv) => conv.Inputs[1]?.Data?.Dims is { Length: >= 2 } d ? d[conv.Op == "ConvTranspose" ? 1 : 0] : null;
+
+    private static bool FoldAdd(Graph g, Node add)
+    {
+        foreach (var convOut in add.Inputs)
+        {
+            if (ConvOf(convOut) is not { } conv || Other(add, convOut!) is not { Data: { } shift } || Channels(conv) is not { } channels) continue;
+            if (PerChannel(shift, channels, Rank(convOut!)) is not { } t) continue;
+            return Fold(g, conv, add, Enumerable.Repeat(1f, (int)channels).ToArray(), t);
+        }
         return false;
     }
 
     private static bool FoldBatchNorm(Graph g, Node bn)
     {
         if (bn.Outputs.Skip(1).Any(o => o is not null) || bn.Attr<IntAttr>("training_mode") is { Value: not 0 }) return false;
-        if (From(bn.Inputs[0], "Conv") is not { } conv || !Private(bn.Inputs[0]!)) return false;
+        if (ConvOf(bn.Inputs[0]) is not { } conv) return false;
         var p = bn.Inputs.Skip(1).Select(v => v?.Data).ToArray();
         if (p.Any(d => d is null || d.Elem != DType.F32)) return false;
         var eps = bn.AttrFloat("epsilon");
@@ -38,9 +61,9 @@ public sealed class ConvChannelAffineFolding : IFusionPattern
     {
         if (Operand(add, "Mul") is not { } m || !Private(m.Match.Outputs[0]!) || m.Other.Data is null) return false;
         var mul = m.Match;
-        var convOut = mul.Inputs.FirstOrDefault(v => From(v, "Conv") is not null);
-        if (convOut is null || !Private(convOut) || Other(mul, convOut) is not { Data: { } scale } || From(convOut, "Conv") is not { } conv) return false;
-        var channels = conv.Inputs[1]?.Data?.Dims[0];
+        var convOut = mul.Inputs.FirstOrDefault(v => ConvOf(v) is not null);
+        if (convOut is null || Other(mul, convOut) is not { Data: { } scale } || ConvOf(convOut) is not { } conv) return false;
+        var channels = Channels(conv);
         if (channels is null || PerChannel(scale, channels.Value, Rank(convOut)) is not { } s || PerChannel(m.Other.Data, channels.Value, Rank(convOut)) is not { } t) return false;
         return Fold(g, conv, add, s, t);
     }
@@ -60,18 +83,19 @@ public sealed class ConvChannelAffineFolding : IFusionPattern
     private static bool Fold(Graph g, Node conv, Node last, float[] s, float[] t)
     {
         if (conv.Inputs[1]?.Data is not { Elem: DType.F32 } w || (conv.Inputs.Count > 2 && conv.Inputs[2] is { } b0 && b0.Data is null)) return false;
-        if (w.Dims[0] != s.Length || !Replaceable(last.Outputs[0]!)) return false;
+        if (Channels(conv) != s.Length || !Replaceable(last.Outputs[0]!)) return false;
         var weights = w.ToArray<float>();
-        var per = weights.Length / s.Length;
-        for (var o = 0; o < s.Length; o++)
-            for (var i = 0; i < per; i++) weights[o * per + i] *= s[o];
+        // Conv weights are [M, C/g, k…]; ConvTranspose's [C, M, k…]: output channel o's taps are every per-th block of C.
+        var transposed = conv.Op == "ConvTranspose";
+        var per = (int)(weights.Length / (transposed ? w.Dims[0] * s.Length : s.Length));
+        for (var at = 0; at < weights.Length; at++) weights[at] *= s[transposed ? at / per % s.Length : at / per];
         var bias = conv.Inputs.Count > 2 && conv.Inputs[2]?.Data is { } bd ? bd.ToArray<float>() : new float[s.Length];
         for (var o = 0; o < s.Length; o++) bias[o] = bias[o] * s[o] + t[o];
         var wName = g.UniqueName(conv.Inputs[1]!.Name + ".folded");
         var bName = g.UniqueName((conv.Name ?? "conv") + ".bias.folded");
         var newW = g.AddConstant(wName, TensorData.FromArray(DType.F32, w.Dims, weights));
         var newB = g.AddConstant(bName, TensorData.FromArray(DType.F32, [s.Length], bias));
-        Replace(g, last, last.Outputs[0]!, "", "Conv", [conv.Inputs[0], newW, newB], new Dictionary<string, AttrValue>(conv.Attributes));
+        Replace(g, last, last.Outputs[0]!, "", conv.Op, [conv.Inputs[0], newW, newB], new Dictionary<string, AttrValue>(conv.Attributes));
         return true;
     }
 }

@@ -301,9 +301,9 @@ public static partial class Convolution
         {
             for (var b = 0; b < n; b++)
             {
-                for (var t = 0; t < taps; t++)
-                    MatMul.Gemm(wt.AsSpan(t * m * c, m * c), c, false, xs.Slice(b * c * pin, c * pin), pin, false,
-                        col.AsSpan(t * m * pin, m * pin), pin, m, pin, c, false);
+                // The taps' [M, C] matrices are stacked, so one GEMM (x packed once) makes every tap's planes.
+                MatMul.Gemm(wt.AsSpan(0, taps * m * c), c, false, xs.Slice(b * c * pin, c * pin), pin, false,
+                    col.AsSpan(0, taps * m * pin), pin, taps * m, pin, c, false);
                 for (var oc = 0; oc < m; oc++)
                 {
                     var bias0 = bias is null ? 0f : bs[oc];
