@@ -13,6 +13,9 @@ namespace Kiln.CodeGen.Backends;
 /// </summary>
 public sealed partial class CpuBackend : IPlannedCodeBackend
 {
+    /// <summary>The ops (qualified names) with a planned CPU kernel.</summary>
+    public static IEnumerable<string> PlannedOps => Cpu.PlannedKernels.ByOp.Keys;
+
     public string? UnsupportedPlanned(PlannedNodeContext c)
     {
         if (!Cpu.PlannedKernels.ByOp.TryGetValue(c.Node.QualifiedOp, out var kernel)) return $"no planned kernel for {c.Node.QualifiedOp}";

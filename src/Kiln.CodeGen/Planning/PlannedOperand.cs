@@ -48,7 +48,7 @@ public enum PlannedStorage
 /// <summary>A node with no planned kernel, run through its operator entry inside planned code, and why.</summary>
 public sealed record PlanFallback(Kiln.Ir.Node Node, string Reason)
 {
-    public override string ToString() => $"node '{Node.Name}' ({Node.QualifiedOp}): {Reason}";
+    public override string ToString() => $"node '{(string.IsNullOrEmpty(Node.Name) ? "#" + Node.Index : Node.Name)}' ({Node.QualifiedOp}): {Reason}";
 }
 
 /// <summary>Which half of a layer's KV cache a value is.</summary>
