@@ -149,12 +149,21 @@ public static class Conformance
         {
             if (workDir is not null) Directory.Delete(workDir, recursive: true);
         }
-        return Summarize(results, tsv, output);
+        Summarize(results, tsv, output);
+        if (compiled is not null)
+        {
+            var built = compiled.Values.Where(c => c.Error is null).ToList();
+            output.WriteLine($"compiled: {built.Count(c => c.FullyPlanned)} of {built.Count} cases fully planned (no generic operator call); {compiled.Count - built.Count} did not compile");
+        }
+        return results;
     }
 
     /// <summary>A case compiled ahead of its run: the loaded class and blob, or why it could not be compiled.</summary>
     private sealed record CompiledCase(System.Reflection.Assembly? Assembly, string FullName, string BlobPath, KilnException? Error)
     {
+        /// <summary>Whether the generated code ran every node from the memory plan (no generic operator call).</summary>
+        public bool FullyPlanned { get; init; }
+
         public IModelRunner Runner(string modelPath, TimeSpan? timeLimit)
         {
             if (Error is not null) throw Error;
@@ -201,7 +210,7 @@ public static class Conformance
             try
             {
                 var (assembly, _) = CodeGen.RoslynBuild.Load($"KilnConformance{start}", batch.Select(b => (b.Result.FullName + ".cs", b.Result.Source)));
-                foreach (var b in batch) result[b.Name] = new CompiledCase(assembly, b.Result.FullName, b.Blob, null);
+                foreach (var b in batch) result[b.Name] = new CompiledCase(assembly, b.Result.FullName, b.Blob, null) { FullyPlanned = b.Result.FullyPlanned };
             }
             catch (KilnException)
             {
@@ -210,7 +219,7 @@ public static class Conformance
                     try
                     {
                         var (assembly, _) = CodeGen.RoslynBuild.Load(b.Result.ClassName, [(b.Result.FullName + ".cs", b.Result.Source)]);
-                        result[b.Name] = new CompiledCase(assembly, b.Result.FullName, b.Blob, null);
+                        result[b.Name] = new CompiledCase(assembly, b.Result.FullName, b.Blob, null) { FullyPlanned = b.Result.FullyPlanned };
                     }
                     catch (KilnException e)
                     {

@@ -52,6 +52,42 @@ public sealed class AllocationTests : IDisposable
         Assert.True(windows.All(w => w.Thread + w.Workers < 1024), $"decode steps allocate: {report}");
     }
 
+    [Fact]
+    public void A_planned_CNN_allocates_only_its_returned_output_per_call_after_warm_up()
+    {
+        // PaddleOCR's classifier: strided, depthwise and 1×1 convolutions with fused activations, squeeze-excite
+        // blocks, pooling, a fully connected head. Every activation lives in the arena; the call returns one new
+        // [2, 2] tensor (its object, its bytes and the result array: a few hundred bytes).
+        var path = Fixtures.Model("paddleocr/cls/model.onnx");
+        using var m = OnnxImporter.Import(path);
+        using var runner = CompiledRunner.CompileInMemory(m, path, new CompileOptions(), _dir, Runtime.Weights.WeightLoading.Map, out var result);
+        Assert.Equal(0, result.GenericCalls);
+        var rng = new Random(3);
+        var x = Tensor.FromArray(DType.F32, [2, 3, 48, 192], Enumerable.Range(0, 2 * 3 * 48 * 192).Select(_ => (float)rng.NextDouble()).ToArray());
+        object?[] inputs = [x];
+        for (var round = 0; round < 4; round++) RunCalls(runner.Model, inputs, 20);
+        Thread.Sleep(500);
+        var windows = new List<(long Thread, long Workers)>();
+        for (var window = 0; window < 3; window++)
+        {
+            var (mine, workers) = (GC.GetAllocatedBytesForCurrentThread(), Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes);
+            RunCalls(runner.Model, inputs, 20);
+            windows.Add((GC.GetAllocatedBytesForCurrentThread() - mine, Runtime.Kernels.WorkerTeam.WorkerAllocatedBytes - workers));
+        }
+        var report = string.Join("; ", windows.Select(w => $"{w.Thread} bytes on the calling thread, {w.Workers} on the workers"));
+        // Per call: the input check's three small arrays, the output tensor with its shape and bytes, the result array
+        // (432 bytes measured). One activation of the first block alone is 2·8·24·96 floats (147 KB); a closure or
+        // enumerator per convolution (50 of them) would add 1.6 KB a call.
+        Assert.True(windows.All(w => w.Thread + w.Workers < 20 * 512), $"20 calls of the planned CNN allocate: {report}");
+        Assert.True(windows.Any(w => w.Workers == 0), $"the worker threads allocate: {report}");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void RunCalls(Runtime.Compiled.ICompiledModel model, object?[] inputs, int calls)
+    {
+        for (var i = 0; i < calls; i++) model.RunValues(inputs);
+    }
+
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
     private static long DecodeSteps(DecoderSession session, long next, int steps)
     {

@@ -35,9 +35,7 @@ public static partial class Convolution
         var q = oh * wph;
         var panels = (q + ShiftPanel - 1) / ShiftPanel;
         var rowTiles = (m + ShiftRows - 1) / ShiftRows;
-        // TryGetValue first: GetValue's factory captures m and k, a closure per call.
-        var cached = !w.Persistent ? null : PackedRowTiles.TryGetValue(w, out var packed) ? packed
-            : PackedRowTiles.GetValue(w, t => PackRowTiles(t.Span<float>(), m, k, new float[rowTiles * ShiftRows * k]));
+        var cached = !w.Persistent ? null : PackedRowTiles.TryGetValue(w, out var packed) ? packed : PackOnce(w, m, k);
         var aPacked = cached ?? PackRowTiles(w.Span<float>(), m, k, System.Buffers.ArrayPool<float>.Shared.Rent(rowTiles * ShiftRows * k));
         var offsets = System.Buffers.ArrayPool<int>.Shared.Rent(2 * k);
         float[]? xp = null;
@@ -110,6 +108,13 @@ public static partial class Convolution
             System.Buffers.ArrayPool<int>.Shared.Return(offsets);
         }
     }
+
+    /// <summary>
+    /// Packs persistent weights on their first use. A method of its own: the factory's closure would otherwise be
+    /// allocated on every call of the method declaring the captured locals, used or not.
+    /// </summary>
+    private static float[] PackOnce(Tensor w, int m, int k) =>
+        PackedRowTiles.GetValue(w, t => PackRowTiles(t.Span<float>(), m, k, new float[(m + ShiftRows - 1) / ShiftRows * ShiftRows * k]));
 
     /// <summary>Weights [M, K] as tiles of 8 rows stored tap-major ([tile][K][8], missing rows zero), so the kernel's 8 broadcasts are adjacent.</summary>
     private static float[] PackRowTiles(ReadOnlySpan<float> w, int m, int k, float[] packed)
@@ -291,9 +296,7 @@ public static partial class Convolution
             throw new KernelException($"ConvTranspose weight [{string.Join(", ", w.Shape)}] is not [{c}, M, {sh}, {sw}]");
         int taps = sh * sw, pin = h * wd, oh = h * sh, ow = wd * sw;
         if (xs.Length < (long)n * c * pin || rs.Length < (long)n * m * oh * ow) throw new KernelException("ConvTranspose operands are shorter than their dims");
-        // TryGetValue first: GetValue's factory captures c, m and taps, a closure per call.
-        var cached = !w.Persistent ? null : TapMajorWeights.TryGetValue(w, out var packed) ? packed
-            : TapMajorWeights.GetValue(w, t => TapMajor(t.Span<float>(), c, m, taps, new float[taps * m * c]));
+        var cached = !w.Persistent ? null : TapMajorWeights.TryGetValue(w, out var packed) ? packed : TapMajorOnce(w, c, m, taps);
         var wt = cached ?? TapMajor(w.Span<float>(), c, m, taps, System.Buffers.ArrayPool<float>.Shared.Rent(taps * m * c));
         var col = System.Buffers.ArrayPool<float>.Shared.Rent(taps * m * pin);
         var bs = bias is null ? default : bias.Span<float>();
@@ -331,6 +334,10 @@ public static partial class Convolution
             if (cached is null) System.Buffers.ArrayPool<float>.Shared.Return(wt);
         }
     }
+
+    /// <summary>Reorders persistent weights on their first use (a method of its own, so the closure is made only then).</summary>
+    private static float[] TapMajorOnce(Tensor w, int c, int m, int taps) =>
+        TapMajorWeights.GetValue(w, t => TapMajor(t.Span<float>(), c, m, taps, new float[taps * m * c]));
 
     /// <summary>ConvTranspose weights [C, M, kh, kw] as one [M, C] matrix per tap.</summary>
     private static float[] TapMajor(ReadOnlySpan<float> w, int c, int m, int taps, float[] packed)

@@ -36,6 +36,17 @@ public sealed record Window(int[] Kernel, int[] Strides, int[] Dilations, int[] 
 
     public bool CeilMode { get; init; }
 
+    /// <summary>Stride 1 and no padding on every dim: a 1×1 kernel then reads the input itself (no im2col).</summary>
+    public bool IsPointwise
+    {
+        get
+        {
+            for (var i = 0; i < Rank; i++)
+                if (Strides[i] != 1 || PadsBegin[i] != 0 || PadsEnd[i] != 0) return false;
+            return true;
+        }
+    }
+
     public int[] OutputShape(int[] spatial)
     {
         var o = new int[Rank];
@@ -152,7 +163,7 @@ public static partial class Convolution
             if (bias is not null) AddChannelBias(y, bias, n, m, p);
             return;
         }
-        var direct = kSize == 1 && win.Strides.All(s => s == 1) && win.PadsBegin.All(v => v == 0) && win.PadsEnd.All(v => v == 0);
+        var direct = kSize == 1 && win.IsPointwise;
         if (group == 1 && ShiftedRowsApply(win))
         {
             ShiftedRows2D(x, n, c, h, wd, w, bias, y, win, oh, ow);
