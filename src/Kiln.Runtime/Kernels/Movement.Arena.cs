@@ -23,6 +23,55 @@ public static unsafe partial class ArenaKernels
         }
     }
 
+    /// <summary>
+    /// Gather along a middle axis of x viewed as [outer, axis, inner]: y [outer, indices, inner] (negative indices
+    /// count from the end).
+    /// </summary>
+    public static void GatherAxis<T>(ReadOnlySpan<T> x, int outer, int axis, int inner, ReadOnlySpan<long> indices, Span<T> y) where T : unmanaged
+    {
+        for (var i = 0; i < indices.Length; i++)
+            if (indices[i] < -axis || indices[i] >= axis) throw new KernelException($"Gather index {indices[i]} is out of range for {axis} entries");
+        for (var o = 0; o < outer; o++)
+            for (var i = 0; i < indices.Length; i++)
+            {
+                var r = indices[i] < 0 ? indices[i] + axis : indices[i];
+                x.Slice((int)((o * axis + r) * inner), inner).CopyTo(y.Slice((o * indices.Length + i) * inner, inner));
+            }
+    }
+
+    /// <summary>
+    /// Constant Pad: y is <paramref name="value"/> everywhere except x's elements, placed after
+    /// <paramref name="before"/>[d] padding elements on each axis d (y's dims, the plan's, give the padding after).
+    /// </summary>
+    public static void Pad<T>(ReadOnlySpan<T> x, ReadOnlySpan<int> xShape, ReadOnlySpan<long> before, T value, Span<T> y, ReadOnlySpan<int> yShape) where T : unmanaged
+    {
+        var rank = xShape.Length;
+        if (rank > MaxRank || rank == 0) throw new KernelException($"planned Pad takes rank 1 to {MaxRank}, got {rank}");
+        for (var d = 0; d < rank; d++)
+            if (before[d] < 0 || before[d] + xShape[d] > yShape[d]) throw new KernelException($"Pad places [{string.Join(", ", xShape.ToArray())}] outside [{string.Join(", ", yShape.ToArray())}]");
+        y.Fill(value);
+        if (x.Length == 0) return;
+        Span<long> ys = stackalloc long[MaxRank];
+        long acc = 1;
+        for (var d = rank - 1; d >= 0; d--) { ys[d] = acc; acc *= yShape[d]; }
+        long at = 0;
+        for (var d = 0; d < rank; d++) at += before[d] * ys[d];
+        var inner = xShape[rank - 1];
+        Span<int> index = stackalloc int[MaxRank];
+        index.Clear();
+        for (var o = 0; o < x.Length; o += inner)
+        {
+            x.Slice(o, inner).CopyTo(y.Slice((int)at, inner));
+            for (var d = rank - 2; d >= 0; d--)
+            {
+                at += ys[d];
+                if (++index[d] < xShape[d]) break;
+                at -= ys[d] * xShape[d];
+                index[d] = 0;
+            }
+        }
+    }
+
     /// <summary>y = x with its axes permuted (y's axis i is x's axis perm[i]).</summary>
     public static void Transpose<T>(ReadOnlySpan<T> x, ReadOnlySpan<int> shape, ReadOnlySpan<int> perm, Span<T> y) where T : unmanaged
     {

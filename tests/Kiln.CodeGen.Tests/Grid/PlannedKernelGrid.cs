@@ -72,6 +72,13 @@ public static class PlannedKernelGrid
         }
         c.Add(new("LayerNormalization", "x: f32[2, 5, 16]", "LayerNormalization(%x, @s, @b) {axis=-1, epsilon=0.00001}", $"s: f32[16] = {Ramp(16, 0.5, 0.1)}, b: f32[16] = {Ramp(16, -1, 0.125)}"));
         c.Add(new("LayerNormalization", "x: f32[2, 4, 8]", "LayerNormalization(%x, @s) {axis=1, epsilon=0.001}", $"s: f32[4, 8] = {Ramp(32, 0.2, 0.05)}"));
+        foreach (var op in new[] { "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin" })
+        {
+            c.Add(new(op, "x: f32[2, 3, 17]", $"{op}(%x, @a)", "a: i64[1] = [-1]"));
+            c.Add(new(op, "x: f32[2, 3, 5, 7]", $"{op}(%x, @a) {{keepdims=0}}", "a: i64[2] = [2, 3]"));
+            c.Add(new(op, "x: f32[2, 6, 9]", $"{op}(%x, @a)", "a: i64[1] = [1]"));
+            c.Add(new(op, "x: f32[4, 5]", $"{op}(%x) {{keepdims=0}}"));
+        }
         c.Add(new("BatchNormalization", "x: f32[2, 3, 4, 5]", "BatchNormalization(%x, @g, @b, @m, @v) {epsilon=0.00001}",
             "g: f32[3] = [0.5, 1.5, 2.0], b: f32[3] = [0.1, -0.2, 0.3], m: f32[3] = [0.0, 1.0, -1.0], v: f32[3] = [1.0, 0.25, 4.0]"));
         c.Add(new("BatchNormalization", "x: f32[4, 3]", "BatchNormalization(%x, @g, @b, @m, @v)",
@@ -88,6 +95,11 @@ public static class PlannedKernelGrid
             c.Add(new("Transpose", $"x: {t}[2, 3, 4]", "Transpose(%x) {perm=[2, 0, 1]}"));
             c.Add(new("Transpose", $"x: {t}[2, 3]", "Transpose(%x)"));
             c.Add(new("Gather", $"x: {t}[6, 4]", "Gather(%x, @i) {axis=0}", "i: i64[2, 2] = [0, 5, 3, -1]"));
+            c.Add(new("Gather", $"x: {t}[2, 5, 3]", "Gather(%x, @i) {axis=1}", "i: i64[3] = [4, 0, -2]"));
+            c.Add(new("Gather", $"x: {t}[3, 4]", "Gather(%x, @i) {axis=-1}", "i: i64[] = [2]"));
+            c.Add(new("Pad", $"x: {t}[2, 3]", "Pad(%x, @p)", "p: i64[4] = [0, 1, 2, 2]"));
+            c.Add(new("Pad", $"x: {t}[1, 2, 3, 4]", "Pad(%x, @p, @v)", $"p: i64[8] = [0, 0, 1, 2, 0, 0, 3, 0], v: {t}[] = [{(t == "f32" ? "1.5" : "7")}]"));
+            c.Add(new("Pad", $"x: {t}[2, 3, 4]", "Pad(%x, @p, _, @a)", "p: i64[2] = [2, 1], a: i64[1] = [-1]"));
             c.Add(new("Reshape", $"x: {t}[2, 3, 4]", "Reshape(%x, @s)", "s: i64[2] = [6, -1]"));
             c.Add(new("Flatten", $"x: {t}[2, 3, 4]", "Flatten(%x) {axis=1}"));
             c.Add(new("Unsqueeze", $"x: {t}[2, 3]", "Unsqueeze(%x, @a)", "a: i64[1] = [1]"));

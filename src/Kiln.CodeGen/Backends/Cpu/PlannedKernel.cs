@@ -28,6 +28,7 @@ internal static class PlannedKernels
         NormalizationKernels.Register(d);
         ConvKernels.Register(d);
         PoolingKernels.Register(d);
+        ReductionKernels.Register(d);
         ShapeKernels.Register(d);
         IndexingKernels.Register(d);
         MatMulKernels.Register(d);

@@ -3,7 +3,7 @@ using Kiln.Ir;
 
 namespace Kiln.CodeGen.Backends.Cpu.Ops;
 
-/// <summary>Planned CPU kernels of the shape family (Ir/Ops/ShapeOps): Range, Transpose, Concat (a KV-cache append included), Split, Slice.</summary>
+/// <summary>Planned CPU kernels of the shape family (Ir/Ops/ShapeOps): Range, Transpose, Concat (a KV-cache append included), Split, Slice, Pad.</summary>
 internal static class ShapeKernels
 {
     public static void Register(IDictionary<string, PlannedKernel> d)
@@ -20,6 +20,15 @@ internal static class ShapeKernels
                 c.Body.Line($"Kernels.ArenaKernels.Transpose<{x.ClrType}>({x.Span}, {x.Shape}, stackalloc int[] {{ {string.Join(", ", perm)} }}, {c.Out(0)!.Span});");
             });
         d["Concat"] = new(c => c.Out(0)!.ClrType != "" ? null : "numeric", EmitConcat);
+        d["Pad"] = new(
+            c => c.In(0) is { Rank: > 0 and <= 8 } x && x.ClrType != "" && PadsBefore(c) is not null && c.In(2) is null or { Rank: 0 } or { Dims: ["1"] }
+                ? null : "constant mode, constant non-negative pads",
+            c =>
+            {
+                var (x, y) = (c.In(0)!, c.Out(0)!);
+                var value = c.In(2) is { } v ? $"{v.Span}[0]" : "default";
+                c.Body.Line($"Kernels.ArenaKernels.Pad<{x.ClrType}>({x.Span}, {x.Shape}, stackalloc long[] {{ {string.Join(", ", PadsBefore(c)!)} }}, {value}, {y.Span}, {y.Shape});");
+            });
         d["Split"] = new(
             c => c.In(0)!.ClrType != "" && c.In(0)!.Rank > 0 && Enumerable.Range(0, c.Node.Outputs.Length).All(i => c.Out(i) is not null) ? null : "numeric, every output wanted",
             EmitSplit) { SeveralOutputs = true };
@@ -32,6 +41,24 @@ internal static class ShapeKernels
                 string Or(int i) => c.In(i)?.Span ?? "default";
                 c.Body.Line($"Kernels.ArenaKernels.Slice<{x.ClrType}>({x.Span}, {x.Shape}, {c.In(1)!.Span}, {Or(3)}, {Or(4)}, {y.Span}, {y.Shape});");
             });
+    }
+
+    /// <summary>Constant Pad's leading pads per axis, from constant pads (and axes), all ≥ 0; null otherwise.</summary>
+    private static long[]? PadsBefore(PlannedNodeContext c)
+    {
+        var rank = c.In(0)!.Rank;
+        if (c.Node.AttrString("mode") != "constant" || c.In(1)?.Value.Data is not { } padsData) return null;
+        var pads = padsData.ToInt64Array();
+        var axes = Enumerable.Range(0, rank).Select(a => (long)a).ToArray();
+        if (c.In(3) is { } axesOperand)
+        {
+            if (axesOperand.Value.Data is not { } axesData) return null;
+            axes = [.. axesData.ToInt64Array().Select(a => a < 0 ? a + rank : a)];
+        }
+        if (pads.Length != 2 * axes.Length || pads.Any(p => p < 0)) return null;
+        var before = new long[rank];
+        for (var i = 0; i < axes.Length; i++) before[axes[i]] = pads[i];
+        return before;
     }
 
     /// <summary>Each present output copied out of its place along the axis (the plan's dims say how long each part is).</summary>
