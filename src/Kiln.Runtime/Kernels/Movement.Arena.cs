@@ -52,8 +52,7 @@ public static unsafe partial class ArenaKernels
         y.Fill(value);
         if (x.Length == 0) return;
         Span<long> ys = stackalloc long[MaxRank];
-        long acc = 1;
-        for (var d = rank - 1; d >= 0; d--) { ys[d] = acc; acc *= yShape[d]; }
+        RowMajorStrides(yShape, ys);
         long at = 0;
         for (var d = 0; d < rank; d++) at += before[d] * ys[d];
         var inner = xShape[rank - 1];
@@ -78,26 +77,42 @@ public static unsafe partial class ArenaKernels
         var rank = shape.Length;
         if (rank > MaxRank) throw new KernelException($"planned kernels take rank ≤ {MaxRank}, got {rank}");
         Span<long> xs = stackalloc long[MaxRank];
-        long acc = 1;
-        for (var d = rank - 1; d >= 0; d--) { xs[d] = acc; acc *= shape[d]; }
+        RowMajorStrides(shape, xs);
         Span<long> src = stackalloc long[MaxRank];
         Span<int> ys = stackalloc int[MaxRank];
         for (var d = 0; d < rank; d++) { src[d] = xs[perm[d]]; ys[d] = shape[perm[d]]; }
         if (rank == 0) { x.CopyTo(y); return; }
-        var inner = ys[rank - 1];
-        var innerStride = src[rank - 1];
+        StridedCopy(x, 0, src[..rank], y, ys[..rank]);
+    }
+
+    /// <summary>Element strides of a row-major tensor of <paramref name="shape"/>.</summary>
+    private static void RowMajorStrides(ReadOnlySpan<int> shape, Span<long> strides)
+    {
+        long acc = 1;
+        for (var d = shape.Length - 1; d >= 0; d--) { strides[d] = acc; acc *= shape[d]; }
+    }
+
+    /// <summary>
+    /// Fills y row by row (its last axis) from x read at <paramref name="origin"/> with element strides
+    /// <paramref name="strides"/> per axis of y: a permutation's strides (Transpose) or a slice's steps (Slice).
+    /// </summary>
+    private static void StridedCopy<T>(ReadOnlySpan<T> x, long origin, ReadOnlySpan<long> strides, Span<T> y, ReadOnlySpan<int> yShape) where T : unmanaged
+    {
+        var rank = yShape.Length;
+        var inner = yShape[rank - 1];
+        var innerStride = strides[rank - 1];
         Span<int> index = stackalloc int[MaxRank];
         index.Clear();
-        long ix = 0;
+        var ix = origin;
         for (var o = 0; o < y.Length; o += inner)
         {
             if (innerStride == 1) x.Slice((int)ix, inner).CopyTo(y.Slice(o, inner));
             else for (var j = 0; j < inner; j++) y[o + j] = x[(int)(ix + j * innerStride)];
             for (var d = rank - 2; d >= 0; d--)
             {
-                ix += src[d];
-                if (++index[d] < ys[d]) break;
-                ix -= src[d] * ys[d];
+                ix += strides[d];
+                if (++index[d] < yShape[d]) break;
+                ix -= strides[d] * yShape[d];
                 index[d] = 0;
             }
         }
@@ -135,27 +150,14 @@ public static unsafe partial class ArenaKernels
         }
         if (y.Length == 0) return;
         Span<long> xs = stackalloc long[MaxRank];
-        long acc = 1;
-        for (var d = rank - 1; d >= 0; d--) { xs[d] = acc; acc *= xShape[d]; }
+        RowMajorStrides(xShape, xs);
         long origin = 0;
-        for (var d = 0; d < rank; d++) origin += from[d] * xs[d];
-        var inner = yShape[rank - 1];
-        var innerStep = step[rank - 1] * xs[rank - 1];
-        Span<int> index = stackalloc int[MaxRank];
-        index.Clear();
-        var ix = origin;
-        for (var o = 0; o < y.Length; o += inner)
+        for (var d = 0; d < rank; d++)
         {
-            if (innerStep == 1) x.Slice((int)ix, inner).CopyTo(y.Slice(o, inner));
-            else for (var j = 0; j < inner; j++) y[o + j] = x[(int)(ix + j * innerStep)];
-            for (var d = rank - 2; d >= 0; d--)
-            {
-                ix += step[d] * xs[d];
-                if (++index[d] < yShape[d]) break;
-                ix -= step[d] * xs[d] * yShape[d];
-                index[d] = 0;
-            }
+            origin += from[d] * xs[d];
+            xs[d] *= step[d];
         }
+        StridedCopy(x, origin, xs[..rank], y, yShape);
     }
 
     /// <summary>Copies one Concat input into its place: <paramref name="outer"/> blocks of <paramref name="part"/> elements, at <paramref name="offset"/> within each output block of <paramref name="block"/>.</summary>
