@@ -92,46 +92,13 @@ public static partial class Convolution
         var p = (int)Tensor.Count(outSpatial);
         var kSize = (int)Tensor.Count(win.Kernel);
         var cg = c / group;
-        var mg = m / group;
         var inner = (int)Tensor.Count(spatial);
         // GEMM with accumulate = false writes every output element (k = cg·kSize ≥ 1 here).
         var r = cg * kSize > 0 ? Tensor.Uninitialized(DType.F32, [n, m, .. outSpatial]) : Tensor.Zeros(DType.F32, [n, m, .. outSpatial]);
-        var direct = kSize == 1 && win.Strides.All(s => s == 1) && win.PadsBegin.All(v => v == 0) && win.PadsEnd.All(v => v == 0);
-        var map = direct ? null : ColumnMap(spatial, outSpatial, win);
-        var col = direct ? null : System.Buffers.ArrayPool<float>.Shared.Rent(checked(cg * kSize * p));
-        var xs = x.Span<float>();
-        var ws = w.Span<float>();
+        var direct = kSize == 1 && win.IsPointwise;
         var rs = r.Span<float>();
-        try
-        {
-            for (var b = 0; b < n; b++)
-                for (var g = 0; g < group; g++)
-                {
-                    var xg = xs.Slice((b * c + g * cg) * inner, cg * inner);
-                    ReadOnlySpan<float> colSpan;
-                    if (direct) colSpan = xg;
-                    else
-                    {
-                        for (var ch = 0; ch < cg; ch++)
-                        {
-                            var src = xg.Slice(ch * inner, inner);
-                            var dst = col.AsSpan(ch * kSize * p, kSize * p);
-                            for (var i = 0; i < dst.Length; i++)
-                            {
-                                var at = map![i];
-                                dst[i] = at < 0 ? 0 : src[at];
-                            }
-                        }
-                        colSpan = col.AsSpan(0, cg * kSize * p);
-                    }
-                    MatMul.Gemm(ws.Slice(g * mg * cg * kSize, mg * cg * kSize), cg * kSize, false, colSpan, p, false,
-                        rs.Slice((b * m + g * mg) * p, mg * p), p, mg, p, cg * kSize, false);
-                }
-        }
-        finally
-        {
-            if (col is not null) System.Buffers.ArrayPool<float>.Shared.Return(col);
-        }
+        if (cg * kSize > 0)
+            GroupGemms(x.Span<float>(), n, c, inner, w.Span<float>(), rs, m, group, kSize, p, direct, direct ? null : ColumnMap(spatial, outSpatial, win), null);
         if (bias is not null) AddChannelBias(rs, bias, n, m, p);
         return Cast.To(r, orig);
     }
@@ -156,7 +123,6 @@ public static partial class Convolution
         var p = oh * ow;
         if (group == c && m == c) { Depthwise(x, n, c, h, wd, w, bias, win, y, oh, ow); return; }
         var cg = c / group;
-        var mg = m / group;
         if (cg * kSize == 0)
         {
             y.Clear();
@@ -170,34 +136,52 @@ public static partial class Convolution
             return;
         }
         if (group == 1) Blocked2D(x, n, c, h, wd, w, y, win, oh, ow, direct);
-        else
-        {
-            var inner = h * wd;
-            var col = direct ? null : System.Buffers.ArrayPool<float>.Shared.Rent(checked(cg * kSize * p));
-            var ws = w.Span<float>();
-            try
-            {
-                for (var b = 0; b < n; b++)
-                    for (var g = 0; g < group; g++)
-                    {
-                        var xg = x.Slice((b * c + g * cg) * inner, cg * inner);
-                        ReadOnlySpan<float> colSpan = xg;
-                        if (!direct)
-                        {
-                            for (var ch = 0; ch < cg; ch++)
-                                Im2ColColumns(xg.Slice(ch * inner, inner), h, wd, ow, new Taps(win), 0, p, col.AsSpan(ch * kSize * p, kSize * p));
-                            colSpan = col.AsSpan(0, cg * kSize * p);
-                        }
-                        MatMul.Gemm(ws.Slice(g * mg * cg * kSize, mg * cg * kSize), cg * kSize, false, colSpan, p, false,
-                            y.Slice((b * m + g * mg) * p, mg * p), p, mg, p, cg * kSize, false);
-                    }
-            }
-            finally
-            {
-                if (col is not null) System.Buffers.ArrayPool<float>.Shared.Return(col);
-            }
-        }
+        else GroupGemms(x, n, c, h * wd, w.Span<float>(), y, m, group, kSize, p, direct, null, (h, wd, ow, new Taps(win)));
         if (bias is not null) AddChannelBias(y, bias, n, m, p);
+    }
+
+    /// <summary>
+    /// Convolution as one GEMM per batch entry and group: weights [M/g, C/g·k] times the group's im2col columns
+    /// [C/g·k, P] — the input itself for a pointwise kernel, else filled per channel by 2-D row segments
+    /// (<paramref name="planar"/>) or through a column map (any rank). Columns come from the shared pool.
+    /// </summary>
+    private static void GroupGemms(ReadOnlySpan<float> x, int n, int c, int inner, ReadOnlySpan<float> ws, Span<float> y, int m, int group, int kSize, int p,
+        bool direct, int[]? map, (int H, int Wd, int Ow, Taps Taps)? planar)
+    {
+        var cg = c / group;
+        var mg = m / group;
+        var col = direct ? null : System.Buffers.ArrayPool<float>.Shared.Rent(checked(cg * kSize * p));
+        try
+        {
+            for (var b = 0; b < n; b++)
+                for (var g = 0; g < group; g++)
+                {
+                    var xg = x.Slice((b * c + g * cg) * inner, cg * inner);
+                    ReadOnlySpan<float> colSpan = xg;
+                    if (!direct)
+                    {
+                        for (var ch = 0; ch < cg; ch++)
+                        {
+                            var src = xg.Slice(ch * inner, inner);
+                            var dst = col.AsSpan(ch * kSize * p, kSize * p);
+                            if (planar is { } q) Im2ColColumns(src, q.H, q.Wd, q.Ow, q.Taps, 0, p, dst);
+                            else
+                                for (var i = 0; i < dst.Length; i++)
+                                {
+                                    var at = map![i];
+                                    dst[i] = at < 0 ? 0 : src[at];
+                                }
+                        }
+                        colSpan = col.AsSpan(0, cg * kSize * p);
+                    }
+                    MatMul.Gemm(ws.Slice(g * mg * cg * kSize, mg * cg * kSize), cg * kSize, false, colSpan, p, false,
+                        y.Slice((b * m + g * mg) * p, mg * p), p, mg, p, cg * kSize, false);
+                }
+        }
+        finally
+        {
+            if (col is not null) System.Buffers.ArrayPool<float>.Shared.Return(col);
+        }
     }
 
     /// <summary>
