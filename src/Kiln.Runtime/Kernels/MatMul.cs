@@ -22,6 +22,14 @@ public static unsafe class MatMul
 
     private const int Mr = 8;
 
+    // Rows of A per tile: every row group of a tile reuses the B slice the first one brought in, so the cost of
+    // fetching a model weight from memory is spread over this many rows (128: a prefill's whole prompt).
+    private const int RowBlock = 128;
+
+    // How far ahead (floats) the micro-kernel prefetches its B panel: a weight meets the first row group of a tile
+    // straight from memory, faster than the hardware prefetcher alone brings it in.
+    private const int PrefetchDistance = 512;
+
     /// <summary>C[M×N] (+)= op(A)[M×K] · op(B)[K×N]; leading dims are the row strides of the stored matrices.</summary>
     public static void Gemm(ReadOnlySpan<float> a, int lda, bool transA, ReadOnlySpan<float> b, int ldb, bool transB,
         Span<float> c, int ldc, int m, int n, int k, bool accumulate) => Gemm(a, lda, transA, b, ldb, transB, c, ldc, m, n, k, accumulate, null, 0);
@@ -303,7 +311,7 @@ public static unsafe class MatMul
         fixed (float* pc = c)
         {
             var job = new Job(pa, lda, pb, pc, ldc, m, n, k, nr, accumulate);
-            var rowBlocks = (m + 63) / 64;
+            var rowBlocks = (m + RowBlock - 1) / RowBlock;
             var panelGroups = (panels + 3) / 4;
             var tiles = rowBlocks * panelGroups;
             var flops = 2.0 * m * n * k;
@@ -357,11 +365,12 @@ public static unsafe class MatMul
     {
         public void Tile(int rowBlock, int panelGroup, int panels)
         {
-            var i0 = rowBlock * 64;
-            var i1 = Math.Min(m, i0 + 64);
+            var i0 = rowBlock * RowBlock;
+            var i1 = Math.Min(m, i0 + RowBlock);
             var p0 = panelGroup * 4;
             var p1 = Math.Min(panels, p0 + 4);
             var tmp = stackalloc float[Mr * 32];
+            var edgeRows = stackalloc float[Mr * Kc];
             for (var k0 = 0; k0 < k; k0 += Kc)
             {
                 var kc = Math.Min(Kc, k - k0);
@@ -378,37 +387,40 @@ public static unsafe class MatMul
                         var cp = c + (long)i * ldc + j0;
                         if (rows == Mr && w == nr)
                         {
-                            if (nr == 32) Kernel8x32(ap, lda, bp, kc, cp, ldc, acc);
-                            else Kernel8x16(ap, lda, bp, kc, cp, ldc, acc);
+                            Kernel(ap, lda, bp, kc, cp, ldc, acc);
+                            continue;
                         }
-                        else
+                        // Edge tile (the last rows, the last columns): the full micro-kernel runs on zero-padded rows of
+                        // A into a scratch tile, and only the valid part reaches C. B's panels are already zero-padded.
+                        var lde = lda;
+                        if (rows < Mr)
                         {
-                            // Edge tile: compute into a full-size scratch tile, then copy the valid part.
-                            for (var r = 0; r < Mr * nr; r++) tmp[r] = 0;
-                            EdgeKernel(ap, lda, bp, kc, tmp, nr, rows);
-                            for (var r = 0; r < rows; r++)
-                                for (var j = 0; j < w; j++)
-                                    cp[(long)r * ldc + j] = (acc ? cp[(long)r * ldc + j] : 0) + tmp[r * nr + j];
+                            for (var r = 0; r < Mr; r++)
+                            {
+                                var dst = new Span<float>(edgeRows + r * kc, kc);
+                                if (r < rows) new ReadOnlySpan<float>(ap + (long)r * lda, kc).CopyTo(dst);
+                                else dst.Clear();
+                            }
+                            ap = edgeRows;
+                            lde = kc;
+                        }
+                        Kernel(ap, lde, bp, kc, tmp, nr, false);
+                        for (var r = 0; r < rows; r++)
+                        {
+                            var src = new ReadOnlySpan<float>(tmp + r * nr, w);
+                            var dst = new Span<float>(cp + (long)r * ldc, w);
+                            if (acc) System.Numerics.Tensors.TensorPrimitives.Add(dst, src, dst);
+                            else src.CopyTo(dst);
                         }
                     }
                 }
             }
         }
-    }
 
-    private static void EdgeKernel(float* a, int lda, float* b, int kc, float* tmp, int nr, int rows)
-    {
-        for (var r = 0; r < rows; r++)
+        private void Kernel(float* a, int lda, float* b, int kc, float* c, int ldc, bool acc)
         {
-            var ar = a + (long)r * lda;
-            var tr = tmp + r * nr;
-            for (var kk = 0; kk < kc; kk++)
-            {
-                var av = Vector256.Create(ar[kk]);
-                var br = b + kk * nr;
-                for (var j = 0; j < nr; j += 8)
-                    Vector256.Store(Vector256.Load(tr + j) + av * Vector256.Load(br + j), tr + j);
-            }
+            if (nr == 32) Kernel8x32(a, lda, b, kc, c, ldc, acc);
+            else Kernel8x16(a, lda, b, kc, c, ldc, acc);
         }
     }
 
@@ -423,6 +435,8 @@ public static unsafe class MatMul
         {
             var b0 = Vector512.Load(b);
             var b1 = Vector512.Load(b + 16);
+            Sse.Prefetch0(b + PrefetchDistance);
+            Sse.Prefetch0(b + PrefetchDistance + 16);
             b += 32;
             var x = Vector512.Create(a0[kk]); c00 = Avx512F.FusedMultiplyAdd(x, b0, c00); c01 = Avx512F.FusedMultiplyAdd(x, b1, c01);
             x = Vector512.Create(a1[kk]); c10 = Avx512F.FusedMultiplyAdd(x, b0, c10); c11 = Avx512F.FusedMultiplyAdd(x, b1, c11);
