@@ -159,7 +159,7 @@ public static class Bench
         runner.Model.Threads = threads;
         CalibrationInputs.NoteUnused(o.Calibration, result.Passes, result.Pipeline);
         progress.WriteLine($"compiled {(role == Role.Baseline ? "the baseline" : "the pipeline under test")} ({result.Pipeline}) in {clock.Elapsed.TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture)} s");
-        var contender = new KilnContender(role, runner, profile: role == Role.Kiln && Environment.GetEnvironmentVariable("KILN_PROFILE") is "1" or "decode");
+        var contender = new KilnContender(role, runner, profile: role == Role.Kiln && Environment.GetEnvironmentVariable("KILN_PROFILE") is "1" or "decode" or "prefill");
         return new CompiledContender(contender, runner, toCompile.Graph, result.FullyPlanned);
     }
 

@@ -58,11 +58,12 @@ internal sealed class KilnContender : Contender
     private readonly DecoderSession? _session;
     private IReadOnlyDictionary<string, object?>? _inputs;
     private readonly HashSet<object> _inputStorage = new(ReferenceEqualityComparer.Instance);
-    // KILN_PROFILE: only the pipeline under test is profiled (a baseline's calls would mix in); "decode": decode steps only.
+    // KILN_PROFILE: only the pipeline under test is profiled (a baseline's calls would mix in); "decode": decode steps
+    // only; "prefill": prefills only.
     private readonly Dictionary<Action<Runtime.Operators.OpContext>, (int Calls, double Milliseconds)>? _profile;
     private readonly Dictionary<string, (int Calls, double Milliseconds)>? _profileByShape;
     private readonly Dictionary<Generated.NodeKey, (int Calls, double Milliseconds)>? _profileByNode;
-    private readonly bool _decodeOnly;
+    private readonly string? _profiledPhase;
 
     public KilnContender(Role role, CompiledRunner runner, bool profile) : base(role)
     {
@@ -74,7 +75,8 @@ internal sealed class KilnContender : Contender
             _profile = [];
             _profileByShape = [];
             _profileByNode = [];
-            _decodeOnly = Environment.GetEnvironmentVariable("KILN_PROFILE") == "decode";
+            var phase = Environment.GetEnvironmentVariable("KILN_PROFILE");
+            _profiledPhase = phase is "decode" or "prefill" ? phase : null;
         }
     }
 
@@ -120,11 +122,11 @@ internal sealed class KilnContender : Contender
         _profileByNode?.Clear();
     }
 
-    /// <summary>Times <paramref name="a"/>, profiled when profiling is on (decode steps only with KILN_PROFILE=decode).</summary>
+    /// <summary>Times <paramref name="a"/>, profiled when profiling is on (only the phase KILN_PROFILE names, when it names one).</summary>
     private double Profiled(bool isDecode, Action a)
     {
         var elapsed = 0.0;
-        WithProfile(isDecode || !_decodeOnly, () => elapsed = Time(a));
+        WithProfile(_profiledPhase is null || _profiledPhase == (isDecode ? "decode" : "prefill"), () => elapsed = Time(a));
         return elapsed;
     }
 
