@@ -95,6 +95,7 @@ public static class PassRegistry
         ["dce"] = () => new DeadCodeElimination(),
         ["cse"] = () => new CommonSubexpressionElimination(),
         ["fuse"] = () => new Fusion(),
+        ["prune"] = () => new Prune(),
         ["quantize"] = () => new Quantize(),
         ["smoothquant"] = () => new SmoothQuant(),
         ["quantize-activations"] = () => new QuantizeActivations(),

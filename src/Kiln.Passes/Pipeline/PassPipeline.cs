@@ -149,6 +149,15 @@ public sealed class PassOptions(string pass, IReadOnlyList<KeyValuePair<string, 
         return x < min || x > max ? throw Bad(key, $"must be between {min} and {max}, not {x}") : x;
     }
 
+    /// <summary>A number option (invariant culture: <c>0.5</c>), within [<paramref name="min"/>, <paramref name="max"/>].</summary>
+    public double Number(string key, double fallback, double min, double max)
+    {
+        if (String(key) is not { } s) return fallback;
+        if (!double.TryParse(s, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var x) || double.IsNaN(x))
+            throw Bad(key, $"must be a number, not '{s}'");
+        return x < min || x > max ? throw Bad(key, $"must be between {min.ToString(System.Globalization.CultureInfo.InvariantCulture)} and {max.ToString(System.Globalization.CultureInfo.InvariantCulture)}, not {s}") : x;
+    }
+
     /// <summary>An integer option that takes one of a few values; any other value (or text) gets the same message listing them.</summary>
     public long OneOf(string key, long fallback, params long[] allowed)
     {
