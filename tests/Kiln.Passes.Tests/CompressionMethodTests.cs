@@ -112,4 +112,46 @@ public sealed class CompressionMethodTests
         var eAwq = OutputError(x, tokens, k, w, awq, rows);
         Assert.True(eAwq < 0.9 * eRtn, $"AWQ output error {eAwq:0.###} (alpha {alpha}) is not below RTN's {eRtn:0.###}");
     }
+
+    [Theory]
+    [InlineData("unstructured")]
+    [InlineData("2:4")]
+    [InlineData("4:8")]
+    public void Sparsegpt_output_error_is_below_magnitude_and_every_pattern_holds(string patternName)
+    {
+        var rng = new Random(5);
+        const int rows = 16, k = 64, tokens = 256;
+        var w = Gaussian(rng, rows * k);
+        var x = CorrelatedInputs(rng, tokens, k);
+        var pattern = SparsityPattern.Parse(patternName, null);
+        var magnitude = new MagnitudePruner().Prune(w, rows, k, pattern, null);
+        var sparsegpt = SparseGptPruner.Run(w, rows, k, pattern, x, tokens, block: 16);
+        foreach (var pruned in new[] { magnitude, sparsegpt })
+        {
+            Assert.Equal(rows * k / 2, pruned.Count(v => v == 0));
+            if (!pattern.Unstructured)
+                for (var r = 0; r < rows; r++)
+                    for (var g = 0; g < k; g += pattern.Group)
+                        Assert.Equal(pattern.PrunedPerGroup, pruned.AsSpan(r * k + g, pattern.Group).ToArray().Count(v => v == 0));
+        }
+        var eMagnitude = OutputError(x, tokens, k, w, magnitude, rows);
+        var eSparseGpt = OutputError(x, tokens, k, w, sparsegpt, rows);
+        Assert.True(eSparseGpt < 0.7 * eMagnitude, $"{patternName}: SparseGPT output error {eSparseGpt:0.###} is not below magnitude's {eMagnitude:0.###}");
+    }
+
+    [Fact]
+    public void Gptq_keeps_pruned_weights_at_zero()
+    {
+        var rng = new Random(9);
+        const int rows = 8, k = 64, tokens = 128;
+        var w = new MagnitudePruner().Prune(Gaussian(rng, rows * k), rows, k, SparsityPattern.Parse("2:4", null), null);
+        var x = CorrelatedInputs(rng, tokens, k);
+        foreach (var symmetric in new[] { true, false })
+        {
+            var q = Gptq.Run(w, QuantizedLayout.Create(4, rows, k, 32, symmetric), x, tokens, block: 16).Dequantize();
+            for (var i = 0; i < w.Length; i++)
+                if (w[i] == 0) Assert.True(q[i] == 0, $"sym={symmetric}: pruned weight {i} came back as {q[i]}");
+            Assert.Contains(q, v => v != 0);
+        }
+    }
 }

@@ -9,7 +9,8 @@ namespace Kiln.Passes;
 /// of a block of <c>block</c> columns reaches the rest of the matrix in one product. <c>damp</c> (percent of the mean
 /// diagonal, default 1) keeps H invertible; inputs that are always zero are dropped. <c>act-order=true</c> takes
 /// columns in order of decreasing Hessian diagonal; the group scales are then fixed from the original weights first
-/// (static groups), because a group must stay a run of consecutive columns in the packed layout.
+/// (static groups), because a group must stay a run of consecutive columns in the packed layout. Weights that are
+/// exactly zero (pruned by an earlier <c>prune</c>) stay zero.
 /// </summary>
 public sealed class Gptq(PassOptions options) : IWeightQuantizer
 {
@@ -28,6 +29,9 @@ public sealed class Gptq(PassOptions options) : IWeightQuantizer
         int n = l.Rows, k = l.Columns;
         var h = Hessian(x, tokens, k);
         var w = rows.Select(v => (double)v).ToArray();
+        // A weight that is exactly zero was pruned (prune before quantize): it stays zero, and the kept weights take
+        // up the error, as SparseGPT's joint sparse and quantized form wants.
+        var pruned = rows.Select(v => v == 0).ToArray();
         for (var i = 0; i < k; i++)
             if (h[i * k + i] == 0)
             {
@@ -53,7 +57,7 @@ public sealed class Gptq(PassOptions options) : IWeightQuantizer
             var buf = new float[width];
             for (var r = 0; r < n; r++)
             {
-                for (var j = 0; j < width; j++) buf[j] = (float)source[r * k + k0 + j];
+                for (var j = 0; j < width; j++) buf[j] = pruned[r * k + k0 + j] ? 0f : (float)source[r * k + k0 + j];
                 var (s, z) = QuantizedWeights.RoundToNearestParameters(buf, l);
                 scales[r * l.Groups + g] = (Half)s;
                 if (zeros is not null) zeros[r * l.Groups + g] = (byte)z;
@@ -78,7 +82,7 @@ public sealed class Gptq(PassOptions options) : IWeightQuantizer
                     var s = QuantizedWeights.FiniteScale(scales[r * l.Groups + g]);
                     var z = zeros is null ? l.SymmetricZero : zeros[r * l.Groups + g];
                     var wv = w[r * k + col];
-                    var deq = s * (QuantizedWeights.Quantize((float)wv, s, z, l.MaxCode) - z);
+                    var deq = pruned[r * k + col] ? 0 : s * (QuantizedWeights.Quantize((float)wv, s, z, l.MaxCode) - z);
                     q[r * k + col] = deq;
                     var e = (wv - deq) / d;
                     err[r * (b1 - b0) + i - b0] = e;
