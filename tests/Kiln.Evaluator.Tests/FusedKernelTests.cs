@@ -62,6 +62,50 @@ public sealed class FusedKernelTests
         Close(r.Span<float>(), want);
     }
 
+    /// <summary>
+    /// Prefill under a causal mask (4 past positions, then the queries): the blocked kernel skips the positions every
+    /// query of a block has hidden, which must change nothing, hidden by −∞ or by float.MinValue (as exporters write
+    /// it). With float.MinValue one query sees nothing: its softmax spreads over every position, skipped by none.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Grouped_query_attention_under_a_causal_mask_matches_softmax_of_scores(bool minValue)
+    {
+        const int h = 2, s = 9, t = 13, d = 32, past = t - s;
+        const float scale = 0.3f;
+        var hidden = minValue ? float.MinValue : float.NegativeInfinity;
+        var q = Random([1, h, s, d], 11);
+        var k = Random([1, h, t, d], 12);
+        var v = Random([1, h, t, d], 13);
+        var m = new float[s * t];
+        for (var i = 0; i < s; i++)
+            for (var j = 0; j < t; j++) m[i * t + j] = j <= past + i && !(minValue && i == 5) ? 0 : hidden;
+        var r = Fused.GroupQueryAttention(q, k, v, Tensor.FromArray(DType.F32, [s, t], m), scale);
+        var want = new double[h * s * d];
+        var Q = q.Span<float>(); var K = k.Span<float>(); var V = v.Span<float>();
+        for (var hi = 0; hi < h; hi++)
+            for (var i = 0; i < s; i++)
+            {
+                var sc = new double[t];
+                for (var j = 0; j < t; j++)
+                {
+                    double dot = 0;
+                    for (var c = 0; c < d; c++) dot += Q[(hi * s + i) * d + c] * K[(hi * t + j) * d + c];
+                    sc[j] = (float)(dot * scale) + m[i * t + j];
+                }
+                var max = sc.Max();
+                var e = sc.Select(x => Math.Exp(x - max)).ToArray();
+                for (var c = 0; c < d; c++)
+                {
+                    double o = 0;
+                    for (var j = 0; j < t; j++) o += e[j] / e.Sum() * V[(hi * t + j) * d + c];
+                    want[(hi * s + i) * d + c] = o;
+                }
+            }
+        Close(r.Span<float>(), want);
+    }
+
     [Fact]
     public void RmsNorm_rotary_silu_gelu_and_matmul_add_match_their_definitions()
     {

@@ -166,17 +166,20 @@ public static unsafe partial class ArenaKernels
                 for (var i0 = 0; i0 < s; i0 += 4)
                 {
                     var rows = Math.Min(4, s - i0);
-                    Scores4(q + (long)i0 * d, rows, d, kt, tp, j.Scale, scores);
+                    // A causal mask hides every position after the block's last query: those weights are exactly zero
+                    // (exp of a score minus 1e30 or more underflows), so neither scores nor outputs visit them.
+                    var live = j.Mask == null ? t : LivePositions(ref j, bi, hi, i0, rows);
+                    Scores4(q + (long)i0 * d, rows, d, kt, tp, (live + 15) & ~15, j.Scale, scores);
                     for (var r = 0; r < 4; r++)
                     {
-                        var row = new Span<float>(scores + r * tp, t);
+                        var row = new Span<float>(scores + r * tp, live);
                         inv[r] = 0;
                         if (r >= rows) { row.Clear(); continue; }
                         if (j.Mask != null)
                         {
                             var baseIndex = bi * j.M0 + hi * j.M1 + (i0 + r) * j.M2;
-                            if (j.M3 == 1) TensorPrimitives.Add(row, new ReadOnlySpan<float>(j.Mask + baseIndex, t), row);
-                            else for (var p = 0; p < t; p++) row[p] += j.Mask[baseIndex + p * j.M3];
+                            if (j.M3 == 1) TensorPrimitives.Add(row, new ReadOnlySpan<float>(j.Mask + baseIndex, live), row);
+                            else for (var p = 0; p < live; p++) row[p] += j.Mask[baseIndex + p * j.M3];
                         }
                         var max = TensorPrimitives.Max(row);
                         if (float.IsNegativeInfinity(max)) { inv[r] = float.NaN; row.Clear(); continue; } // every position masked: softmax is 0/0
@@ -184,7 +187,7 @@ public static unsafe partial class ArenaKernels
                         TensorPrimitives.Exp(row, row);
                         inv[r] = 1f / TensorPrimitives.Sum(row);
                     }
-                    Outputs4(scores, tp, t, v, d, o + (long)i0 * d, rows, inv);
+                    Outputs4(scores, tp, live, v, d, o + (long)i0 * d, rows, inv);
                 }
             }
         }
@@ -194,13 +197,37 @@ public static unsafe partial class ArenaKernels
         }
     }
 
-    /// <summary>scores[r·tp + p] = scale · q_r·k_p for 4 query rows (rows past <paramref name="rows"/> read row 0) and every padded position.</summary>
-    private static void Scores4(float* q, int rows, int d, float* kt, int tp, float scale, float* scores)
+    // A mask value at or below this hides its position: added to any finite score it leaves a weight exp(x − max) of 0.
+    private const float Hidden = -1e30f;
+
+    /// <summary>
+    /// How many leading positions the block of query rows [i0, i0 + rows) reads: up to the last one some row leaves
+    /// unhidden. All t when a row would see none of them (its softmax then spreads over every position, as it must).
+    /// </summary>
+    private static int LivePositions(ref AttentionJob j, int bi, int hi, int i0, int rows)
+    {
+        int t = j.T, live = 0;
+        for (var r = 0; r < rows; r++)
+        {
+            var at = j.Mask + bi * j.M0 + hi * j.M1 + (i0 + r) * j.M2;
+            var last = t - 1;
+            while (last >= 0 && at[last * j.M3] <= Hidden) last--;
+            if (last < 0) return t;
+            live = Math.Max(live, last + 1);
+        }
+        return live;
+    }
+
+    /// <summary>
+    /// scores[r·tp + p] = scale · q_r·k_p for 4 query rows (rows past <paramref name="rows"/> read row 0) and the first
+    /// <paramref name="length"/> positions (a multiple of 16, at most the padded row length <paramref name="tp"/>).
+    /// </summary>
+    private static void Scores4(float* q, int rows, int d, float* kt, int tp, int length, float scale, float* scores)
     {
         var q0 = q; var q1 = rows > 1 ? q + d : q; var q2 = rows > 2 ? q + 2 * d : q; var q3 = rows > 3 ? q + 3 * d : q;
         var sv = Vector512.Create(scale);
         var p = 0;
-        for (; p + 32 <= tp; p += 32)
+        for (; p + 32 <= length; p += 32)
         {
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
             for (var c = 0; c < d; c++)
@@ -217,7 +244,7 @@ public static unsafe partial class ArenaKernels
             (a2 * sv).Store(scores + 2 * tp + p); (b2 * sv).Store(scores + 2 * tp + p + 16);
             (a3 * sv).Store(scores + 3 * tp + p); (b3 * sv).Store(scores + 3 * tp + p + 16);
         }
-        if (p < tp)
+        if (p < length)
         {
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (var c = 0; c < d; c++)
