@@ -32,20 +32,13 @@ public sealed class Gptq(PassOptions options) : IWeightQuantizer
         // A weight that is exactly zero was pruned (prune before quantize): it stays zero, and the kept weights take
         // up the error, as SparseGPT's joint sparse and quantized form wants.
         var pruned = rows.Select(v => v == 0).ToArray();
-        for (var i = 0; i < k; i++)
-            if (h[i * k + i] == 0)
-            {
-                h[i * k + i] = 1;
-                for (var r = 0; r < n; r++) w[r * k + i] = 0;
-            }
+        DropDeadInputs(h, w, n, k);
         var perm = Enumerable.Range(0, k).ToArray();
         if (actOrder) perm = perm.OrderByDescending(i => h[i * k + i]).ThenBy(i => i).ToArray();
         var hp = new double[k * k];
         for (var i = 0; i < k; i++)
             for (var j = 0; j < k; j++) hp[i * k + j] = h[perm[i] * k + perm[j]];
-        var mean = Enumerable.Range(0, k).Average(i => hp[i * k + i]);
-        for (var i = 0; i < k; i++) hp[i * k + i] += damp * mean;
-        var u = InverseCholeskyUpper(hp, k);
+        var u = DampedInverseCholeskyUpper(hp, k, damp);
 
         var scales = new Half[n * l.Groups];
         var zeros = l.Symmetric ? null : new byte[n * l.Groups];
@@ -89,18 +82,46 @@ public sealed class Gptq(PassOptions options) : IWeightQuantizer
                     for (var j = i + 1; j < b1; j++) w[r * k + perm[j]] -= e * u[i * k + j];
                 });
             }
-            if (b1 == k) continue;
-            Parallel.For(0, n, r =>
-            {
-                for (var i = b0; i < b1; i++)
-                {
-                    var e = err[r * (b1 - b0) + i - b0];
-                    if (e == 0) continue;
-                    for (var j = b1; j < k; j++) w[r * k + perm[j]] -= e * u[i * k + j];
-                }
-            });
+            PropagateBlockError(w, err, u, n, k, b0, b1, perm);
         }
         return QuantizedWeights.PackWith(q, l, scales, zeros);
+    }
+
+    /// <summary>An input that is always zero (H_ii = 0): its weights change nothing, so they go, and H gets a 1 there.</summary>
+    public static void DropDeadInputs(double[] h, double[] w, int n, int k)
+    {
+        for (var i = 0; i < k; i++)
+            if (h[i * k + i] == 0)
+            {
+                h[i * k + i] = 1;
+                for (var r = 0; r < n; r++) w[r * k + i] = 0;
+            }
+    }
+
+    /// <summary>U of (H + damp·mean(diag H)·I)⁻¹: the damping (a fraction of the mean diagonal) keeps H invertible.</summary>
+    public static double[] DampedInverseCholeskyUpper(double[] h, int k, double damp)
+    {
+        var mean = Enumerable.Range(0, k).Average(i => h[i * k + i]);
+        for (var i = 0; i < k; i++) h[i * k + i] += damp * mean;
+        return InverseCholeskyUpper(h, k);
+    }
+
+    /// <summary>
+    /// The lazy batch update: the errors of block [b0, b1) (err [rows, b1 − b0], already divided by U's diagonal) reach
+    /// the columns after it in one pass; column j of U's order is column perm[j] of W.
+    /// </summary>
+    public static void PropagateBlockError(double[] w, double[] err, double[] u, int n, int k, int b0, int b1, int[] perm)
+    {
+        if (b1 == k) return;
+        Parallel.For(0, n, r =>
+        {
+            for (var i = b0; i < b1; i++)
+            {
+                var e = err[r * (b1 - b0) + i - b0];
+                if (e == 0) continue;
+                for (var j = b1; j < k; j++) w[r * k + perm[j]] -= e * u[i * k + j];
+            }
+        });
     }
 
     /// <summary>2·XᵀX / T, [columns, columns].</summary>

@@ -29,16 +29,9 @@ public sealed class SparseGptPruner(PassOptions options) : IWeightPruner
     {
         var h = Gptq.Hessian(x, tokens, k);
         var w = rows.Select(v => (double)v).ToArray();
-        for (var i = 0; i < k; i++)
-            if (h[i * k + i] == 0)
-            {
-                // An input that is always zero: its weights change nothing, and H needs a diagonal there.
-                h[i * k + i] = 1;
-                for (var r = 0; r < n; r++) w[r * k + i] = 0;
-            }
-        var mean = Enumerable.Range(0, k).Average(i => h[i * k + i]);
-        for (var i = 0; i < k; i++) h[i * k + i] += damp * mean;
-        var u = Gptq.InverseCholeskyUpper(h, k);
+        Gptq.DropDeadInputs(h, w, n, k);
+        var u = Gptq.DampedInverseCholeskyUpper(h, k, damp);
+        var columns = Enumerable.Range(0, k).ToArray();
         var pruned = new bool[n * k];
         for (var b0 = 0; b0 < k; b0 += block)
         {
@@ -59,16 +52,7 @@ public sealed class SparseGptPruner(PassOptions options) : IWeightPruner
                     for (var j = i + 1; j < b1; j++) w[r * k + j] -= e * u[i * k + j];
                 });
             }
-            if (b1 == k) continue;
-            Parallel.For(0, n, r =>
-            {
-                for (var i = b0; i < b1; i++)
-                {
-                    var e = err[r * (b1 - b0) + i - b0];
-                    if (e == 0) continue;
-                    for (var j = b1; j < k; j++) w[r * k + j] -= e * u[i * k + j];
-                }
-            });
+            Gptq.PropagateBlockError(w, err, u, n, k, b0, b1, columns);
         }
         return w.Select(v => (float)v).ToArray();
     }
