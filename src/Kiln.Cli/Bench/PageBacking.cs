@@ -78,7 +78,9 @@ internal static unsafe class PageBacking
     /// <summary>The regions that are new or grew by at least 1 MiB since <paramref name="before"/> (what a call in between allocated).</summary>
     public static IReadOnlyList<MemoryRegion> Grown(IReadOnlyList<MemoryRegion> before, IReadOnlyList<MemoryRegion> after)
     {
-        var earlier = before.ToDictionary(r => r.Start, r => r.Resident);
+        // smaps is not read atomically: a mapping that splits or merges while it is read can list one start twice.
+        var earlier = new Dictionary<ulong, long>();
+        foreach (var r in before) earlier[r.Start] = Math.Max(r.Resident, earlier.GetValueOrDefault(r.Start));
         return after.Where(r => r.Resident - earlier.GetValueOrDefault(r.Start) >= 1 << 20).ToList();
     }
 
