@@ -13,7 +13,7 @@ public sealed partial class CpuBackend
 {
     public PlannedOperand Bind(PlannedOperand v) => v.Storage switch
     {
-        PlannedStorage.Constant => v with { Span = $"{v.WeightField}.Span<{(v.Elem == DType.F16 ? "Half" : v.ClrType)}>()" },
+        PlannedStorage.Constant => v with { Span = $"{v.WeightField}.Span<{v.Elem switch { DType.F16 => "Half", DType.U32 => "uint", _ => v.ClrType }}>()" },
         PlannedStorage.Input => v with { Span = $"{v.Local}.Span<{v.ClrType}>()" },
         PlannedStorage.Tokens => v with { Span = "tokens" },
         PlannedStorage.Logits => v with { Span = "logits" },

@@ -177,8 +177,8 @@ public sealed class MemoryPlanner
     private string? Dims(Value v, out string[] dims)
     {
         dims = [];
-        // f16 is read only as constants (quantization scales): no planned kernel computes f16 values.
-        if (v.TensorType is not { Shape: not null } tt || PlannedOperand.ClrTypeOf(tt.Elem) == "" && !(v.Kind == ValueKind.Constant && tt.Elem == DType.F16))
+        // f16 and u32 are read only as constants (quantization scales, sparse masks): no planned kernel computes them.
+        if (v.TensorType is not { Shape: not null } tt || PlannedOperand.ClrTypeOf(tt.Elem) == "" && !(v.Kind == ValueKind.Constant && tt.Elem is DType.F16 or DType.U32))
             return $"'{v.Name}' is not a numeric tensor of known rank";
         return DimExpressions(v, _in.SymbolLocals, "n_", out dims);
     }

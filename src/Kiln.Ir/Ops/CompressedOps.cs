@@ -8,7 +8,9 @@ namespace Kiln.Ir.Ops;
 /// three constants: <c>codes</c> (u8 [rows, bytes per row]: the weight matrix stored transposed, one row per output
 /// channel, 8-bit codes or two 4-bit codes per byte), <c>scales</c> (f16 [rows, groups]) and, for asymmetric formats,
 /// <c>zero_points</c> (u8 [rows, groups]); the attributes <c>bits</c>, <c>group</c> and <c>columns</c> complete the
-/// layout (Kiln.Runtime.Weights.QuantizedLayout documents it).
+/// layout (Kiln.Runtime.Weights.QuantizedLayout documents it). A sparse matrix in bitmask panels is three constants:
+/// <c>masks</c> (u32 [panels, columns]), <c>values</c> (f32, the non-zeros and 16 padding zeros) and
+/// <c>panel_starts</c> (i32 [panels + 1]), with the attribute <c>rows</c> (Kiln.Runtime.Weights.SparseLayout).
 /// </summary>
 internal static class CompressedOps
 {
@@ -35,5 +37,13 @@ internal static class CompressedOps
             var idx = c.ShapeOf(3);
             c.Set(0, DType.F32, idx is null ? null : new Shape(idx.Dims.Append(Dim.Const(c.Int("columns")))));
         }, domain: Domain);
+        // Y = A·Wᵀ (+ C), then an optional activation, with W sparse (bitmask panels); A [..., columns] → Y [..., rows].
+        r.Add(KilnOp.SparseMatMul, "A, masks, values, panel_starts, C?", "Y", "rows:int!, activation:string=", c =>
+        {
+            var a = c.ShapeOf(0);
+            if (a is null || a.Rank < 1) { c.Set(0, c.Elem(0), (Shape?)null); return; }
+            var product = new Shape(a.Dims.Take(a.Rank - 1).Append(Dim.Const(c.Int("rows"))));
+            c.Set(0, c.Elem(0), c.HasInput(4) ? Rules.Broadcast(c, product, c.ShapeOf(4)) : product);
+        }, domain: Domain).With(OpTraits.RowIndependent);
     }
 }

@@ -12,7 +12,7 @@ namespace Kiln.Runtime.Kernels;
 /// </summary>
 public static unsafe class MatMul
 {
-    private const int Kc = 256;
+    internal const int Kc = 256;
 
     // Packed B panels of persistent (weight) tensors, kept as long as the tensor object lives.
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Tensor, System.Collections.Concurrent.ConcurrentDictionary<(long, bool), float[]>> PackCache = new();
@@ -24,7 +24,7 @@ public static unsafe class MatMul
 
     // Rows of A per tile: every row group of a tile reuses the B slice the first one brought in, so the cost of
     // fetching a model weight from memory is spread over this many rows (128: a prefill's whole prompt).
-    private const int RowBlock = 128;
+    internal const int RowBlock = 128;
 
     // How far ahead (floats) the micro-kernel prefetches its B panel: a weight meets the first row group of a tile
     // straight from memory, faster than the hardware prefetcher alone brings it in.
@@ -380,48 +380,58 @@ public static unsafe class MatMul
                     var j0 = p * nr;
                     var w = Math.Min(nr, n - j0);
                     var bp = b + (long)p * nr * k + (long)k0 * nr;
-                    for (var i = i0; i < i1; i += Mr)
-                    {
-                        var rows = Math.Min(Mr, i1 - i);
-                        var ap = a + (long)i * lda + k0;
-                        var cp = c + (long)i * ldc + j0;
-                        if (rows == Mr && w == nr)
-                        {
-                            Kernel(ap, lda, bp, kc, cp, ldc, acc);
-                            continue;
-                        }
-                        // Edge tile (the last rows, the last columns): the full micro-kernel runs on zero-padded rows of
-                        // A into a scratch tile, and only the valid part reaches C. B's panels are already zero-padded.
-                        var lde = lda;
-                        if (rows < Mr)
-                        {
-                            for (var r = 0; r < Mr; r++)
-                            {
-                                var dst = new Span<float>(edgeRows + r * kc, kc);
-                                if (r < rows) new ReadOnlySpan<float>(ap + (long)r * lda, kc).CopyTo(dst);
-                                else dst.Clear();
-                            }
-                            ap = edgeRows;
-                            lde = kc;
-                        }
-                        Kernel(ap, lde, bp, kc, tmp, nr, false);
-                        for (var r = 0; r < rows; r++)
-                        {
-                            var src = new ReadOnlySpan<float>(tmp + r * nr, w);
-                            var dst = new Span<float>(cp + (long)r * ldc, w);
-                            if (acc) System.Numerics.Tensors.TensorPrimitives.Add(dst, src, dst);
-                            else src.CopyTo(dst);
-                        }
-                    }
+                    PanelRows(a + (long)i0 * lda + k0, lda, i1 - i0, bp, nr, kc, c + (long)i0 * ldc + j0, ldc, w, acc, tmp, edgeRows);
                 }
             }
         }
+    }
 
-        private void Kernel(float* a, int lda, float* b, int kc, float* c, int ldc, bool acc)
+    /// <summary>
+    /// C[rows × w] (+)= A[rows × kc] · one packed B panel slice [kc × nr] (<paramref name="nr"/> columns, zero-padded
+    /// past <paramref name="w"/>): the micro-kernel over groups of <see cref="Mr"/> rows. Edge tiles (the last rows,
+    /// the last columns) run the full micro-kernel on zero-padded rows of A into <paramref name="tmp"/> (Mr × 32) and
+    /// only the valid part reaches C; <paramref name="edgeRows"/> holds Mr × kc floats. The sparse product's prefill
+    /// calls this on panels it expands.
+    /// </summary>
+    internal static void PanelRows(float* a, int lda, int rows, float* bp, int nr, int kc, float* c, int ldc, int w, bool acc, float* tmp, float* edgeRows)
+    {
+        for (var i = 0; i < rows; i += Mr)
         {
-            if (nr == 32) Kernel8x32(a, lda, b, kc, c, ldc, acc);
-            else Kernel8x16(a, lda, b, kc, c, ldc, acc);
+            var group = Math.Min(Mr, rows - i);
+            var ap = a + (long)i * lda;
+            var cp = c + (long)i * ldc;
+            if (group == Mr && w == nr)
+            {
+                Kernel(nr, ap, lda, bp, kc, cp, ldc, acc);
+                continue;
+            }
+            var lde = lda;
+            if (group < Mr)
+            {
+                for (var r = 0; r < Mr; r++)
+                {
+                    var dst = new Span<float>(edgeRows + r * kc, kc);
+                    if (r < group) new ReadOnlySpan<float>(ap + (long)r * lda, kc).CopyTo(dst);
+                    else dst.Clear();
+                }
+                ap = edgeRows;
+                lde = kc;
+            }
+            Kernel(nr, ap, lde, bp, kc, tmp, nr, false);
+            for (var r = 0; r < group; r++)
+            {
+                var src = new ReadOnlySpan<float>(tmp + r * nr, w);
+                var dst = new Span<float>(cp + (long)r * ldc, w);
+                if (acc) System.Numerics.Tensors.TensorPrimitives.Add(dst, src, dst);
+                else src.CopyTo(dst);
+            }
         }
+    }
+
+    private static void Kernel(int nr, float* a, int lda, float* b, int kc, float* c, int ldc, bool acc)
+    {
+        if (nr == 32) Kernel8x32(a, lda, b, kc, c, ldc, acc);
+        else Kernel8x16(a, lda, b, kc, c, ldc, acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -15,6 +15,7 @@ public static partial class OperatorTable
         d[KilnOp.Qualified.MatMulAdd] = c => c.Set(0, Fused.MatMulAdd(c.In(0), c.In(1), c.In(2), c.Str("activation")));
         d[KilnOp.Qualified.QuantizedMatMul] = c => c.Set(0, QuantizedOps.MatMul(c.In(0), QuantizedOps.Matrix(c, 1), c.Opt(4), c.Str("activation"), (int)c.Int("activation_bits"), c.Opt(5)));
         d[KilnOp.Qualified.QuantizedGather] = c => c.Set(0, QuantizedOps.Gather(QuantizedOps.Matrix(c, 0), c.In(3)));
+        d[KilnOp.Qualified.SparseMatMul] = c => c.Set(0, SparseOps.MatMul(c.In(0), SparseOps.Matrix(c, 1), c.Opt(4), c.Str("activation")));
         d[KilnOp.Qualified.ConvActivation] = c =>
         {
             var x = c.In(0);

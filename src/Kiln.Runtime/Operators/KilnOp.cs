@@ -17,6 +17,7 @@ public static class KilnOp
     public const string ConvActivation = "ConvActivation";
     public const string QuantizedMatMul = "QuantizedMatMul";
     public const string QuantizedGather = "QuantizedGather";
+    public const string SparseMatMul = "SparseMatMul";
 
     /// <summary>The same ops as <c>kiln:Op</c>: operator-table keys and <c>Node.QualifiedOp</c>.</summary>
     public static class Qualified
@@ -30,5 +31,6 @@ public static class KilnOp
         public const string ConvActivation = Domain + ":" + KilnOp.ConvActivation;
         public const string QuantizedMatMul = Domain + ":" + KilnOp.QuantizedMatMul;
         public const string QuantizedGather = Domain + ":" + KilnOp.QuantizedGather;
+        public const string SparseMatMul = Domain + ":" + KilnOp.SparseMatMul;
     }
 }

@@ -17,6 +17,9 @@ public enum WeightFormat : byte
 
     /// <summary>4-bit codes of a quantized matrix, 16 bytes per 32-code block (<see cref="QuantizedLayout"/>).</summary>
     Int4Blocks = 2,
+
+    /// <summary>Bitmask panels of a sparse f32 matrix: u32 masks, packed non-zeros, panel starts (<see cref="SparseLayout"/>).</summary>
+    SparsePanels = 3,
 }
 
 /// <summary>How a blob file's bytes reach memory.</summary>

@@ -4,7 +4,7 @@ using Kiln.Runtime.Operators;
 
 namespace Kiln.CodeGen.Backends.Cpu.Ops;
 
-/// <summary>Planned CPU kernels of the compressed ops (Ir/Ops/CompressedOps): quantized products and embedding lookups.</summary>
+/// <summary>Planned CPU kernels of the compressed ops (Ir/Ops/CompressedOps): quantized and sparse products, quantized embedding lookups.</summary>
 internal static class CompressedKernels
 {
     public static void Register(IDictionary<string, PlannedKernel> d)
@@ -26,6 +26,34 @@ internal static class CompressedKernels
                 var layout = Layout(c.Node, x, c.In(2) is null);
                 c.Body.Line($"Kernels.QuantizedOps.GatherRows({layout}, {x.Span}, {c.In(1)!.Span}, {c.In(2)?.Span ?? "default"}, {c.In(3)!.Span}, {c.Out(0)!.Span});");
             });
+        d[KilnOp.Qualified.SparseMatMul] = new(
+            c =>
+            {
+                var (x, y) = (c.In(0)!, c.Out(0)!);
+                return x.Elem == DType.F32 && x.Rank >= 1 && new[] { 1, 2, 3 }.All(i => c.In(i) is { Storage: PlannedStorage.Constant })
+                    && (c.In(4) is not { } bias || bias.Elem == DType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))
+                    ? null : "f32 activations, constant masks, values and panel starts, C the product's shape or one row";
+            },
+            EmitSparseProduct) { LastRowsOnly = c => c.In(4) is null && c.Node.AttrString("activation").Length == 0 };
+    }
+
+    private static void EmitSparseProduct(PlannedNodeContext c)
+    {
+        var (w, n, x, y) = (c.Body, c.Node, c.In(0)!, c.Out(0)!);
+        var cols = c.In(1)!.Dims[1];
+        var layout = $"Kiln.Runtime.Weights.SparseLayout.Create({n.Attr<IntAttr>("rows")!.Value}, {cols})";
+        var (masks, values, starts) = (c.In(1)!.Span, c.In(2)!.Span, c.In(3)!.Span);
+        var last = false;
+        if (c.LastRowsOnly is { } condition)
+        {
+            w.Open($"if ({condition})");
+            w.Line($"for (var row = 0; row < batch; row++) Kernels.SparseMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {masks}, {values}, {starts}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false);");
+            w.Close();
+            w.Open("else");
+            last = true;
+        }
+        w.Line($"Kernels.ArenaKernels.SparseMatMul({x.Span}, {layout}, {masks}, {values}, {starts}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(n.AttrString("activation"))});");
+        if (last) w.Close();
     }
 
     private static void EmitProduct(PlannedNodeContext c)

@@ -1,0 +1,102 @@
+using Kiln.Ir;
+using Kiln.Runtime.Operators;
+using Kiln.Runtime.Weights;
+
+namespace Kiln.Passes;
+
+/// <summary>
+/// <c>sparse-weights{min_sparsity=0.2 skip=[…]}</c>: stores the zeros of sparse f32 weights sparsely. Every product
+/// with a 2-D constant f32 weight (MatMul, kiln:MatMulAdd, Gemm: the ones <c>prune</c> and <c>quantize</c> take,
+/// the classifier included) whose weight has at least <c>min_sparsity</c> exact zeros becomes a
+/// <c>kiln:SparseMatMul</c> over bitmask panels (Kiln.Runtime.Weights.SparseLayout: the kept values plus one bit per
+/// weight); the others keep their dense weight, and the report says why. The default threshold is where the format
+/// starts to pay on an AVX-512 CPU: a 768×36 864 matrix-vector product (beyond L3, 2 threads) measured 1.0× dense at
+/// 10 % zeros, 1.2× at 25 %, 1.9× at 50 %. Lossless: the product computes the same sums (in another order).
+/// Run it after <c>prune</c> and after any <c>quantize</c> (quantized products are not f32 and are left alone;
+/// sparse products are not quantized).
+/// </summary>
+public sealed class SparseWeightStorage : IPass
+{
+    public string Name => "sparse-weights";
+
+    public string Summary => "store f32 weights with enough zeros (after prune) as bitmask panels read by kiln:SparseMatMul";
+
+    public IReadOnlyList<string> OptionNames => ["min_sparsity", "skip"];
+
+    public void Run(PassContext ctx)
+    {
+        var o = ctx.Options;
+        var minSparsity = o.Number("min_sparsity", 0.2, 0, 1);
+        var skip = o.List("skip");
+        var done = new Dictionary<Value, (Value Masks, Value Values, Value Starts, SparseLayout Layout)>();
+        foreach (var layer in QuantizableLayers.Find(ctx.Graph).Where(l => !l.IsEmbedding))
+        {
+            var n = layer.Node;
+            var weight = layer.GraphWeight;
+            if (Glob.MatchesAny(skip, weight.Name))
+            {
+                ctx.Notes.Add($"{weight.Name}: skipped (skip=)");
+                continue;
+            }
+            if (!done.TryGetValue(weight, out var packed))
+            {
+                var data = weight.Data!;
+                var rowsAreOutputs = n.QualifiedOp == "Gemm" && n.AttrInt("transB") != 0;
+                var (outputs, inputs) = rowsAreOutputs ? ((int)data.Dims[0], (int)data.Dims[1]) : ((int)data.Dims[1], (int)data.Dims[0]);
+                var rows = OutputRows(data, rowsAreOutputs);
+                var zeros = rows.LongCount(v => v == 0);
+                var sparsity = (double)zeros / rows.Length;
+                var denseBytes = 4L * rows.Length;
+                if (sparsity < minSparsity || sparsity == 0)
+                {
+                    ctx.Layers.Add(new LayerReport(weight.Name, "f32 dense", 32, denseBytes, denseBytes, 0, null,
+                        $"{sparsity:P1} zeros, below min_sparsity={minSparsity:0.###}: dense is as fast or faster"));
+                    ctx.Count("dense layers (too few zeros)");
+                    continue;
+                }
+                var layout = SparseLayout.Create(outputs, inputs);
+                var m = SparseWeights.Pack(rows, layout);
+                var g = ctx.Graph;
+                packed = (
+                    g.AddConstant(g.UniqueName(weight.Name + ".masks"), ctx.Keep(TensorData.FromArray(DType.U32, [layout.Panels, inputs], m.Masks))),
+                    g.AddConstant(g.UniqueName(weight.Name + ".values"), ctx.Keep(TensorData.FromArray(DType.F32, [m.Values.Length], m.Values))),
+                    g.AddConstant(g.UniqueName(weight.Name + ".panel_starts"), TensorData.FromArray(DType.I32, [m.PanelStarts.Length], m.PanelStarts)),
+                    layout);
+                done[weight] = packed;
+                var bytes = layout.TotalBytes(m.NonZeros);
+                ctx.Layers.Add(new LayerReport(weight.Name, "f32 sparse panels (bitmask)", layout.BitsPerWeight(m.NonZeros), bytes, denseBytes, 0, null,
+                    $"{sparsity:P1} zeros; {(double)denseBytes / bytes:0.00}× fewer bytes than dense"));
+                ctx.Count("sparse layers");
+            }
+            Rewrite(ctx.Graph, n, packed.Masks, packed.Values, packed.Starts, packed.Layout);
+            if (weight.Uses.Count == 0 && weight.Owner.Constants.Contains(weight)) weight.Owner.RemoveConstant(weight);
+        }
+    }
+
+    /// <summary>The weight as [outputs, inputs] floats.</summary>
+    private static float[] OutputRows(TensorData d, bool rowsAreOutputs)
+    {
+        var w = d.ToArray<float>();
+        if (rowsAreOutputs) return w;
+        int k = (int)d.Dims[0], n = (int)d.Dims[1];
+        var t = new float[w.Length];
+        for (var i = 0; i < k; i++)
+            for (var j = 0; j < n; j++) t[j * k + i] = w[i * n + j];
+        return t;
+    }
+
+    /// <summary>Replaces the product by a kiln:SparseMatMul with the same name, bias and activation, in its place.</summary>
+    private static void Rewrite(Graph g, Node n, Value masks, Value values, Value starts, SparseLayout layout)
+    {
+        var c = n.QualifiedOp is KilnOp.Qualified.MatMulAdd or "Gemm" && n.Inputs.Count > 2 ? n.Inputs[2] : null;
+        var attrs = new Dictionary<string, AttrValue> { ["rows"] = new IntAttr(layout.Rows) };
+        if (n.Attr<StringAttr>("activation") is { Value.Length: > 0 } act) attrs["activation"] = act;
+        var old = n.Outputs[0]!;
+        var index = g.Nodes.IndexOf(n);
+        var fresh = g.AddNode(KilnOp.SparseMatMul, KilnOp.Domain, n.Name, [n.Inputs[0], masks, values, starts, c], [g.UniqueName(old.Name + ".sparse")], attrs, [old.Type]);
+        g.Nodes.Remove(fresh);
+        g.Nodes.Insert(index + 1, fresh);
+        Graph.ReplaceAllUses(old, fresh.Outputs[0]!);
+        g.RemoveNode(n);
+    }
+}

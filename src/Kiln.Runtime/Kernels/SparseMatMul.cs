@@ -1,0 +1,204 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Kiln.Runtime.Weights;
+
+namespace Kiln.Runtime.Kernels;
+
+/// <summary>
+/// y = x·Wᵀ for a sparse f32 W in bitmask panels (<see cref="SparseLayout"/>). Decoding (a few rows of x) streams
+/// each panel once: per input k, one mask splits into two 16-bit halves, AVX-512 expands the packed values under
+/// each half into a vector and one FMA per half adds x[k]·W[k, panel] into 32 accumulators, so the bytes read are
+/// the kept values plus one bit per weight. Prefill (many rows) expands each panel 256 inputs at a time into the
+/// dense GEMM's packed-panel form and runs its micro-kernel over every row: the expansion is read once per 128 rows.
+/// Without AVX-512 (or <c>portable: true</c>) a scalar loop walks the mask bits.
+/// </summary>
+public static unsafe class SparseMatMul
+{
+    private const int Panel = SparseLayout.Panel;
+
+    // Floats ahead of the values being read that the decode loop prefetches: a pruned weight stream is read at about
+    // half a cache line per input, too slowly for the hardware prefetcher to run far enough ahead on its own.
+    private const int PrefetchDistance = 1024;
+
+    /// <summary>
+    /// y[m × Rows] (+)= x[m × Columns] · Wᵀ. Masks, values and panel starts are trusted to agree
+    /// (<see cref="SparseWeights.Check"/>; planned code reads them from a hashed blob).
+    /// </summary>
+    public static void Multiply(ReadOnlySpan<float> x, int m, SparseLayout l, ReadOnlySpan<uint> masks, ReadOnlySpan<float> values, ReadOnlySpan<int> starts,
+        Span<float> y, bool accumulate, bool portable = false)
+    {
+        if (x.Length < (long)m * l.Columns || y.Length < (long)m * l.Rows)
+            throw new KernelException($"a sparse {l.Rows}×{l.Columns} product of {m} rows needs x of {(long)m * l.Columns} and y of {(long)m * l.Rows}; got {x.Length} and {y.Length}");
+        if (masks.Length != l.MaskCount || starts.Length != l.Panels + 1 || values.Length < SparseLayout.Padding)
+            throw new KernelException($"a sparse {l.Rows}×{l.Columns} matrix needs {l.MaskCount} masks and {l.Panels + 1} panel starts; got {masks.Length} and {starts.Length}");
+        if (m == 0) return;
+        fixed (float* px = x)
+        fixed (uint* pm = masks)
+        fixed (float* pv = values)
+        fixed (int* ps = starts)
+        fixed (float* py = y)
+        {
+            var job = new Job { X = px, Masks = pm, Values = pv, Starts = ps, Y = py, M = m, Rows = l.Rows, Columns = l.Columns, Accumulate = accumulate };
+            var panels = l.Panels;
+            var threads = MatMul.InsideParallelBatch ? 1 : Parallelism.Threads;
+            if (portable || !Avx512F.IsSupported)
+            {
+                job.Chunk = (panels + threads - 1) / threads;
+                WorkerTeam.For(Math.Min(threads, panels), threads, &PortableChunk, &job);
+            }
+            else if (m <= MatMul.GemvMaxRows)
+            {
+                job.Chunk = (panels + threads - 1) / threads;
+                WorkerTeam.For(Math.Min(threads, panels), threads, &DecodeChunk, &job);
+            }
+            else
+            {
+                job.RowBlocks = (m + MatMul.RowBlock - 1) / MatMul.RowBlock;
+                WorkerTeam.For(job.RowBlocks * panels, threads, &PrefillTile, &job);
+            }
+        }
+    }
+
+    private struct Job
+    {
+        public float* X, Values, Y;
+        public uint* Masks;
+        public int* Starts;
+        public int M, Rows, Columns, Chunk, RowBlocks;
+        public bool Accumulate;
+    }
+
+    private static void DecodeChunk(void* state, int t)
+    {
+        ref var j = ref *(Job*)state;
+        var p0 = t * j.Chunk;
+        var p1 = Math.Min((j.Rows + Panel - 1) / Panel, p0 + j.Chunk);
+        var tail = stackalloc float[Panel];
+        for (var i = 0; i < j.M; i++)
+            for (var p = p0; p < p1; p++)
+            {
+                var (lo, hi) = DecodePanel(j.X + (long)i * j.Columns, j.Masks + (long)p * j.Columns, j.Values + j.Starts[p], j.Columns);
+                var y = j.Y + (long)i * j.Rows + p * Panel;
+                var width = Math.Min(Panel, j.Rows - p * Panel);
+                if (width == Panel)
+                {
+                    (j.Accumulate ? Vector512.Load(y) + lo : lo).Store(y);
+                    (j.Accumulate ? Vector512.Load(y + 16) + hi : hi).Store(y + 16);
+                    continue;
+                }
+                lo.Store(tail);
+                hi.Store(tail + 16);
+                for (var c = 0; c < width; c++) y[c] = j.Accumulate ? y[c] + tail[c] : tail[c];
+            }
+    }
+
+    /// <summary>One panel's 32 outputs for one row x: Σₖ x[k]·W[k, panel], two inputs per step in separate chains.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static (Vector512<float> Lo, Vector512<float> Hi) DecodePanel(float* x, uint* masks, float* v, int k)
+    {
+        // Shifting a broadcast mask left by 31 − lane (by 15 − lane for the high half) puts each lane's bit in its sign
+        // bit, which is what the expand's mask reads: three instructions from a u32 to two vector masks.
+        var shiftLo = Vector512.Create(31u, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16);
+        var shiftHi = shiftLo - Vector512.Create(16u);
+        Vector512<float> e0 = default, e1 = default, o0 = default, o1 = default;
+        var p = 0;
+        for (; p + 2 <= k; p += 2)
+        {
+            uint m0 = masks[p], m1 = masks[p + 1];
+            Sse.Prefetch0(v + PrefetchDistance);
+            Sse.Prefetch0(v + PrefetchDistance + 16);
+            var b0 = Vector512.Create(m0);
+            var w00 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftLo).AsSingle(), Vector512.Load(v));
+            var w01 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftHi).AsSingle(), Vector512.Load(v + BitOperations.PopCount(m0 & 0xFFFF)));
+            v += BitOperations.PopCount(m0);
+            var x0 = Vector512.Create(x[p]);
+            e0 = Avx512F.FusedMultiplyAdd(x0, w00, e0);
+            e1 = Avx512F.FusedMultiplyAdd(x0, w01, e1);
+            var b1 = Vector512.Create(m1);
+            var w10 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b1, shiftLo).AsSingle(), Vector512.Load(v));
+            var w11 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b1, shiftHi).AsSingle(), Vector512.Load(v + BitOperations.PopCount(m1 & 0xFFFF)));
+            v += BitOperations.PopCount(m1);
+            var x1 = Vector512.Create(x[p + 1]);
+            o0 = Avx512F.FusedMultiplyAdd(x1, w10, o0);
+            o1 = Avx512F.FusedMultiplyAdd(x1, w11, o1);
+        }
+        if (p < k)
+        {
+            var m0 = masks[p];
+            var b0 = Vector512.Create(m0);
+            var x0 = Vector512.Create(x[p]);
+            e0 = Avx512F.FusedMultiplyAdd(x0, Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftLo).AsSingle(), Vector512.Load(v)), e0);
+            e1 = Avx512F.FusedMultiplyAdd(x0, Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftHi).AsSingle(), Vector512.Load(v + BitOperations.PopCount(m0 & 0xFFFF))), e1);
+        }
+        return (e0 + o0, e1 + o1);
+    }
+
+    /// <summary>One tile of the prefill: a block of up to 128 rows against one panel, 256 inputs at a time.</summary>
+    private static void PrefillTile(void* state, int t)
+    {
+        ref var j = ref *(Job*)state;
+        var rowBlock = t % j.RowBlocks;
+        var p = t / j.RowBlocks;
+        var i0 = rowBlock * MatMul.RowBlock;
+        var rows = Math.Min(j.M, i0 + MatMul.RowBlock) - i0;
+        var j0 = p * Panel;
+        var width = Math.Min(Panel, j.Rows - j0);
+        var expanded = stackalloc float[MatMul.Kc * Panel];
+        var tmp = stackalloc float[8 * Panel];
+        var edgeRows = stackalloc float[8 * MatMul.Kc];
+        var masks = j.Masks + (long)p * j.Columns;
+        var v = j.Values + j.Starts[p];
+        for (var k0 = 0; k0 < j.Columns; k0 += MatMul.Kc)
+        {
+            var kc = Math.Min(MatMul.Kc, j.Columns - k0);
+            v = Expand(masks + k0, v, kc, expanded);
+            MatMul.PanelRows(j.X + (long)i0 * j.Columns + k0, j.Columns, rows, expanded, Panel, kc, j.Y + (long)i0 * j.Rows + j0, j.Rows, width,
+                j.Accumulate || k0 > 0, tmp, edgeRows);
+        }
+    }
+
+    /// <summary>Expands <paramref name="kc"/> inputs of a panel into the dense packed form [kc × 32]; returns where the next input's values start.</summary>
+    private static float* Expand(uint* masks, float* v, int kc, float* dense)
+    {
+        var shiftLo = Vector512.Create(31u, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16);
+        var shiftHi = shiftLo - Vector512.Create(16u);
+        for (var p = 0; p < kc; p++, dense += Panel)
+        {
+            var m = masks[p];
+            var b = Vector512.Create(m);
+            Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftLo).AsSingle(), Vector512.Load(v)).Store(dense);
+            Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftHi).AsSingle(), Vector512.Load(v + BitOperations.PopCount(m & 0xFFFF))).Store(dense + 16);
+            v += BitOperations.PopCount(m);
+        }
+        return v;
+    }
+
+    /// <summary>The portable path: every row against a chunk of panels, one kept weight at a time.</summary>
+    private static void PortableChunk(void* state, int t)
+    {
+        ref var j = ref *(Job*)state;
+        var p0 = t * j.Chunk;
+        var p1 = Math.Min((j.Rows + Panel - 1) / Panel, p0 + j.Chunk);
+        var sums = stackalloc float[Panel];
+        for (var i = 0; i < j.M; i++)
+        {
+            var x = j.X + (long)i * j.Columns;
+            for (var p = p0; p < p1; p++)
+            {
+                new Span<float>(sums, Panel).Clear();
+                var masks = j.Masks + (long)p * j.Columns;
+                var v = j.Values + j.Starts[p];
+                for (var k = 0; k < j.Columns; k++)
+                {
+                    var xk = x[k];
+                    for (var mask = masks[k]; mask != 0; mask &= mask - 1) sums[BitOperations.TrailingZeroCount(mask)] += xk * *v++;
+                }
+                var y = j.Y + (long)i * j.Rows + p * Panel;
+                var width = Math.Min(Panel, j.Rows - p * Panel);
+                for (var c = 0; c < width; c++) y[c] = j.Accumulate ? y[c] + sums[c] : sums[c];
+            }
+        }
+    }
+}
