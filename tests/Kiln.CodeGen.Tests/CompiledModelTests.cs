@@ -118,6 +118,30 @@ public sealed class CompiledModelTests : IDisposable
         Assert.True(agree >= 0.99 * rows, $"the next token agrees on {agree} of {rows} positions");
     }
 
+    /// <summary>
+    /// A pruned decoder whose products (the classifier too) read bitmask panels decodes what the same pruned model
+    /// with its zeros stored dense decodes: prefill (the last position's logits only) and decode steps.
+    /// </summary>
+    [Fact]
+    public void A_decoder_with_sparse_weights_computes_what_its_dense_zeros_compute()
+    {
+        const string pruned = "fold,dce,cse,fuse,prune{method=magnitude pattern=2:4 embedding=true}";
+        using var dense = Compile(Fixtures.Model("stories260k/model.onnx"), pruned);
+        using var sparse = Compile(Fixtures.Model("stories260k/model.onnx"), pruned + ",sparse-weights{min_bytes=0}");
+        // Every product reads panels: 35 layers and the classifier (the embedding lookup keeps its dense table).
+        Assert.Equal(36, sparse.Blob!.Entries.Count(e => e.Name.EndsWith(".masks", StringComparison.Ordinal)));
+        using var a = new Runtime.Decoding.DecoderSession(dense.Model, dense.Model.DecoderLayout!, new Runtime.Decoding.DecoderOptions { MaxContext = 64 });
+        using var b = new Runtime.Decoding.DecoderSession(sparse.Model, sparse.Model.DecoderLayout!, new Runtime.Decoding.DecoderOptions { MaxContext = 64 });
+        long[] prompt = [1, 403, 407, 261, 378, 99, 12, 500, 7, 300];
+        var (x, y) = (a.Prefill(prompt).ToArray(), b.Prefill(prompt).ToArray());
+        for (var step = 0; step < 8; step++)
+        {
+            for (var i = 0; i < x.Length; i++) Assert.True(Math.Abs(x[i] - y[i]) <= 1e-4f * (1 + Math.Abs(x[i])), $"step {step}: logit {i} is {y[i]} sparse, {x[i]} dense");
+            var token = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(x);
+            (x, y) = (a.Decode(token).ToArray(), b.Decode(token).ToArray());
+        }
+    }
+
     /// <summary>A consistency test: an int8 KV-cache session against whole-sequence runs of the same compressed model.</summary>
     [Fact]
     [Trait("Kind", "consistency")]

@@ -12,7 +12,8 @@ namespace Kiln.Passes;
 /// output — of each block of 128 columns for sparsegpt) or <c>N:M</c> (N kept of every M consecutive inputs;
 /// a row's last partial group stays dense, as the report says). Embedding tables and the classifier are left
 /// alone unless <c>embedding=true</c> (tables are then pruned by magnitude: a lookup has no activations to weigh).
-/// Pruned weights are stored as zeros in the f32 weight: <c>quantize</c> afterwards keeps them zero.
+/// Pruned weights are stored as zeros in the f32 weight: <c>quantize</c> afterwards keeps them zero, and
+/// <c>sparse-weights</c> afterwards stores them sparsely (bitmask panels) where that is faster.
 /// </summary>
 public sealed class Prune : IPass
 {

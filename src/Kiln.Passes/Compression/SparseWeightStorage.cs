@@ -5,13 +5,19 @@ using Kiln.Runtime.Weights;
 namespace Kiln.Passes;
 
 /// <summary>
-/// <c>sparse-weights{min_sparsity=0.2 skip=[…]}</c>: stores the zeros of sparse f32 weights sparsely. Every product
-/// with a 2-D constant f32 weight (MatMul, kiln:MatMulAdd, Gemm: the ones <c>prune</c> and <c>quantize</c> take,
-/// the classifier included) whose weight has at least <c>min_sparsity</c> exact zeros becomes a
+/// <c>sparse-weights{min_sparsity=0.2 min_bytes=8388608 skip=[…]}</c>: stores the zeros of sparse f32 weights
+/// sparsely. Every product with a 2-D constant f32 weight (MatMul, kiln:MatMulAdd, Gemm: the ones <c>prune</c> and
+/// <c>quantize</c> take, the classifier included) whose weight has at least <c>min_sparsity</c> exact zeros becomes a
 /// <c>kiln:SparseMatMul</c> over bitmask panels (Kiln.Runtime.Weights.SparseLayout: the kept values plus one bit per
-/// weight); the others keep their dense weight, and the report says why. The default threshold is where the format
-/// starts to pay on an AVX-512 CPU: a 768×36 864 matrix-vector product (beyond L3, 2 threads) measured 1.0× dense at
-/// 10 % zeros, 1.2× at 25 %, 1.9× at 50 %. Lossless: the product computes the same sums (in another order).
+/// weight); the others keep their dense weight, and the report says why. Lossless: the product computes the same
+/// sums (in another order).
+/// <para>
+/// The format saves memory traffic and costs instructions, so it pays only where decoding waits on memory. The
+/// defaults are where it starts to pay on an AVX-512 CPU (2 threads): a 768×36 864 matrix-vector product beyond L3
+/// measured 1.0× dense at 10 % zeros, 1.2× at 25 %, 1.9× at 50 %; a whole model whose products' weights fit in a
+/// core's L2 decodes slower (stories260k, 1 MB: 0.75×), one that streams them from L3 or memory faster (the 15m
+/// preset, 24 MB of layers: 1.15×; 110m: 1.4×). Below <c>min_bytes</c> of product weights in all, every layer stays dense.
+/// </para>
 /// Run it after <c>prune</c> and after any <c>quantize</c> (quantized products are not f32 and are left alone;
 /// sparse products are not quantized).
 /// </summary>
@@ -21,15 +27,24 @@ public sealed class SparseWeightStorage : IPass
 
     public string Summary => "store f32 weights with enough zeros (after prune) as bitmask panels read by kiln:SparseMatMul";
 
-    public IReadOnlyList<string> OptionNames => ["min_sparsity", "skip"];
+    public IReadOnlyList<string> OptionNames => ["min_sparsity", "min_bytes", "skip"];
 
     public void Run(PassContext ctx)
     {
         var o = ctx.Options;
         var minSparsity = o.Number("min_sparsity", 0.2, 0, 1);
         var skip = o.List("skip");
+        var minBytes = o.Int("min_bytes", 8 << 20, 0);
         var done = new Dictionary<Value, (Value Masks, Value Values, Value Starts, SparseLayout Layout)>();
-        foreach (var layer in QuantizableLayers.Find(ctx.Graph).Where(l => !l.IsEmbedding))
+        var layers = QuantizableLayers.Find(ctx.Graph).Where(l => !l.IsEmbedding).ToList();
+        var productBytes = layers.Select(l => l.GraphWeight).Distinct().Sum(w => w.Data!.ByteLength);
+        if (productBytes < minBytes)
+        {
+            ctx.Notes.Add($"every layer stays dense: the products' weights total {productBytes:N0} bytes, below min_bytes={minBytes}; "
+                + "weights that stay in a core's cache are read faster dense");
+            return;
+        }
+        foreach (var layer in layers)
         {
             var n = layer.Node;
             var weight = layer.GraphWeight;

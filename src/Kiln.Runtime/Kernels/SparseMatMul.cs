@@ -56,7 +56,7 @@ public static unsafe class SparseMatMul
             else
             {
                 job.RowBlocks = (m + MatMul.RowBlock - 1) / MatMul.RowBlock;
-                WorkerTeam.For(job.RowBlocks * panels, threads, &PrefillTile, &job);
+                WorkerTeam.For(job.RowBlocks * ((panels + TilePanels - 1) / TilePanels), threads, &PrefillTile, &job);
             }
         }
     }
@@ -135,27 +135,38 @@ public static unsafe class SparseMatMul
         return (e0 + o0, e1 + o1);
     }
 
-    /// <summary>One tile of the prefill: a block of up to 128 rows against one panel, 256 inputs at a time.</summary>
+    // Panels per prefill tile: each 256-input slice of the rows is used on this many panels while it is in cache.
+    private const int TilePanels = 4;
+
+    /// <summary>One tile of the prefill: a block of up to 128 rows against four panels, 256 inputs at a time.</summary>
+    [SkipLocalsInit] // its scratch (41 KB) is written before it is read
     private static void PrefillTile(void* state, int t)
     {
         ref var j = ref *(Job*)state;
         var rowBlock = t % j.RowBlocks;
-        var p = t / j.RowBlocks;
+        var p0 = t / j.RowBlocks * TilePanels;
+        var p1 = Math.Min((j.Rows + Panel - 1) / Panel, p0 + TilePanels);
         var i0 = rowBlock * MatMul.RowBlock;
         var rows = Math.Min(j.M, i0 + MatMul.RowBlock) - i0;
-        var j0 = p * Panel;
-        var width = Math.Min(Panel, j.Rows - j0);
-        var expanded = stackalloc float[MatMul.Kc * Panel];
+        // The micro-kernel loads the expanded panel 64 bytes at a time: aligned, no load splits a cache line.
+        float* scratch = stackalloc float[MatMul.Kc * Panel + 16];
+        var expanded = (float*)(((nint)scratch + 63) & ~(nint)63);
         var tmp = stackalloc float[8 * Panel];
         var edgeRows = stackalloc float[8 * MatMul.Kc];
-        var masks = j.Masks + (long)p * j.Columns;
-        var v = j.Values + j.Starts[p];
+        var next = stackalloc long[TilePanels];
+        for (var p = p0; p < p1; p++) next[p - p0] = j.Starts[p];
         for (var k0 = 0; k0 < j.Columns; k0 += MatMul.Kc)
         {
             var kc = Math.Min(MatMul.Kc, j.Columns - k0);
-            v = Expand(masks + k0, v, kc, expanded);
-            MatMul.PanelRows(j.X + (long)i0 * j.Columns + k0, j.Columns, rows, expanded, Panel, kc, j.Y + (long)i0 * j.Rows + j0, j.Rows, width,
-                j.Accumulate || k0 > 0, tmp, edgeRows);
+            for (var p = p0; p < p1; p++)
+            {
+                var v = j.Values + next[p - p0];
+                var after = Expand(j.Masks + (long)p * j.Columns + k0, v, kc, expanded);
+                next[p - p0] = after - j.Values;
+                var j0 = p * Panel;
+                MatMul.PanelRows(j.X + (long)i0 * j.Columns + k0, j.Columns, rows, expanded, Panel, kc, j.Y + (long)i0 * j.Rows + j0, j.Rows,
+                    Math.Min(Panel, j.Rows - j0), j.Accumulate || k0 > 0, tmp, edgeRows);
+            }
         }
     }
 
@@ -167,6 +178,7 @@ public static unsafe class SparseMatMul
         for (var p = 0; p < kc; p++, dense += Panel)
         {
             var m = masks[p];
+            Sse.Prefetch0(v + PrefetchDistance);
             var b = Vector512.Create(m);
             Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftLo).AsSingle(), Vector512.Load(v)).Store(dense);
             Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftHi).AsSingle(), Vector512.Load(v + BitOperations.PopCount(m & 0xFFFF))).Store(dense + 16);
