@@ -99,3 +99,43 @@ public sealed class PruningQualityTests(ITestOutputHelper output)
         Assert.True(sparsegpt < magnitude, $"SparseGPT 50% + GPTQ-4 {sparsegpt} is not below magnitude 50% + GPTQ-4 {magnitude}");
     }
 }
+
+/// <summary>
+/// <c>prune</c> right before a calibrating <c>quantize</c> shares its calibration walk: one walk prunes and quantizes
+/// each layer on the same inputs, the quantized codes keep the pruner's zeros, and both passes report.
+/// </summary>
+public sealed class PruneQuantizePairTests
+{
+    private static (int Walks, IReadOnlyList<PassReport> Reports, Model Model) Run(string pipeline)
+    {
+        var model = OnnxImporter.Import(Fixtures.Model("stories260k/model-nocache.onnx"));
+        var calibration = CalibrationInputs.Load(Fixtures.Model("stories260k/test_data_set_0"), model.Graph);
+        var walks = 0;
+        var reports = PassManager.Run(model, PassPipeline.Parse(pipeline), progress: line => { if (line.Contains("calibrating layer 1/", StringComparison.Ordinal)) walks++; }, calibration: calibration);
+        return (walks, reports, model);
+    }
+
+    [Fact]
+    public void Prune_then_gptq_is_one_calibration_walk_whose_codes_keep_the_zeros()
+    {
+        var (walks, reports, model) = Run("fold,dce,cse,fuse,prune{method=wanda},quantize{bits=4 group=32 method=gptq}");
+        using var _ = model;
+        Assert.Equal(1, walks);
+        Assert.Contains(reports.Single(r => r.Step.StartsWith("prune", StringComparison.Ordinal)).Notes, n => n.Contains("one walk for both", StringComparison.Ordinal));
+        Assert.Equal(35, reports.Single(r => r.Step.StartsWith("prune", StringComparison.Ordinal)).Layers.Count);
+        // Every quantized layer but the int8 classifier holds half zeros (Wanda's 50 % per output).
+        var layers = model.Graph.Nodes.Where(n => n.QualifiedOp == Runtime.Operators.KilnOp.Qualified.QuantizedMatMul && n.AttrInt("bits") == 4).ToList();
+        Assert.Equal(35, layers.Count);
+        foreach (var n in layers)
+        {
+            var codes = n.Inputs[1]!.Data!;
+            var layout = Runtime.Weights.QuantizedLayout.Create(4, (int)codes.Dims[0], (int)n.AttrInt("columns"), (int)n.AttrInt("group"), true);
+            var w = Runtime.Weights.QuantizedWeights.Dequantize(layout, codes.Bytes, n.Inputs[2]!.Data!.ToArray<Half>(), default);
+            Assert.InRange(w.Count(v => v == 0) / (double)w.Length, 0.5, 0.55);
+        }
+
+        var (separate, _, other) = Run("fold,dce,cse,fuse,prune{method=wanda},dce,quantize{bits=4 group=32 method=gptq}");
+        other.Dispose();
+        Assert.Equal(2, separate);
+    }
+}

@@ -28,7 +28,14 @@ public sealed class Quantize : IPass
 
     public IReadOnlyList<string> OptionNames => ["bits", "group", "sym", "method", "embedding", "skip", "damp", "act-order", "block"];
 
-    public void Run(PassContext ctx)
+    public void Run(PassContext ctx) => Run(ctx, null);
+
+    /// <summary>
+    /// Quantizes; with <paramref name="pruner"/> (a <c>prune</c> step just before this one, see
+    /// <see cref="Prune.SharesWalkWith"/>) each layer is first pruned on the same calibration inputs, and the
+    /// quantizer starts from the pruned values (GPTQ keeps their zeros).
+    /// </summary>
+    public void Run(PassContext ctx, LayerPruner? pruner)
     {
         var o = ctx.Options;
         var bits = (int)o.OneOf("bits", 4, 4, 8);
@@ -57,6 +64,7 @@ public sealed class Quantize : IPass
         var done = new Dictionary<(Value Weight, bool Transposed), QuantizedConstants>();
         var count = 0;
         var embeddingTables = layers.Where(l => l.IsEmbedding || l.IsClassifier).Select(l => l.Weight).ToHashSet();
+        var toPrune = pruner is null ? [] : layers.Where(pruner.Includes).ToHashSet();
         long transient = 0;
 
         // Quantizes one layer (once per weight and orientation) and rewrites it; returns the nodes that now compute it.
@@ -68,12 +76,14 @@ public sealed class Quantize : IPass
             if (Glob.MatchesAny(skip, weight.Name) || Glob.MatchesAny(skip, layer.GraphWeight.Name))
             {
                 ctx.Notes.Add($"{weight.Name}: skipped (skip=)");
+                if (toPrune.Contains(layer)) pruner!.PruneInGraph(layer, x);
                 return [layer.Node];
             }
             var head = embeddingTables.Contains(weight);
             if (head && embedding == "f32")
             {
                 ctx.Notes.Add($"{weight.Name}: kept in f32 (embedding=f32)");
+                if (toPrune.Contains(layer)) pruner!.PruneInGraph(layer, x);
                 return [layer.Node];
             }
             var (layerBits, layerGroup, layerSym) = head && embedding == "8" ? (8, 32, true) : (bits, group, symmetric);
@@ -82,6 +92,7 @@ public sealed class Quantize : IPass
                 var (rows, columns) = layer.RowsAreOutputs ? ((int)weight.Data!.Dims[0], (int)weight.Data.Dims[1]) : ((int)weight.Data!.Dims[1], (int)weight.Data.Dims[0]);
                 var layout = QuantizedLayout.Create(layerBits, rows, columns, layerGroup, layerSym);
                 var w = layer.WeightRows();
+                if (toPrune.Contains(layer)) w = pruner!.PruneRows(layer, w, x) ?? w;
                 ctx.Report($"layer {count}/{layers.Count} {weight.Name} ({layout.Name})");
                 // Tables read as embeddings, and layers without calibration inputs, are rounded to the nearest.
                 var result = head || x is null ? new QuantizedLayerResult(QuantizedWeights.Pack(w, layout), null) : quantizer.Quantize(w, layout, x);
@@ -124,6 +135,7 @@ public sealed class Quantize : IPass
         {
             foreach (var layer in layers) Handle(layer, null);
         }
+        pruner?.Finish();
         // The last layers' float copies go before the next stage (emission, the Roslyn check) allocates its own.
         if (ctx.Spill is not null) GC.Collect();
         // Float weights nothing reads any more go (a tied classifier's transposed copy among them).

@@ -128,26 +128,52 @@ public static class PassManager
         // Resolve every pass first, so a typo late in the pipeline fails before any work is done.
         var passes = pipeline.Steps.Select(s => (Step: s, Pass: PassRegistry.Create(s.Name))).ToList();
         var reports = new List<PassReport>();
-        foreach (var (step, pass) in passes)
+        for (var index = 0; index < passes.Count; index++)
         {
+            var (step, pass) = passes[index];
             var before = CountOps(model.Graph);
-            var name = step.Name;
-            var ctx = new PassContext(model, step.Options) { Calibration = calibration, Spill = spill, Progress = progress is null ? null : line => progress($"{name}: {line}") };
+            PassContext Context(PassInvocation s) =>
+                new(model, s.Options) { Calibration = calibration, Spill = spill, Progress = progress is null ? null : line => progress($"{s.Name}: {line}") };
+            var ctx = Context(step);
             var clock = Stopwatch.StartNew();
-            if (noOps?.Contains(name) != true)
+            PassReport? joined = null;
+            if (pass is Prune && index + 1 < passes.Count && passes[index + 1] is { Pass: Quantize quantize } next && calibration is not null
+                && noOps?.Contains(step.Name) != true && noOps?.Contains(next.Step.Name) != true && Prune.SharesWalkWith(step.Options, next.Step.Options))
+            {
+                // One calibration walk for the pair: each layer is pruned, then quantized, on the same inputs.
+                var quantizeCtx = Context(next.Step);
+                quantize.Run(quantizeCtx, new LayerPruner(ctx));
+                step.Options.CheckAllUsed(pass.OptionNames);
+                next.Step.Options.CheckAllUsed(quantize.OptionNames);
+                ctx.Notes.Add("pruned on quantize's calibration walk (one walk for both)");
+                joined = Report(next.Step, quantizeCtx, before, clock);
+                clock.Reset();
+                index++;
+            }
+            else if (noOps?.Contains(step.Name) != true)
             {
                 pass.Run(ctx);
                 step.Options.CheckAllUsed(pass.OptionNames);
             }
+            reports.Add(Report(step, ctx, before, clock));
+            afterPass?.Invoke(reports[^1]);
+            if (joined is not null)
+            {
+                reports.Add(joined);
+                afterPass?.Invoke(joined);
+            }
+        }
+        return reports;
+
+        PassReport Report(PassInvocation step, PassContext ctx, Dictionary<string, int> before, Stopwatch clock)
+        {
             Verifier.Verify(model.Graph);
             var after = CountOps(model.Graph);
             var delta = before.Keys.Union(after.Keys).Order(StringComparer.Ordinal)
                 .Select(k => (k, d: after.GetValueOrDefault(k) - before.GetValueOrDefault(k))).Where(x => x.d != 0)
                 .ToDictionary(x => x.k, x => x.d);
-            reports.Add(new PassReport(step.ToString(), before.Values.Sum(), after.Values.Sum(), delta, ctx.Counts, ctx.Notes, clock.Elapsed.TotalMilliseconds) { Layers = ctx.Layers, UsedCalibration = ctx.CalibrationRead && calibration is not null });
-            afterPass?.Invoke(reports[^1]);
+            return new PassReport(step.ToString(), before.Values.Sum(), after.Values.Sum(), delta, ctx.Counts, ctx.Notes, clock.Elapsed.TotalMilliseconds) { Layers = ctx.Layers, UsedCalibration = ctx.CalibrationRead && calibration is not null };
         }
-        return reports;
     }
 
     /// <summary>Nodes by op in the graph and its subgraphs.</summary>
