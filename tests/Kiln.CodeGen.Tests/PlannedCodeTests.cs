@@ -65,6 +65,28 @@ public sealed class PlannedCodeTests : IDisposable
     }
 
     [Fact]
+    public void A_sparse_matrix_whose_parts_disagree_is_not_given_to_the_planned_kernel()
+    {
+        // One panel of 2 outputs over 2 inputs: masks 0b11 and 0b01 hold 3 values. The planned kernel trusts what it
+        // reads, so the planner checks the constants; panel starts that claim 4 values send the node to its operator
+        // entry, which refuses it when it runs.
+        const string text = """
+            graph @g(%x: f32[n, 2]) -> (%y: f32[n, 2]) {
+              const @masks: u32[1, 2] = [3, 1]
+              const @values: f32[19] = [1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+              const @starts: i32[2] = [0, STARTS]
+              %y: f32[n, 2] = kiln:SparseMatMul(%x, @masks, @values, @starts) {rows=2} loc("sp")
+            }
+            """;
+        using var good = KirParser.ParseModel(text.Replace("STARTS", "3"));
+        using var bad = KirParser.ParseModel(text.Replace("STARTS", "4"));
+        Assert.Equal(0, ModelCompiler.Compile(good, "good.kir", new CompileOptions { Passes = "dce", Verify = false }).GenericCalls);
+        var refused = ModelCompiler.Compile(bad, "bad.kir", new CompileOptions { Passes = "dce", Verify = false });
+        Assert.Equal(1, refused.GenericCalls);
+        Assert.Contains("node 'sp' (kiln:SparseMatMul): a sparse matrix's masks hold 3 non-zeros", ModelCompiler.Report(refused, 0));
+    }
+
+    [Fact]
     public void Nodes_without_a_planned_kernel_run_through_their_operator_entries_inside_planned_code()
     {
         // Hardmax reads an arena value (copied into a tensor) and TopK has two outputs: both run as operator entries;

@@ -30,11 +30,34 @@ internal static class CompressedKernels
             c =>
             {
                 var (x, y) = (c.In(0)!, c.Out(0)!);
-                return x.Elem == DType.F32 && x.Rank >= 1 && new[] { 1, 2, 3 }.All(i => c.In(i) is { Storage: PlannedStorage.Constant })
-                    && (c.In(4) is not { } bias || bias.Elem == DType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))
-                    ? null : "f32 activations, constant masks, values and panel starts, C the product's shape or one row";
+                if (!(x.Elem == DType.F32 && x.Rank >= 1 && new[] { 1, 2, 3 }.All(i => c.In(i) is { Storage: PlannedStorage.Constant })
+                    && (c.In(4) is not { } bias || bias.Elem == DType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))))
+                    return "f32 activations, constant masks, values and panel starts, C the product's shape or one row";
+                return SparseMatrixProblem(c.Node);
             },
             EmitSparseProduct) { LastRowsOnly = c => c.In(4) is null && c.Node.AttrString("activation").Length == 0 };
+    }
+
+    /// <summary>
+    /// Why the node's sparse matrix cannot be trusted, or null: the planned kernel reads masks, values and panel
+    /// starts without checking them on every call, so they are checked here, once, while they are constants.
+    /// </summary>
+    private static string? SparseMatrixProblem(Node n)
+    {
+        if (n.Inputs[1]?.Data is not { Elem: DType.U32, Dims.Length: 2 } masks || n.Inputs[2]?.Data is not { Elem: DType.F32 } values
+            || n.Inputs[3]?.Data is not { Elem: DType.I32 } starts || n.Attr<IntAttr>("rows") is not { Value: > 0 and <= int.MaxValue } rows)
+            return "u32 masks [panels, columns], f32 values, i32 panel starts and a rows attribute";
+        try
+        {
+            Kiln.Runtime.Weights.SparseWeights.Check(Kiln.Runtime.Weights.SparseLayout.Create((int)rows.Value, (int)masks.Dims[1]),
+                System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(masks.Bytes), System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(values.Bytes),
+                System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(starts.Bytes));
+            return null;
+        }
+        catch (Kiln.Runtime.KernelException e)
+        {
+            return e.Message;
+        }
     }
 
     private static void EmitSparseProduct(PlannedNodeContext c)
