@@ -35,7 +35,8 @@ public sealed class SparseWeightStorage : IPass
         var minSparsity = o.Number("min_sparsity", 0.2, 0, 1);
         var skip = o.List("skip");
         var minBytes = o.Int("min_bytes", 8 << 20, 0);
-        var done = new Dictionary<Value, (Value Masks, Value Values, Value Starts, SparseLayout Layout)>();
+        // Per weight and orientation (a weight read by two products is packed once); null: it stays dense.
+        var done = new Dictionary<(Value, bool), (Value Masks, Value Values, Value Starts, SparseLayout Layout)?>();
         var layers = QuantizableLayers.Find(ctx.Graph).Where(l => !l.IsEmbedding).ToList();
         var productBytes = layers.Select(l => l.GraphWeight).Distinct().Sum(w => w.Data!.ByteLength);
         if (productBytes < minBytes)
@@ -53,10 +54,10 @@ public sealed class SparseWeightStorage : IPass
                 ctx.Notes.Add($"{weight.Name}: skipped (skip=)");
                 continue;
             }
-            if (!done.TryGetValue(weight, out var packed))
+            var rowsAreOutputs = n.QualifiedOp == "Gemm" && n.AttrInt("transB") != 0;
+            if (!done.TryGetValue((weight, rowsAreOutputs), out var packed))
             {
                 var data = weight.Data!;
-                var rowsAreOutputs = n.QualifiedOp == "Gemm" && n.AttrInt("transB") != 0;
                 var (outputs, inputs) = rowsAreOutputs ? ((int)data.Dims[0], (int)data.Dims[1]) : ((int)data.Dims[1], (int)data.Dims[0]);
                 var rows = OutputRows(data, rowsAreOutputs);
                 var zeros = rows.LongCount(v => v == 0);
@@ -67,6 +68,7 @@ public sealed class SparseWeightStorage : IPass
                     ctx.Layers.Add(new LayerReport(weight.Name, "f32 dense", 32, denseBytes, denseBytes, 0, null,
                         $"{sparsity:P1} zeros, below min_sparsity={minSparsity:0.###}: dense is as fast or faster"));
                     ctx.Count("dense layers (too few zeros)");
+                    done[(weight, rowsAreOutputs)] = null;
                     continue;
                 }
                 var layout = SparseLayout.Create(outputs, inputs);
@@ -77,13 +79,14 @@ public sealed class SparseWeightStorage : IPass
                     g.AddConstant(g.UniqueName(weight.Name + ".values"), ctx.Keep(TensorData.FromArray(DType.F32, [m.Values.Length], m.Values))),
                     g.AddConstant(g.UniqueName(weight.Name + ".panel_starts"), TensorData.FromArray(DType.I32, [m.PanelStarts.Length], m.PanelStarts)),
                     layout);
-                done[weight] = packed;
+                done[(weight, rowsAreOutputs)] = packed;
                 var bytes = layout.TotalBytes(m.NonZeros);
                 ctx.Layers.Add(new LayerReport(weight.Name, "f32 sparse panels (bitmask)", layout.BitsPerWeight(m.NonZeros), bytes, denseBytes, 0, null,
                     $"{sparsity:P1} zeros; {(double)denseBytes / bytes:0.00}× fewer bytes than dense"));
                 ctx.Count("sparse layers");
             }
-            Rewrite(ctx.Graph, n, packed.Masks, packed.Values, packed.Starts, packed.Layout);
+            if (packed is not { } p) continue;
+            Rewrite(ctx.Graph, n, p.Masks, p.Values, p.Starts, p.Layout);
             if (weight.Uses.Count == 0 && weight.Owner.Constants.Contains(weight)) weight.Owner.RemoveConstant(weight);
         }
     }
