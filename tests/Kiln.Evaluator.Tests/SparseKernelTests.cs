@@ -75,6 +75,55 @@ public sealed class SparseKernelTests
         }
     }
 
+    public static TheoryData<int, int, int, double> CodeShapes => new()
+    {
+        // rows, columns, group (0: one per output), density
+        { 31, 64, 32, 0.5 },
+        { 33, 100, 64, 0.5 },    // a partial last group
+        { 64, 300, 0, 0.3 },     // per output, past one 256-input block
+        { 40, 96, 32, 0.0 },
+        { 70, 17, 0, 1.0 },
+    };
+
+    [Theory]
+    [MemberData(nameof(CodeShapes))]
+    public void Int8_codes_pack_round_trip_and_every_path_matches_a_double_product(int rows, int columns, int group, double density)
+    {
+        var q = QuantizedWeights.Pack(Sparse(rows * columns, density, rows + group), QuantizedLayout.Create(8, rows, columns, group, true));
+        var w = q.Dequantize();
+        var s = SparseWeights.PackCodes(q);
+        Assert.Equal(w, s.Densify());
+        Assert.Equal(w.Count(v => v != 0), s.NonZeros);
+        foreach (var m in new[] { 1, 3, 6, 130 })
+        {
+            var x = Sparse(m * columns, 1.0, m);
+            var start = Sparse(m * rows, 1.0, m + 100);
+            foreach (var portable in new[] { false, true })
+                foreach (var accumulate in new[] { false, true })
+                {
+                    var y = (float[])start.Clone();
+                    SparseMatMul.Multiply(x, m, s.Layout, s.Masks, s.Codes, s.PanelStarts, s.Scales, y, accumulate, portable);
+                    AssertProduct(w, x, start, y, m, rows, columns, accumulate, $"int8 {rows}×{columns} g{group} density {density}, m={m}, portable={portable}");
+                }
+        }
+    }
+
+    private static void AssertProduct(float[] w, float[] x, float[] start, float[] y, int m, int rows, int columns, bool accumulate, string what)
+    {
+        for (var i = 0; i < m; i++)
+            for (var r = 0; r < rows; r++)
+            {
+                var expected = accumulate ? (double)start[i * rows + r] : 0;
+                var scale = 1.0;
+                for (var k = 0; k < columns; k++)
+                {
+                    expected += (double)x[i * columns + k] * w[r * columns + k];
+                    scale += Math.Abs((double)x[i * columns + k] * w[r * columns + k]);
+                }
+                Assert.True(Math.Abs(y[i * rows + r] - expected) <= 1e-5 * scale, $"{what}, accumulate={accumulate}: y[{i}, {r}] = {y[i * rows + r]}, expected {expected}");
+            }
+    }
+
     [Fact]
     public void A_matrix_whose_parts_disagree_is_refused()
     {
@@ -82,10 +131,10 @@ public sealed class SparseKernelTests
         var s = SparseWeights.Pack(Sparse(33 * 5, 0.5, 3), l);
         var starts = (int[])s.PanelStarts.Clone();
         starts[1]++;
-        Assert.Contains("panel 1 starts", Assert.Throws<KernelException>(() => SparseWeights.Check(l, s.Masks, s.Values, starts)).Message);
+        Assert.Contains("panel 1 starts", Assert.Throws<KernelException>(() => SparseWeights.Check(l, s.Masks, s.Values.Length, starts, 0)).Message);
         var masks = (uint[])s.Masks.Clone();
         masks[^1] |= 1u << 5; // output 37 of a 33-row matrix
-        Assert.Contains("past the last", Assert.Throws<KernelException>(() => SparseWeights.Check(l, masks, s.Values, s.PanelStarts)).Message);
-        Assert.Throws<KernelException>(() => SparseWeights.Check(l, s.Masks, s.Values[..^1], s.PanelStarts));
+        Assert.Contains("past the last", Assert.Throws<KernelException>(() => SparseWeights.Check(l, masks, s.Values.Length, s.PanelStarts, 0)).Message);
+        Assert.Throws<KernelException>(() => SparseWeights.Check(l, s.Masks, s.Values.Length - 1, s.PanelStarts, 0));
     }
 }

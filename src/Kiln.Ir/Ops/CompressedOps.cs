@@ -10,7 +10,8 @@ namespace Kiln.Ir.Ops;
 /// <c>zero_points</c> (u8 [rows, groups]); the attributes <c>bits</c>, <c>group</c> and <c>columns</c> complete the
 /// layout (Kiln.Runtime.Weights.QuantizedLayout documents it). A sparse matrix in bitmask panels is three constants:
 /// <c>masks</c> (u32 [panels, columns]), <c>values</c> (f32, the non-zeros and 16 padding zeros) and
-/// <c>panel_starts</c> (i32 [panels + 1]), with the attribute <c>rows</c> (Kiln.Runtime.Weights.SparseLayout).
+/// <c>panel_starts</c> (i32 [panels + 1]), with the attribute <c>rows</c>; or, from int8 quantized weights, i8 codes as
+/// values with <c>scales</c> (f32 [panels, groups, 32]) and the attribute <c>group</c> (Kiln.Runtime.Weights.SparseLayout).
 /// </summary>
 internal static class CompressedOps
 {
@@ -38,7 +39,8 @@ internal static class CompressedOps
             c.Set(0, DType.F32, idx is null ? null : new Shape(idx.Dims.Append(Dim.Const(c.Int("columns")))));
         }, domain: Domain);
         // Y = A·Wᵀ (+ C), then an optional activation, with W sparse (bitmask panels); A [..., columns] → Y [..., rows].
-        r.Add(KilnOp.SparseMatMul, "A, masks, values, panel_starts, C?", "Y", "rows:int!, activation:string=", c =>
+        // values: f32 non-zeros, or i8 codes with scales (f32 [panels, groups, 32]) per group of `group` inputs (0: one per output).
+        r.Add(KilnOp.SparseMatMul, "A, masks, values, panel_starts, C?, scales?", "Y", "rows:int!, group:int=0, activation:string=", c =>
         {
             var a = c.ShapeOf(0);
             if (a is null || a.Rank < 1) { c.Set(0, c.Elem(0), (Shape?)null); return; }

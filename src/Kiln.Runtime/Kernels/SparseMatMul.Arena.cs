@@ -3,7 +3,7 @@ namespace Kiln.Runtime.Kernels;
 /// <summary>Span kernels of planned code (products with sparse weights); see <see cref="ArenaKernels"/>.</summary>
 public static unsafe partial class ArenaKernels
 {
-    /// <summary>x·Wᵀ for a sparse W in bitmask panels (+ C: the product's shape, or one row broadcast to every row), then the activation.</summary>
+    /// <summary>x·Wᵀ for a sparse f32 W in bitmask panels (+ C: the product's shape, or one row broadcast to every row), then the activation.</summary>
     public static void SparseMatMul(ReadOnlySpan<float> x, Weights.SparseLayout layout, ReadOnlySpan<uint> masks, ReadOnlySpan<float> values, ReadOnlySpan<int> starts,
         ReadOnlySpan<float> c, Span<float> y, string activation)
     {
@@ -14,6 +14,20 @@ public static unsafe partial class ArenaKernels
             else for (var i = 0; i < m; i++) c.CopyTo(y.Slice(i * layout.Rows, layout.Rows));
         }
         Kernels.SparseMatMul.Multiply(x, m, layout, masks, values, starts, y, accumulate: !c.IsEmpty);
+        Fused.Activate(y, activation);
+    }
+
+    /// <summary>As above for int8 codes and their scales.</summary>
+    public static void SparseMatMul(ReadOnlySpan<float> x, Weights.SparseLayout layout, ReadOnlySpan<uint> masks, ReadOnlySpan<sbyte> codes, ReadOnlySpan<int> starts,
+        ReadOnlySpan<float> scales, ReadOnlySpan<float> c, Span<float> y, string activation)
+    {
+        var m = x.Length / layout.Columns;
+        if (!c.IsEmpty)
+        {
+            if (c.Length == y.Length) c.CopyTo(y);
+            else for (var i = 0; i < m; i++) c.CopyTo(y.Slice(i * layout.Rows, layout.Rows));
+        }
+        Kernels.SparseMatMul.Multiply(x, m, layout, masks, codes, starts, scales, y, accumulate: !c.IsEmpty);
         Fused.Activate(y, activation);
     }
 }

@@ -7,7 +7,7 @@ using Kiln.Runtime.Weights;
 namespace Kiln.Runtime.Kernels;
 
 /// <summary>
-/// y = x·Wᵀ for a sparse f32 W in bitmask panels (<see cref="SparseLayout"/>). Decoding (a few rows of x) streams
+/// y = x·Wᵀ for a sparse W in bitmask panels (<see cref="SparseLayout"/>: f32 values, or int8 codes with scales). Decoding (a few rows of x) streams
 /// each panel once: per input k, one mask splits into two 16-bit halves, AVX-512 expands the packed values under
 /// each half into a vector and one FMA per half adds x[k]·W[k, panel] into 32 accumulators, so the bytes read are
 /// the kept values plus one bit per weight. Prefill (many rows) expands each panel 256 inputs at a time into the
@@ -29,18 +29,37 @@ public static unsafe class SparseMatMul
     public static void Multiply(ReadOnlySpan<float> x, int m, SparseLayout l, ReadOnlySpan<uint> masks, ReadOnlySpan<float> values, ReadOnlySpan<int> starts,
         Span<float> y, bool accumulate, bool portable = false)
     {
+        if (l.Bits != 32) throw new KernelException($"f32 values given for a sparse {l.Name} matrix");
+        fixed (float* pv = values) Multiply(x, m, l, masks, pv, values.Length, starts, default, y, accumulate, portable);
+    }
+
+    /// <summary>As above for int8 codes (<see cref="SparseLayout.Bits"/> 8) and their scales [panels, groups, 32].</summary>
+    public static void Multiply(ReadOnlySpan<float> x, int m, SparseLayout l, ReadOnlySpan<uint> masks, ReadOnlySpan<sbyte> codes, ReadOnlySpan<int> starts,
+        ReadOnlySpan<float> scales, Span<float> y, bool accumulate, bool portable = false)
+    {
+        if (l.Bits != 8 || scales.Length != l.ScaleCount) throw new KernelException($"int8 codes and {scales.Length} scales given for a sparse {l.Name} matrix ({l.ScaleCount} scales)");
+        fixed (sbyte* pc = codes) Multiply(x, m, l, masks, pc, codes.Length, starts, scales, y, accumulate, portable);
+    }
+
+    private static void Multiply(ReadOnlySpan<float> x, int m, SparseLayout l, ReadOnlySpan<uint> masks, void* values, int valueCount, ReadOnlySpan<int> starts,
+        ReadOnlySpan<float> scales, Span<float> y, bool accumulate, bool portable)
+    {
         if (x.Length < (long)m * l.Columns || y.Length < (long)m * l.Rows)
             throw new KernelException($"a sparse {l.Rows}×{l.Columns} product of {m} rows needs x of {(long)m * l.Columns} and y of {(long)m * l.Rows}; got {x.Length} and {y.Length}");
-        if (masks.Length != l.MaskCount || starts.Length != l.Panels + 1 || values.Length < SparseLayout.Padding)
-            throw new KernelException($"a sparse {l.Rows}×{l.Columns} matrix needs {l.MaskCount} masks and {l.Panels + 1} panel starts; got {masks.Length} and {starts.Length}");
+        if (masks.Length != l.MaskCount || starts.Length != l.Panels + 1 || valueCount < starts[^1] + SparseLayout.Padding)
+            throw new KernelException($"a sparse {l.Rows}×{l.Columns} matrix needs {l.MaskCount} masks, {l.Panels + 1} panel starts and {SparseLayout.Padding} padding values; got {masks.Length}, {starts.Length} and {valueCount} values");
         if (m == 0) return;
         fixed (float* px = x)
         fixed (uint* pm = masks)
-        fixed (float* pv = values)
         fixed (int* ps = starts)
+        fixed (float* pscales = scales)
         fixed (float* py = y)
         {
-            var job = new Job { X = px, Masks = pm, Values = pv, Starts = ps, Y = py, M = m, Rows = l.Rows, Columns = l.Columns, Accumulate = accumulate };
+            var job = new Job
+            {
+                X = px, Masks = pm, Values = (float*)values, Codes = (sbyte*)values, Scales = pscales, Starts = ps, Y = py,
+                M = m, Rows = l.Rows, Columns = l.Columns, Group = l.Group, Int8 = l.Bits == 8, Accumulate = accumulate,
+            };
             var panels = l.Panels;
             var threads = MatMul.InsideParallelBatch ? 1 : Parallelism.Threads;
             if (portable || !Avx512F.IsSupported)
@@ -63,11 +82,15 @@ public static unsafe class SparseMatMul
 
     private struct Job
     {
-        public float* X, Values, Y;
+        public float* X, Values, Scales, Y;
+        public sbyte* Codes;
         public uint* Masks;
         public int* Starts;
-        public int M, Rows, Columns, Chunk, RowBlocks;
-        public bool Accumulate;
+        public int M, Rows, Columns, Group, Chunk, RowBlocks;
+        public bool Int8, Accumulate;
+
+        /// <summary>The scale vectors of panel p: [groups, 32].</summary>
+        public readonly float* PanelScales(int p) => Scales + (long)p * ((Columns + Group - 1) / Group) * Panel;
     }
 
     private static void DecodeChunk(void* state, int t)
@@ -79,7 +102,9 @@ public static unsafe class SparseMatMul
         for (var i = 0; i < j.M; i++)
             for (var p = p0; p < p1; p++)
             {
-                var (lo, hi) = DecodePanel(j.X + (long)i * j.Columns, j.Masks + (long)p * j.Columns, j.Values + j.Starts[p], j.Columns);
+                var (lo, hi) = j.Int8
+                    ? DecodeCodePanel(j.X + (long)i * j.Columns, j.Masks + (long)p * j.Columns, j.Codes + j.Starts[p], j.PanelScales(p), j.Columns, j.Group)
+                    : DecodePanel(j.X + (long)i * j.Columns, j.Masks + (long)p * j.Columns, j.Values + j.Starts[p], j.Columns);
                 var y = j.Y + (long)i * j.Rows + p * Panel;
                 var width = Math.Min(Panel, j.Rows - p * Panel);
                 if (width == Panel)
@@ -135,6 +160,59 @@ public static unsafe class SparseMatMul
         return (e0 + o0, e1 + o1);
     }
 
+    /// <summary>
+    /// One panel's 32 outputs for one row x from int8 codes: per group of inputs, Σₖ x[k]·code[k, panel] (codes widened
+    /// to f32, then expanded like f32 values), scaled by the group's 32 scales into the total.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static (Vector512<float> Lo, Vector512<float> Hi) DecodeCodePanel(float* x, uint* masks, sbyte* c, float* scales, int k, int group)
+    {
+        var shiftLo = Vector512.Create(31u, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16);
+        var shiftHi = shiftLo - Vector512.Create(16u);
+        Vector512<float> t0 = default, t1 = default;
+        for (var k0 = 0; k0 < k; k0 += group, scales += Panel)
+        {
+            var k1 = Math.Min(k, k0 + group);
+            Vector512<float> e0 = default, e1 = default, o0 = default, o1 = default;
+            var p = k0;
+            for (; p + 2 <= k1; p += 2)
+            {
+                uint m0 = masks[p], m1 = masks[p + 1];
+                Sse.Prefetch0(c + PrefetchDistance);
+                var b0 = Vector512.Create(m0);
+                var w00 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftLo).AsSingle(), Widen(c));
+                var w01 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftHi).AsSingle(), Widen(c + BitOperations.PopCount(m0 & 0xFFFF)));
+                c += BitOperations.PopCount(m0);
+                var x0 = Vector512.Create(x[p]);
+                e0 = Avx512F.FusedMultiplyAdd(x0, w00, e0);
+                e1 = Avx512F.FusedMultiplyAdd(x0, w01, e1);
+                var b1 = Vector512.Create(m1);
+                var w10 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b1, shiftLo).AsSingle(), Widen(c));
+                var w11 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b1, shiftHi).AsSingle(), Widen(c + BitOperations.PopCount(m1 & 0xFFFF)));
+                c += BitOperations.PopCount(m1);
+                var x1 = Vector512.Create(x[p + 1]);
+                o0 = Avx512F.FusedMultiplyAdd(x1, w10, o0);
+                o1 = Avx512F.FusedMultiplyAdd(x1, w11, o1);
+            }
+            if (p < k1)
+            {
+                var m0 = masks[p];
+                var b0 = Vector512.Create(m0);
+                var x0 = Vector512.Create(x[p]);
+                e0 = Avx512F.FusedMultiplyAdd(x0, Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftLo).AsSingle(), Widen(c)), e0);
+                e1 = Avx512F.FusedMultiplyAdd(x0, Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftHi).AsSingle(), Widen(c + BitOperations.PopCount(m0 & 0xFFFF))), e1);
+                c += BitOperations.PopCount(m0);
+            }
+            t0 = Avx512F.FusedMultiplyAdd(e0 + o0, Vector512.Load(scales), t0);
+            t1 = Avx512F.FusedMultiplyAdd(e1 + o1, Vector512.Load(scales + 16), t1);
+        }
+        return (t0, t1);
+    }
+
+    /// <summary>16 int8 codes as f32 lanes (the format pads the codes, so 16 bytes can always be read).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widen(sbyte* c) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(c)));
+
     // Panels per prefill tile: each 256-input slice of the rows is used on this many panels while it is in cache.
     private const int TilePanels = 4;
 
@@ -160,9 +238,9 @@ public static unsafe class SparseMatMul
             var kc = Math.Min(MatMul.Kc, j.Columns - k0);
             for (var p = p0; p < p1; p++)
             {
-                var v = j.Values + next[p - p0];
-                var after = Expand(j.Masks + (long)p * j.Columns + k0, v, kc, expanded);
-                next[p - p0] = after - j.Values;
+                next[p - p0] = j.Int8
+                    ? ExpandCodes(j.Masks + (long)p * j.Columns + k0, j.Codes + next[p - p0], kc, j.PanelScales(p), k0, j.Group, expanded) - j.Codes
+                    : Expand(j.Masks + (long)p * j.Columns + k0, j.Values + next[p - p0], kc, expanded) - j.Values;
                 var j0 = p * Panel;
                 MatMul.PanelRows(j.X + (long)i0 * j.Columns + k0, j.Columns, rows, expanded, Panel, kc, j.Y + (long)i0 * j.Rows + j0, j.Rows,
                     Math.Min(Panel, j.Rows - j0), j.Accumulate || k0 > 0, tmp, edgeRows);
@@ -187,6 +265,24 @@ public static unsafe class SparseMatMul
         return v;
     }
 
+    /// <summary>Expands <paramref name="kc"/> inputs (from input <paramref name="k0"/>) of a panel of int8 codes into scaled f32, the dense packed form [kc × 32].</summary>
+    private static sbyte* ExpandCodes(uint* masks, sbyte* c, int kc, float* scales, int k0, int group, float* dense)
+    {
+        var shiftLo = Vector512.Create(31u, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16);
+        var shiftHi = shiftLo - Vector512.Create(16u);
+        for (var p = 0; p < kc; p++, dense += Panel)
+        {
+            var m = masks[p];
+            Sse.Prefetch0(c + PrefetchDistance);
+            var s = scales + (k0 + p) / group * Panel;
+            var b = Vector512.Create(m);
+            (Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftLo).AsSingle(), Widen(c)) * Vector512.Load(s)).Store(dense);
+            (Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftHi).AsSingle(), Widen(c + BitOperations.PopCount(m & 0xFFFF))) * Vector512.Load(s + 16)).Store(dense + 16);
+            c += BitOperations.PopCount(m);
+        }
+        return c;
+    }
+
     /// <summary>The portable path: every row against a chunk of panels, one kept weight at a time.</summary>
     private static void PortableChunk(void* state, int t)
     {
@@ -201,11 +297,29 @@ public static unsafe class SparseMatMul
             {
                 new Span<float>(sums, Panel).Clear();
                 var masks = j.Masks + (long)p * j.Columns;
-                var v = j.Values + j.Starts[p];
-                for (var k = 0; k < j.Columns; k++)
+                if (j.Int8)
                 {
-                    var xk = x[k];
-                    for (var mask = masks[k]; mask != 0; mask &= mask - 1) sums[BitOperations.TrailingZeroCount(mask)] += xk * *v++;
+                    var c = j.Codes + j.Starts[p];
+                    var scales = j.PanelScales(p);
+                    for (var k = 0; k < j.Columns; k++)
+                    {
+                        var xk = x[k];
+                        var s = scales + k / j.Group * Panel;
+                        for (var mask = masks[k]; mask != 0; mask &= mask - 1)
+                        {
+                            var lane = BitOperations.TrailingZeroCount(mask);
+                            sums[lane] += xk * (s[lane] * *c++);
+                        }
+                    }
+                }
+                else
+                {
+                    var v = j.Values + j.Starts[p];
+                    for (var k = 0; k < j.Columns; k++)
+                    {
+                        var xk = x[k];
+                        for (var mask = masks[k]; mask != 0; mask &= mask - 1) sums[BitOperations.TrailingZeroCount(mask)] += xk * *v++;
+                    }
                 }
                 var y = j.Y + (long)i * j.Rows + p * Panel;
                 var width = Math.Min(Panel, j.Rows - p * Panel);

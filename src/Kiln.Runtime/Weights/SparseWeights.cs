@@ -17,25 +17,49 @@ namespace Kiln.Runtime.Weights;
 /// smaller than four 3-bit indices per group of 8), and every row of a panel costs the same bits.
 /// </para>
 /// </summary>
-public readonly record struct SparseLayout(int Rows, int Columns)
+/// <para>
+/// With <see cref="Bits"/> = 8 the values are the signed int8 codes of a symmetric quantized matrix (w = scale · code;
+/// <c>quantize{bits=8}</c>'s codes less their zero, 128) instead of f32, one byte each, and <c>scales</c> f32
+/// <c>[Panels, Groups, 32]</c> holds each output's scale per group of <see cref="Group"/> inputs (a group of 32
+/// outputs' scales is one vector): 0.5 + 0.125 + 4 / group bytes per weight at 50 % sparsity, against dense int8's
+/// 1 + 2 / group. Panel starts then count bytes.
+/// </para>
+/// </summary>
+public readonly record struct SparseLayout(int Rows, int Columns, int Bits, int Group)
 {
     public const int Panel = 32;
 
-    /// <summary>Zeros stored after the last value: a vector load of 16 values never leaves the tensor.</summary>
-    public const int Padding = 16;
+    /// <summary>The layout of f32 values.</summary>
+    public static SparseLayout Create(int rows, int columns) => Create(rows, columns, 32, columns);
 
-    public static SparseLayout Create(int rows, int columns)
+    /// <summary>f32 values (<paramref name="bits"/> 32) or int8 codes with a scale per output and group of inputs (8; a group of 0 or beyond the row is one per output).</summary>
+    public static SparseLayout Create(int rows, int columns, int bits, int group)
     {
         if (rows <= 0 || columns <= 0) throw new KernelException($"a sparse matrix needs rows and columns, got {rows}×{columns}");
-        return new SparseLayout(rows, columns);
+        if (bits is not (32 or 8)) throw new KernelException($"sparse values are f32 (32 bits) or int8 codes (8 bits), not {bits} bits");
+        if (group <= 0 || group >= columns || bits == 32) group = columns;
+        return new SparseLayout(rows, columns, bits, group);
     }
+
+    public int Groups => (Columns + Group - 1) / Group;
+
+    /// <summary>Scales, [Panels, Groups, 32] (int8 codes only).</summary>
+    public long ScaleCount => Bits == 8 ? (long)Panels * Groups * Panel : 0;
+
+    public int ValueBytes => Bits / 8;
+
+    /// <summary>A readable name: <c>f32</c>, <c>int8 g32</c>.</summary>
+    public string Name => Bits == 32 ? "f32" : $"int8 {(Group >= Columns ? "per-channel" : "g" + Group)}";
+
+    /// <summary>Zeros stored after the last value: a vector load of 16 values never leaves the tensor.</summary>
+    public const int Padding = 16;
 
     public int Panels => (Rows + Panel - 1) / Panel;
 
     public long MaskCount => (long)Panels * Columns;
 
     /// <summary>Bytes of masks, values and panel starts for <paramref name="nonZeros"/> kept weights.</summary>
-    public long TotalBytes(long nonZeros) => MaskCount * 4 + (nonZeros + Padding) * 4 + (Panels + 1L) * 4;
+    public long TotalBytes(long nonZeros) => MaskCount * 4 + (nonZeros + Padding) * ValueBytes + (Panels + 1L) * 4 + ScaleCount * 4;
 
     /// <summary>Stored bits per weight for <paramref name="nonZeros"/> kept weights.</summary>
     public double BitsPerWeight(long nonZeros) => TotalBytes(nonZeros) * 8.0 / ((long)Rows * Columns);
@@ -51,6 +75,15 @@ public sealed record SparseMatrix(SparseLayout Layout, uint[] Masks, float[] Val
 
     /// <summary>The dense matrix, [Rows, Columns] (row = output).</summary>
     public float[] Densify() => SparseWeights.Densify(Layout, Masks, Values, PanelStarts);
+}
+
+/// <summary>A sparse matrix of int8 codes in bitmask panels (<see cref="SparseLayout"/> with 8 bits): w = scale · code.</summary>
+public sealed record SparseCodeMatrix(SparseLayout Layout, uint[] Masks, sbyte[] Codes, int[] PanelStarts, float[] Scales)
+{
+    public long NonZeros => Codes.Length - SparseLayout.Padding;
+
+    /// <summary>The dense matrix the codes stand for, [Rows, Columns] (row = output).</summary>
+    public float[] Densify() => SparseWeights.Densify(Layout, Masks, Codes, PanelStarts, Scales);
 }
 
 /// <summary>Packing and unpacking of bitmask-panel sparse matrices (the one registry's sparse format).</summary>
@@ -89,10 +122,77 @@ public static class SparseWeights
         return new SparseMatrix(l, masks, values, starts);
     }
 
+    /// <summary>
+    /// Packs the codes of a symmetric quantized matrix (8 or 4 bits): a code equal to the zero point (128 or 8: weight
+    /// 0) is left out, the others are stored less it, as int8; each output's group scales go into the panel's scale vectors.
+    /// </summary>
+    public static SparseCodeMatrix PackCodes(QuantizedMatrix q)
+    {
+        var ql = q.Layout;
+        if (!ql.Symmetric) throw new KernelException($"sparse int8 codes come from symmetric quantized matrices, not {ql.Name}");
+        var l = SparseLayout.Create(ql.Rows, ql.Columns, 8, ql.Group);
+        var zero = ql.SymmetricZero;
+        long nonZeros = 0;
+        for (var r = 0; r < ql.Rows; r++)
+            for (var k = 0; k < ql.Columns; k++)
+                if (q.Code(r, k) != zero) nonZeros++;
+        if (nonZeros > int.MaxValue - SparseLayout.Padding) throw new KernelException($"a sparse matrix holds at most {int.MaxValue} non-zeros, not {nonZeros}");
+        var masks = new uint[l.MaskCount];
+        var starts = new int[l.Panels + 1];
+        var codes = new sbyte[nonZeros + SparseLayout.Padding];
+        var scales = new float[l.ScaleCount];
+        var next = 0;
+        for (var p = 0; p < l.Panels; p++)
+        {
+            starts[p] = next;
+            var r0 = p * SparseLayout.Panel;
+            var width = Math.Min(SparseLayout.Panel, l.Rows - r0);
+            for (var g = 0; g < l.Groups; g++)
+                for (var j = 0; j < width; j++) scales[((long)p * l.Groups + g) * SparseLayout.Panel + j] = q.Scale(r0 + j, g);
+            for (var k = 0; k < l.Columns; k++)
+            {
+                var mask = 0u;
+                for (var j = 0; j < width; j++)
+                {
+                    var c = q.Code(r0 + j, k) - zero;
+                    if (c == 0) continue;
+                    mask |= 1u << j;
+                    codes[next++] = (sbyte)c;
+                }
+                masks[(long)p * l.Columns + k] = mask;
+            }
+        }
+        starts[l.Panels] = next;
+        return new SparseCodeMatrix(l, masks, codes, starts, scales);
+    }
+
+    /// <summary>W as floats [rows, columns] from int8 codes in bitmask panels and their scales.</summary>
+    public static float[] Densify(SparseLayout l, ReadOnlySpan<uint> masks, ReadOnlySpan<sbyte> codes, ReadOnlySpan<int> starts, ReadOnlySpan<float> scales)
+    {
+        Check(l, masks, codes.Length, starts, scales.Length);
+        var w = new float[(long)l.Rows * l.Columns];
+        for (var p = 0; p < l.Panels; p++)
+        {
+            var next = starts[p];
+            for (var k = 0; k < l.Columns; k++)
+            {
+                var g = k / l.Group;
+                var mask = masks[p * l.Columns + k];
+                while (mask != 0)
+                {
+                    var j = BitOperations.TrailingZeroCount(mask);
+                    mask &= mask - 1;
+                    w[(p * SparseLayout.Panel + j) * l.Columns + k] = scales[(p * l.Groups + g) * SparseLayout.Panel + j] * codes[next++];
+                }
+            }
+        }
+        return w;
+    }
+
     /// <summary>W as floats [rows, columns] from its masks, values and panel starts (checked against each other).</summary>
     public static float[] Densify(SparseLayout l, ReadOnlySpan<uint> masks, ReadOnlySpan<float> values, ReadOnlySpan<int> starts)
     {
-        Check(l, masks, values, starts);
+        Check(l, masks, values.Length, starts, 0);
         var w = new float[(long)l.Rows * l.Columns];
         for (var p = 0; p < l.Panels; p++)
         {
@@ -115,10 +215,10 @@ public static class SparseWeights
     /// Whether masks, values and panel starts agree (sizes, no bit past the last output, each panel's start the
     /// previous one's plus its bits): the kernels trust these, so a corrupted matrix is refused before any read.
     /// </summary>
-    public static void Check(SparseLayout l, ReadOnlySpan<uint> masks, ReadOnlySpan<float> values, ReadOnlySpan<int> starts)
+    public static void Check(SparseLayout l, ReadOnlySpan<uint> masks, long valueCount, ReadOnlySpan<int> starts, long scaleCount)
     {
-        if (masks.Length != l.MaskCount || starts.Length != l.Panels + 1)
-            throw new KernelException($"a sparse {l.Rows}×{l.Columns} matrix needs {l.MaskCount} masks and {l.Panels + 1} panel starts; got {masks.Length} and {starts.Length}");
+        if (masks.Length != l.MaskCount || starts.Length != l.Panels + 1 || scaleCount != l.ScaleCount)
+            throw new KernelException($"a sparse {l.Name} {l.Rows}×{l.Columns} matrix needs {l.MaskCount} masks, {l.Panels + 1} panel starts and {l.ScaleCount} scales; got {masks.Length}, {starts.Length} and {scaleCount}");
         var lastWidth = l.Rows - (l.Panels - 1) * SparseLayout.Panel;
         var beyond = lastWidth == 32 ? 0u : ~0u << lastWidth;
         long next = 0;
@@ -132,7 +232,7 @@ public static class SparseWeights
                 next += BitOperations.PopCount(mask);
             }
         }
-        if (starts[l.Panels] != next || values.Length != next + SparseLayout.Padding)
-            throw new KernelException($"a sparse matrix's masks hold {next} non-zeros (+ {SparseLayout.Padding} padding), but it has {values.Length} values (last panel start {starts[l.Panels]})");
+        if (starts[l.Panels] != next || valueCount != next + SparseLayout.Padding)
+            throw new KernelException($"a sparse matrix's masks hold {next} non-zeros (+ {SparseLayout.Padding} padding), but it has {valueCount} values (last panel start {starts[l.Panels]})");
     }
 }

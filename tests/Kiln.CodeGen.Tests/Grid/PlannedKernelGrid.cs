@@ -161,8 +161,10 @@ public static class PlannedKernelGrid
         }
         c.Add(new("Resize", "x: f32[2, 2, 3, 4]", "Resize(%x, _, @s) {mode=\"nearest\", coordinate_transformation_mode=\"asymmetric\", nearest_mode=\"floor\"}", "s: f32[4] = [1.0, 1.0, 3.0, 1.0]"));
         // Sparse products, made by prune and sparse-weights: decoding rows (≤ 4), prefill rows, a partial last panel,
-        // inputs past one 256-input block, 2:4 and unstructured zeros, a Gemm with bias.
-        foreach (var passes in new[] { "prune{method=magnitude embedding=true},sparse-weights{min_bytes=0},dce", "prune{method=magnitude pattern=2:4 embedding=true},sparse-weights{min_bytes=0},dce" })
+        // inputs past one 256-input block, 2:4 and unstructured zeros, a Gemm with bias; f32 values and int8 codes (groups of
+        // 32 inputs, a partial last one, and one scale per output).
+        foreach (var passes in new[] { "prune{method=magnitude embedding=true},sparse-weights{min_bytes=0},dce", "prune{method=magnitude pattern=2:4 embedding=true},sparse-weights{min_bytes=0},dce",
+            "prune{method=magnitude pattern=2:4 embedding=true},quantize{bits=8 embedding=same},sparse-weights{min_bytes=0},dce", "prune{method=magnitude embedding=true},quantize{bits=8 group=0 embedding=same},sparse-weights{min_bytes=0},dce" })
         {
             var w = $"w: f32[64, 40] = {Ramp(64 * 40, -1, 0.0007)}";
             c.Add(new("kiln:SparseMatMul", "x: f32[3, 64]", "MatMul(%x, @w)", w, Passes: passes));

@@ -30,7 +30,7 @@ internal static class CompressedKernels
             c =>
             {
                 var (x, y) = (c.In(0)!, c.Out(0)!);
-                if (!(x.Elem == DType.F32 && x.Rank >= 1 && new[] { 1, 2, 3 }.All(i => c.In(i) is { Storage: PlannedStorage.Constant })
+                if (!(x.Elem == DType.F32 && x.Rank >= 1 && new[] { 1, 2, 3 }.All(i => c.In(i) is { Storage: PlannedStorage.Constant }) && c.In(5) is null or { Storage: PlannedStorage.Constant }
                     && (c.In(4) is not { } bias || bias.Elem == DType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))))
                     return "f32 activations, constant masks, values and panel starts, C the product's shape or one row";
                 return SparseMatrixProblem(c.Node);
@@ -44,14 +44,16 @@ internal static class CompressedKernels
     /// </summary>
     private static string? SparseMatrixProblem(Node n)
     {
-        if (n.Inputs[1]?.Data is not { Elem: DType.U32, Dims.Length: 2 } masks || n.Inputs[2]?.Data is not { Elem: DType.F32 } values
-            || n.Inputs[3]?.Data is not { Elem: DType.I32 } starts || n.Attr<IntAttr>("rows") is not { Value: > 0 and <= int.MaxValue } rows)
-            return "u32 masks [panels, columns], f32 values, i32 panel starts and a rows attribute";
+        var scales = n.Inputs.Count > 5 ? n.Inputs[5]?.Data : null;
+        if (n.Inputs[1]?.Data is not { Elem: DType.U32, Dims.Length: 2 } masks || n.Inputs[2]?.Data is not { Elem: DType.F32 or DType.I8 } values
+            || n.Inputs[3]?.Data is not { Elem: DType.I32 } starts || n.Attr<IntAttr>("rows") is not { Value: > 0 and <= int.MaxValue } rows
+            || (values.Elem == DType.I8) != (scales is { Elem: DType.F32 }))
+            return "u32 masks [panels, columns], f32 values (or i8 codes with f32 scales), i32 panel starts and a rows attribute";
         try
         {
-            Kiln.Runtime.Weights.SparseWeights.Check(Kiln.Runtime.Weights.SparseLayout.Create((int)rows.Value, (int)masks.Dims[1]),
-                System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(masks.Bytes), System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(values.Bytes),
-                System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(starts.Bytes));
+            Kiln.Runtime.Weights.SparseWeights.Check(Kiln.Runtime.Weights.SparseLayout.Create((int)rows.Value, (int)masks.Dims[1], values.Elem == DType.I8 ? 8 : 32, (int)n.AttrInt("group")),
+                System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(masks.Bytes), values.ElementCount,
+                System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(starts.Bytes), scales?.ElementCount ?? 0);
             return null;
         }
         catch (Kiln.Runtime.KernelException e)
@@ -64,18 +66,21 @@ internal static class CompressedKernels
     {
         var (w, n, x, y) = (c.Body, c.Node, c.In(0)!, c.Out(0)!);
         var cols = c.In(1)!.Dims[1];
-        var layout = $"Kiln.Runtime.Weights.SparseLayout.Create({n.Attr<IntAttr>("rows")!.Value}, {cols})";
-        var (masks, values, starts) = (c.In(1)!.Span, c.In(2)!.Span, c.In(3)!.Span);
+        var int8 = c.In(5) is not null;
+        var layout = $"Kiln.Runtime.Weights.SparseLayout.Create({n.Attr<IntAttr>("rows")!.Value}, {cols}, {(int8 ? 8 : 32)}, {n.AttrInt("group")})";
+        var (masks, starts) = (c.In(1)!.Span, c.In(3)!.Span);
+        // int8 codes are followed by their scales in both kernels' argument lists.
+        var values = int8 ? $"{c.In(2)!.Span}, {starts}, {c.In(5)!.Span}" : $"{c.In(2)!.Span}, {starts}";
         var last = false;
         if (c.LastRowsOnly is { } condition)
         {
             w.Open($"if ({condition})");
-            w.Line($"for (var row = 0; row < batch; row++) Kernels.SparseMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {masks}, {values}, {starts}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false);");
+            w.Line($"for (var row = 0; row < batch; row++) Kernels.SparseMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {masks}, {values}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false);");
             w.Close();
             w.Open("else");
             last = true;
         }
-        w.Line($"Kernels.ArenaKernels.SparseMatMul({x.Span}, {layout}, {masks}, {values}, {starts}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(n.AttrString("activation"))});");
+        w.Line($"Kernels.ArenaKernels.SparseMatMul({x.Span}, {layout}, {masks}, {values}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(n.AttrString("activation"))});");
         if (last) w.Close();
     }
 
