@@ -57,20 +57,7 @@ public sealed class SparseKernelTests
                 {
                     var y = (float[])start.Clone();
                     SparseMatMul.Multiply(x, m, l, s.Masks, s.Values, s.PanelStarts, y, accumulate, portable);
-                    for (var i = 0; i < m; i++)
-                        for (var r = 0; r < rows; r++)
-                        {
-                            var expected = accumulate ? (double)start[i * rows + r] : 0;
-                            var scale = 1.0;
-                            for (var k = 0; k < columns; k++)
-                            {
-                                expected += (double)x[i * columns + k] * w[r * columns + k];
-                                scale += Math.Abs((double)x[i * columns + k] * w[r * columns + k]);
-                            }
-                            var got = y[i * rows + r];
-                            Assert.True(Math.Abs(got - expected) <= 1e-5 * scale,
-                                $"{rows}×{columns} density {density}, m={m}, portable={portable}, accumulate={accumulate}: y[{i}, {r}] = {got}, expected {expected}");
-                        }
+                    AssertProduct(w, x, start, y, m, rows, columns, accumulate, $"{rows}×{columns} density {density}, m={m}, portable={portable}");
                 }
         }
     }

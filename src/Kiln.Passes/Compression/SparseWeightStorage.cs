@@ -10,8 +10,9 @@ namespace Kiln.Passes;
 /// sparsely. Every product with a 2-D constant f32 weight (MatMul, kiln:MatMulAdd, Gemm: the ones <c>prune</c> and
 /// <c>quantize</c> take, the classifier included) whose weight has at least <c>min_sparsity</c> exact zeros becomes a
 /// <c>kiln:SparseMatMul</c> over bitmask panels (Kiln.Runtime.Weights.SparseLayout: the kept values plus one bit per
-/// weight); the others keep their dense weight, and the report says why. Lossless: the product computes the same
-/// sums (in another order).
+/// weight); the others keep their dense weight, and the report says why. Quantized products
+/// (<c>kiln:QuantizedMatMul</c>, symmetric codes) become int8 codes in bitmask panels when that is fewer bytes than
+/// their dense codes (<see cref="StoreCodes"/>). Lossless: the product computes the same sums (in another order).
 /// <para>
 /// The format saves memory traffic and costs instructions, so it pays only where decoding waits on memory. The
 /// defaults are where it starts to pay on an AVX-512 CPU (2 threads): a 768×36 864 matrix-vector product beyond L3
@@ -19,8 +20,7 @@ namespace Kiln.Passes;
 /// core's L2 decodes slower (stories260k, 1 MB: 0.75×), one that streams them from L3 or memory faster (the 15m
 /// preset, 24 MB of layers: 1.15×; 110m: 1.4×). Below <c>min_bytes</c> of product weights in all, every layer stays dense.
 /// </para>
-/// Run it after <c>prune</c> and after any <c>quantize</c> (quantized products are not f32 and are left alone;
-/// sparse products are not quantized).
+/// Run it last: after <c>prune</c> and after any <c>quantize</c> (sparse products are not quantized).
 /// </summary>
 public sealed class SparseWeightStorage : IPass
 {

@@ -26,20 +26,26 @@ public static class QuantizedOps
         var l = w.Layout;
         if (a.Type != DType.F32 || a.Rank < 1 || a.Shape[^1] != l.Columns) throw new KernelException($"QuantizedMatMul takes f32 [..., {l.Columns}], got {a}");
         var m = (int)(a.Length / l.Columns);
-        int[] product = [.. a.Shape[..^1], l.Rows];
-        var r = Tensor.Uninitialized(DType.F32, product);
-        var accumulate = false;
-        if (c is not null)
-        {
-            if (c.Type != DType.F32 || !Broadcast.Shape(product, c.Shape).AsSpan().SequenceEqual(product))
-                throw new KernelException($"QuantizedMatMul: C {c} does not broadcast to the product {string.Join("×", product)}");
-            (c.Shape.AsSpan().SequenceEqual(product) ? c : Movement.Expand(c, product)).Span<float>().CopyTo(r.Span<float>());
-            accumulate = true;
-        }
+        var (r, accumulate) = Product(a, l.Rows, c, "QuantizedMatMul");
         QuantizedMatMul.Multiply(a.Span<float>(), m, l, w.Codes.Span<byte>(), w.Scales.Span<Half>(), w.Zeros is null ? default : w.Zeros.Span<byte>(), r.Span<float>(), accumulate, activationBits,
             activationScales is null ? default : activationScales.Span<float>());
         Fused.Activate(r.Span<float>(), activation);
         return r;
+    }
+
+    /// <summary>
+    /// The output of a product with a compressed weight, A [..., k] → [..., rows]: C broadcast into it when given
+    /// (the kernel then accumulates onto it), uninitialized otherwise.
+    /// </summary>
+    public static (Tensor Y, bool Accumulate) Product(Tensor a, int rows, Tensor? c, string op)
+    {
+        int[] product = [.. a.Shape[..^1], rows];
+        var r = Tensor.Uninitialized(DType.F32, product);
+        if (c is null) return (r, false);
+        if (c.Type != DType.F32 || !Broadcast.Shape(product, c.Shape).AsSpan().SequenceEqual(product))
+            throw new KernelException($"{op}: C {c} does not broadcast to the product {string.Join("×", product)}");
+        (c.Shape.AsSpan().SequenceEqual(product) ? c : Movement.Expand(c, product)).Span<float>().CopyTo(r.Span<float>());
+        return (r, true);
     }
 
     /// <summary>Rows of the quantized table for each index (negative indices count from the end, as Gather's do).</summary>

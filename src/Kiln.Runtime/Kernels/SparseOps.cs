@@ -30,16 +30,7 @@ public static class SparseOps
         var l = w.Layout;
         if (a.Type != DType.F32 || a.Rank < 1 || a.Shape[^1] != l.Columns) throw new KernelException($"SparseMatMul takes f32 [..., {l.Columns}], got {a}");
         var m = (int)(a.Length / l.Columns);
-        int[] product = [.. a.Shape[..^1], l.Rows];
-        var r = Tensor.Uninitialized(DType.F32, product);
-        var accumulate = false;
-        if (c is not null)
-        {
-            if (c.Type != DType.F32 || !Broadcast.Shape(product, c.Shape).AsSpan().SequenceEqual(product))
-                throw new KernelException($"SparseMatMul: C {c} does not broadcast to the product {string.Join("×", product)}");
-            (c.Shape.AsSpan().SequenceEqual(product) ? c : Movement.Expand(c, product)).Span<float>().CopyTo(r.Span<float>());
-            accumulate = true;
-        }
+        var (r, accumulate) = QuantizedOps.Product(a, l.Rows, c, "SparseMatMul");
         if (w.Scales is { } scales)
             SparseMatMul.Multiply(a.Span<float>(), m, l, w.Masks.Span<uint>(), w.Values.Span<sbyte>(), w.Starts.Span<int>(), scales.Span<float>(), r.Span<float>(), accumulate);
         else
