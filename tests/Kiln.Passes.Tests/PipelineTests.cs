@@ -70,6 +70,7 @@ public sealed class PipelineTests
     [InlineData("quantize{bits=four}", "option 'bits' must be 4 or 8, not 'four'")]
     [InlineData("quantize{bits=8},quantize-activations{bits=4}", "option 'bits' must be 8, not '4'")]
     [InlineData("quantize-kv{bits=4}", "option 'bits' must be 8, not '4'")]
+    [InlineData("quantize{bits=8},sparse-weights{quantized=maybe}", "option 'quantized' must be dense or sparse, not 'maybe'")]
     public void Compression_passes_say_what_they_are_missing(string pipeline, string message)
     {
         const string text = """

@@ -164,7 +164,7 @@ public static class PlannedKernelGrid
         // inputs past one 256-input block, 2:4 and unstructured zeros, a Gemm with bias; f32 values and int8 codes (groups of
         // 32 inputs, a partial last one, and one scale per output).
         foreach (var passes in new[] { "prune{method=magnitude embedding=true},sparse-weights{min_bytes=0},dce", "prune{method=magnitude pattern=2:4 embedding=true},sparse-weights{min_bytes=0},dce",
-            "prune{method=magnitude pattern=2:4 embedding=true},quantize{bits=8 embedding=same},sparse-weights{min_bytes=0},dce", "prune{method=magnitude embedding=true},quantize{bits=8 group=0 embedding=same},sparse-weights{min_bytes=0},dce" })
+            "prune{method=magnitude pattern=2:4 embedding=true},quantize{bits=8 embedding=same},sparse-weights{min_bytes=0 quantized=sparse},dce", "prune{method=magnitude embedding=true},quantize{bits=8 group=0 embedding=same},sparse-weights{min_bytes=0 quantized=sparse},dce" })
         {
             var w = $"w: f32[64, 40] = {Ramp(64 * 40, -1, 0.0007)}";
             c.Add(new("kiln:SparseMatMul", "x: f32[3, 64]", "MatMul(%x, @w)", w, Passes: passes));
