@@ -103,8 +103,8 @@ public static unsafe class SparseMatMul
             for (var p = p0; p < p1; p++)
             {
                 var (lo, hi) = j.Int8
-                    ? DecodeCodePanel(j.X + (long)i * j.Columns, j.Masks + (long)p * j.Columns, j.Codes + j.Starts[p], j.PanelScales(p), j.Columns, j.Group)
-                    : DecodePanel(j.X + (long)i * j.Columns, j.Masks + (long)p * j.Columns, j.Values + j.Starts[p], j.Columns);
+                    ? DecodePanel<sbyte, Int8Codes>(j.X + (long)i * j.Columns, j.Masks + (long)p * j.Columns, j.Codes + j.Starts[p], j.PanelScales(p), j.Columns, j.Group)
+                    : DecodePanel<float, F32Values>(j.X + (long)i * j.Columns, j.Masks + (long)p * j.Columns, j.Values + j.Starts[p], null, j.Columns, j.Columns);
                 var y = j.Y + (long)i * j.Rows + p * Panel;
                 var width = Math.Min(Panel, j.Rows - p * Panel);
                 if (width == Panel)
@@ -119,55 +119,48 @@ public static unsafe class SparseMatMul
             }
     }
 
-    /// <summary>One panel's 32 outputs for one row x: Σₖ x[k]·W[k, panel], two inputs per step in separate chains.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static (Vector512<float> Lo, Vector512<float> Hi) DecodePanel(float* x, uint* masks, float* v, int k)
+    /// <summary>How a panel's packed values become f32 lanes: f32 values as they are, int8 codes widened.</summary>
+    private interface IPanelValues<T> where T : unmanaged
     {
-        // Shifting a broadcast mask left by 31 − lane (by 15 − lane for the high half) puts each lane's bit in its sign
-        // bit, which is what the expand's mask reads: three instructions from a u32 to two vector masks.
-        var shiftLo = Vector512.Create(31u, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16);
-        var shiftHi = shiftLo - Vector512.Create(16u);
-        Vector512<float> e0 = default, e1 = default, o0 = default, o1 = default;
-        var p = 0;
-        for (; p + 2 <= k; p += 2)
-        {
-            uint m0 = masks[p], m1 = masks[p + 1];
-            Sse.Prefetch0(v + PrefetchDistance);
-            Sse.Prefetch0(v + PrefetchDistance + 16);
-            var b0 = Vector512.Create(m0);
-            var w00 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftLo).AsSingle(), Vector512.Load(v));
-            var w01 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftHi).AsSingle(), Vector512.Load(v + BitOperations.PopCount(m0 & 0xFFFF)));
-            v += BitOperations.PopCount(m0);
-            var x0 = Vector512.Create(x[p]);
-            e0 = Avx512F.FusedMultiplyAdd(x0, w00, e0);
-            e1 = Avx512F.FusedMultiplyAdd(x0, w01, e1);
-            var b1 = Vector512.Create(m1);
-            var w10 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b1, shiftLo).AsSingle(), Vector512.Load(v));
-            var w11 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b1, shiftHi).AsSingle(), Vector512.Load(v + BitOperations.PopCount(m1 & 0xFFFF)));
-            v += BitOperations.PopCount(m1);
-            var x1 = Vector512.Create(x[p + 1]);
-            o0 = Avx512F.FusedMultiplyAdd(x1, w10, o0);
-            o1 = Avx512F.FusedMultiplyAdd(x1, w11, o1);
-        }
-        if (p < k)
-        {
-            var m0 = masks[p];
-            var b0 = Vector512.Create(m0);
-            var x0 = Vector512.Create(x[p]);
-            e0 = Avx512F.FusedMultiplyAdd(x0, Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftLo).AsSingle(), Vector512.Load(v)), e0);
-            e1 = Avx512F.FusedMultiplyAdd(x0, Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftHi).AsSingle(), Vector512.Load(v + BitOperations.PopCount(m0 & 0xFFFF))), e1);
-        }
-        return (e0 + o0, e1 + o1);
+        /// <summary>16 values from <paramref name="at"/> as f32 (the format pads the values, so 16 can always be read).</summary>
+        static abstract Vector512<float> Load16(T* at);
+    }
+
+    private readonly struct F32Values : IPanelValues<float>
+    {
+        public static Vector512<float> Load16(float* at) => Vector512.Load(at);
+    }
+
+    private readonly struct Int8Codes : IPanelValues<sbyte>
+    {
+        public static Vector512<float> Load16(sbyte* at) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(at)));
     }
 
     /// <summary>
-    /// One panel's 32 outputs for one row x from int8 codes: per group of inputs, Σₖ x[k]·code[k, panel] (codes widened
-    /// to f32, then expanded like f32 values), scaled by the group's 32 scales into the total.
+    /// Shifting a broadcast mask left by 31 − lane (by 15 − lane for the high half) puts each lane's bit in its sign bit,
+    /// which is what the expand's mask reads: three instructions from a u32 to two vector masks.
+    /// </summary>
+    private static Vector512<uint> ShiftLo => Vector512.Create(31u, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16);
+
+    /// <summary>The 32 weights of input k of a panel (mask <paramref name="m"/>, values from <paramref name="v"/>) as two f32 vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector512<float> Lo, Vector512<float> Hi) Weights<T, TValues>(uint m, T* v, Vector512<uint> shiftLo, Vector512<uint> shiftHi)
+        where T : unmanaged where TValues : IPanelValues<T>
+    {
+        var b = Vector512.Create(m);
+        return (Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftLo).AsSingle(), TValues.Load16(v)),
+            Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftHi).AsSingle(), TValues.Load16(v + BitOperations.PopCount(m & 0xFFFF))));
+    }
+
+    /// <summary>
+    /// One panel's 32 outputs for one row x: per group of inputs, Σₖ x[k]·W[k, panel], two inputs per step in separate
+    /// chains, times the group's 32 scales (int8 codes) or as they are (f32 values: <paramref name="scales"/> null, one group).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static (Vector512<float> Lo, Vector512<float> Hi) DecodeCodePanel(float* x, uint* masks, sbyte* c, float* scales, int k, int group)
+    private static (Vector512<float> Lo, Vector512<float> Hi) DecodePanel<T, TValues>(float* x, uint* masks, T* v, float* scales, int k, int group)
+        where T : unmanaged where TValues : IPanelValues<T>
     {
-        var shiftLo = Vector512.Create(31u, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16);
+        var shiftLo = ShiftLo;
         var shiftHi = shiftLo - Vector512.Create(16u);
         Vector512<float> t0 = default, t1 = default;
         for (var k0 = 0; k0 < k; k0 += group, scales += Panel)
@@ -178,40 +171,33 @@ public static unsafe class SparseMatMul
             for (; p + 2 <= k1; p += 2)
             {
                 uint m0 = masks[p], m1 = masks[p + 1];
-                Sse.Prefetch0(c + PrefetchDistance);
-                var b0 = Vector512.Create(m0);
-                var w00 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftLo).AsSingle(), Widen(c));
-                var w01 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftHi).AsSingle(), Widen(c + BitOperations.PopCount(m0 & 0xFFFF)));
-                c += BitOperations.PopCount(m0);
+                Sse.Prefetch0((byte*)v + PrefetchDistance * sizeof(T));
+                Sse.Prefetch0((byte*)v + (PrefetchDistance + 16) * sizeof(T));
+                var (w00, w01) = Weights<T, TValues>(m0, v, shiftLo, shiftHi);
+                v += BitOperations.PopCount(m0);
                 var x0 = Vector512.Create(x[p]);
                 e0 = Avx512F.FusedMultiplyAdd(x0, w00, e0);
                 e1 = Avx512F.FusedMultiplyAdd(x0, w01, e1);
-                var b1 = Vector512.Create(m1);
-                var w10 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b1, shiftLo).AsSingle(), Widen(c));
-                var w11 = Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b1, shiftHi).AsSingle(), Widen(c + BitOperations.PopCount(m1 & 0xFFFF)));
-                c += BitOperations.PopCount(m1);
+                var (w10, w11) = Weights<T, TValues>(m1, v, shiftLo, shiftHi);
+                v += BitOperations.PopCount(m1);
                 var x1 = Vector512.Create(x[p + 1]);
                 o0 = Avx512F.FusedMultiplyAdd(x1, w10, o0);
                 o1 = Avx512F.FusedMultiplyAdd(x1, w11, o1);
             }
             if (p < k1)
             {
-                var m0 = masks[p];
-                var b0 = Vector512.Create(m0);
+                var (w00, w01) = Weights<T, TValues>(masks[p], v, shiftLo, shiftHi);
+                v += BitOperations.PopCount(masks[p]);
                 var x0 = Vector512.Create(x[p]);
-                e0 = Avx512F.FusedMultiplyAdd(x0, Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftLo).AsSingle(), Widen(c)), e0);
-                e1 = Avx512F.FusedMultiplyAdd(x0, Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b0, shiftHi).AsSingle(), Widen(c + BitOperations.PopCount(m0 & 0xFFFF))), e1);
-                c += BitOperations.PopCount(m0);
+                e0 = Avx512F.FusedMultiplyAdd(x0, w00, e0);
+                e1 = Avx512F.FusedMultiplyAdd(x0, w01, e1);
             }
+            if (scales is null) return (e0 + o0, e1 + o1);
             t0 = Avx512F.FusedMultiplyAdd(e0 + o0, Vector512.Load(scales), t0);
             t1 = Avx512F.FusedMultiplyAdd(e1 + o1, Vector512.Load(scales + 16), t1);
         }
         return (t0, t1);
     }
-
-    /// <summary>16 int8 codes as f32 lanes (the format pads the codes, so 16 bytes can always be read).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Widen(sbyte* c) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(c)));
 
     // Panels per prefill tile: each 256-input slice of the rows is used on this many panels while it is in cache.
     private const int TilePanels = 4;
@@ -239,8 +225,8 @@ public static unsafe class SparseMatMul
             for (var p = p0; p < p1; p++)
             {
                 next[p - p0] = j.Int8
-                    ? ExpandCodes(j.Masks + (long)p * j.Columns + k0, j.Codes + next[p - p0], kc, j.PanelScales(p), k0, j.Group, expanded) - j.Codes
-                    : Expand(j.Masks + (long)p * j.Columns + k0, j.Values + next[p - p0], kc, expanded) - j.Values;
+                    ? Expand<sbyte, Int8Codes>(j.Masks + (long)p * j.Columns + k0, j.Codes + next[p - p0], kc, j.PanelScales(p), k0, j.Group, expanded) - j.Codes
+                    : Expand<float, F32Values>(j.Masks + (long)p * j.Columns + k0, j.Values + next[p - p0], kc, null, k0, j.Columns, expanded) - j.Values;
                 var j0 = p * Panel;
                 MatMul.PanelRows(j.X + (long)i0 * j.Columns + k0, j.Columns, rows, expanded, Panel, kc, j.Y + (long)i0 * j.Rows + j0, j.Rows,
                     Math.Min(Panel, j.Rows - j0), j.Accumulate || k0 > 0, tmp, edgeRows);
@@ -248,39 +234,31 @@ public static unsafe class SparseMatMul
         }
     }
 
-    /// <summary>Expands <paramref name="kc"/> inputs of a panel into the dense packed form [kc × 32]; returns where the next input's values start.</summary>
-    private static float* Expand(uint* masks, float* v, int kc, float* dense)
+    /// <summary>
+    /// Expands <paramref name="kc"/> inputs (from input <paramref name="k0"/>) of a panel into the dense packed form
+    /// [kc × 32], int8 codes times their group's scales; returns where the next input's values start.
+    /// </summary>
+    private static T* Expand<T, TValues>(uint* masks, T* v, int kc, float* scales, int k0, int group, float* dense)
+        where T : unmanaged where TValues : IPanelValues<T>
     {
-        var shiftLo = Vector512.Create(31u, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16);
+        var shiftLo = ShiftLo;
         var shiftHi = shiftLo - Vector512.Create(16u);
         for (var p = 0; p < kc; p++, dense += Panel)
         {
             var m = masks[p];
-            Sse.Prefetch0(v + PrefetchDistance);
-            var b = Vector512.Create(m);
-            Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftLo).AsSingle(), Vector512.Load(v)).Store(dense);
-            Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftHi).AsSingle(), Vector512.Load(v + BitOperations.PopCount(m & 0xFFFF))).Store(dense + 16);
+            Sse.Prefetch0((byte*)v + PrefetchDistance * sizeof(T));
+            var (lo, hi) = Weights<T, TValues>(m, v, shiftLo, shiftHi);
             v += BitOperations.PopCount(m);
+            if (scales is not null)
+            {
+                var s = scales + (k0 + p) / group * Panel;
+                lo *= Vector512.Load(s);
+                hi *= Vector512.Load(s + 16);
+            }
+            lo.Store(dense);
+            hi.Store(dense + 16);
         }
         return v;
-    }
-
-    /// <summary>Expands <paramref name="kc"/> inputs (from input <paramref name="k0"/>) of a panel of int8 codes into scaled f32, the dense packed form [kc × 32].</summary>
-    private static sbyte* ExpandCodes(uint* masks, sbyte* c, int kc, float* scales, int k0, int group, float* dense)
-    {
-        var shiftLo = Vector512.Create(31u, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16);
-        var shiftHi = shiftLo - Vector512.Create(16u);
-        for (var p = 0; p < kc; p++, dense += Panel)
-        {
-            var m = masks[p];
-            Sse.Prefetch0(c + PrefetchDistance);
-            var s = scales + (k0 + p) / group * Panel;
-            var b = Vector512.Create(m);
-            (Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftLo).AsSingle(), Widen(c)) * Vector512.Load(s)).Store(dense);
-            (Avx512F.Expand(Vector512<float>.Zero, Avx512F.ShiftLeftLogicalVariable(b, shiftHi).AsSingle(), Widen(c + BitOperations.PopCount(m & 0xFFFF))) * Vector512.Load(s + 16)).Store(dense + 16);
-            c += BitOperations.PopCount(m);
-        }
-        return c;
     }
 
     /// <summary>The portable path: every row against a chunk of panels, one kept weight at a time.</summary>
