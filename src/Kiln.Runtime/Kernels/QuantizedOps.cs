@@ -26,7 +26,7 @@ public static class QuantizedOps
         var l = w.Layout;
         if (a.Type != DType.F32 || a.Rank < 1 || a.Shape[^1] != l.Columns) throw new KernelException($"QuantizedMatMul takes f32 [..., {l.Columns}], got {a}");
         var m = (int)(a.Length / l.Columns);
-        var (r, accumulate) = Product(a, l.Rows, c, "QuantizedMatMul");
+        var (r, accumulate) = Product(a, l.Rows, c, KilnOp.QuantizedMatMul);
         QuantizedMatMul.Multiply(a.Span<float>(), m, l, w.Codes.Span<byte>(), w.Scales.Span<Half>(), w.Zeros is null ? default : w.Zeros.Span<byte>(), r.Span<float>(), accumulate, activationBits,
             activationScales is null ? default : activationScales.Span<float>());
         Fused.Activate(r.Span<float>(), activation);

@@ -30,7 +30,7 @@ public static class SparseOps
         var l = w.Layout;
         if (a.Type != DType.F32 || a.Rank < 1 || a.Shape[^1] != l.Columns) throw new KernelException($"SparseMatMul takes f32 [..., {l.Columns}], got {a}");
         var m = (int)(a.Length / l.Columns);
-        var (r, accumulate) = QuantizedOps.Product(a, l.Rows, c, "SparseMatMul");
+        var (r, accumulate) = QuantizedOps.Product(a, l.Rows, c, KilnOp.SparseMatMul);
         if (w.Scales is { } scales)
             SparseMatMul.Multiply(a.Span<float>(), m, l, w.Masks.Span<uint>(), w.Values.Span<sbyte>(), w.Starts.Span<int>(), scales.Span<float>(), r.Span<float>(), accumulate);
         else
