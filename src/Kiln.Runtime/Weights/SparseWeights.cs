@@ -3,20 +3,20 @@ using System.Numerics;
 namespace Kiln.Runtime.Weights;
 
 /// <summary>
-/// The shape of a sparse f32 weight matrix stored as bitmask panels: <see cref="Rows"/> outputs of
+/// The shape of a sparse weight matrix stored as bitmask panels: <see cref="Rows"/> outputs of
 /// <see cref="Columns"/> inputs, cut into panels of <see cref="Panel"/> = 32 consecutive outputs (the dense GEMM's
 /// packed-panel unit; the last panel is padded with absent outputs).
 /// <para>
 /// For each panel and each input k, one u32 mask says which of the panel's 32 weights at k are non-zero (bit j:
 /// output 32·panel + j), and the non-zero values follow each other in that order (k ascending, then j ascending):
 /// masks <c>[Panels, Columns]</c>, values <c>[non-zeros + 16]</c> (16 zeros after the last, so a kernel may load a
-/// whole vector at any value), and <c>panel_starts [Panels + 1]</c>, where panel p's values begin (i32). AVX-512 expands 16 packed values under 16 mask bits into a vector in one instruction, so a
-/// matrix-vector product reads 4 bytes per kept weight plus 1 bit per weight: 2.125 bytes per weight at 50 %
-/// sparsity against dense f32's 4. The format does not depend on where the zeros are: unstructured, 2:4 and 4:8
-/// masks are stored alike (for 2:4 the mask is exactly as compact as two 2-bit indices per group of 4; for 4:8 it is
-/// smaller than four 3-bit indices per group of 8), and every row of a panel costs the same bits.
+/// whole vector at any value), and <c>panel_starts [Panels + 1]</c>, where panel p's values begin (i32). AVX-512
+/// expands 16 packed values under 16 mask bits into a vector in one instruction, so a matrix-vector product reads
+/// 4 bytes per kept weight plus 1 bit per weight: 2.125 bytes per weight at 50 % sparsity against dense f32's 4.
+/// The format does not depend on where the zeros are: unstructured, 2:4 and 4:8 masks are stored alike (for 2:4 the
+/// mask is exactly as compact as two 2-bit indices per group of 4; for 4:8 it is smaller than four 3-bit indices
+/// per group of 8), and every row of a panel costs the same bits.
 /// </para>
-/// </summary>
 /// <para>
 /// With <see cref="Bits"/> = 8 the values are the signed int8 codes of a symmetric quantized matrix (w = scale · code;
 /// <c>quantize{bits=8}</c>'s codes less their zero, 128) instead of f32, one byte each, and <c>scales</c> f32
@@ -58,7 +58,7 @@ public readonly record struct SparseLayout(int Rows, int Columns, int Bits, int 
 
     public long MaskCount => (long)Panels * Columns;
 
-    /// <summary>Bytes of masks, values and panel starts for <paramref name="nonZeros"/> kept weights.</summary>
+    /// <summary>Bytes of masks, values, panel starts and scales for <paramref name="nonZeros"/> kept weights.</summary>
     public long TotalBytes(long nonZeros) => MaskCount * 4 + (nonZeros + Padding) * ValueBytes + (Panels + 1L) * 4 + ScaleCount * 4;
 
     /// <summary>Stored bits per weight for <paramref name="nonZeros"/> kept weights.</summary>
@@ -92,7 +92,7 @@ public static class SparseWeights
     /// <summary>Packs W stored [rows, columns] (row = output); exact zeros (of either sign) are left out.</summary>
     public static SparseMatrix Pack(ReadOnlySpan<float> w, SparseLayout l)
     {
-        if (w.Length != (long)l.Rows * l.Columns) throw new KernelException($"sparse packing of {l.Rows}×{l.Columns} got {w.Length} values");
+        if (w.Length != (long)l.Rows * l.Columns || l.Bits != 32) throw new KernelException($"sparse f32 packing of {l.Name} {l.Rows}×{l.Columns} got {w.Length} values");
         var masks = new uint[l.MaskCount];
         var starts = new int[l.Panels + 1];
         long nonZeros = 0;
