@@ -122,7 +122,10 @@ public sealed class PruneQuantizePairTests
         using var _ = model;
         Assert.Equal(1, walks);
         Assert.Contains(reports.Single(r => r.Step.StartsWith("prune", StringComparison.Ordinal)).Notes, n => n.Contains("one walk for both", StringComparison.Ordinal));
-        Assert.Equal(35, reports.Single(r => r.Step.StartsWith("prune", StringComparison.Ordinal)).Layers.Count);
+        var prune = reports.Single(r => r.Step.StartsWith("prune", StringComparison.Ordinal));
+        Assert.Equal(35, prune.Layers.Count);
+        Assert.Empty(prune.OpDelta); // the node changes are quantize's, reported after it
+        Assert.StartsWith("quantize", reports[reports.ToList().IndexOf(prune) + 1].Step, StringComparison.Ordinal);
         // Every quantized layer but the int8 classifier holds half zeros (Wanda's 50 % per output).
         var layers = model.Graph.Nodes.Where(n => n.QualifiedOp == Runtime.Operators.KilnOp.Qualified.QuantizedMatMul && n.AttrInt("bits") == 4).ToList();
         Assert.Equal(35, layers.Count);

@@ -136,7 +136,6 @@ public static class PassManager
                 new(model, s.Options) { Calibration = calibration, Spill = spill, Progress = progress is null ? null : line => progress($"{s.Name}: {line}") };
             var ctx = Context(step);
             var clock = Stopwatch.StartNew();
-            PassReport? joined = null;
             if (pass is Prune && index + 1 < passes.Count && passes[index + 1] is { Pass: Quantize quantize } next && calibration is not null
                 && noOps?.Contains(step.Name) != true && noOps?.Contains(next.Step.Name) != true && Prune.SharesWalkWith(step.Options, next.Step.Options))
             {
@@ -146,9 +145,15 @@ public static class PassManager
                 step.Options.CheckAllUsed(pass.OptionNames);
                 next.Step.Options.CheckAllUsed(quantize.OptionNames);
                 ctx.Notes.Add("pruned on quantize's calibration walk (one walk for both)");
-                joined = Report(next.Step, quantizeCtx, before, clock);
-                clock.Reset();
+                var joined = Report(next.Step, quantizeCtx, before, clock);
                 index++;
+                // Pruning changes weights, not nodes: its report has no node delta and no time of its own (both are quantize's).
+                reports.Add(new PassReport(step.ToString(), before.Values.Sum(), before.Values.Sum(), new Dictionary<string, int>(), ctx.Counts, ctx.Notes, 0)
+                    { Layers = ctx.Layers, UsedCalibration = ctx.CalibrationRead });
+                afterPass?.Invoke(reports[^1]);
+                reports.Add(joined);
+                afterPass?.Invoke(joined);
+                continue;
             }
             else if (noOps?.Contains(step.Name) != true)
             {
@@ -157,11 +162,6 @@ public static class PassManager
             }
             reports.Add(Report(step, ctx, before, clock));
             afterPass?.Invoke(reports[^1]);
-            if (joined is not null)
-            {
-                reports.Add(joined);
-                afterPass?.Invoke(joined);
-            }
         }
         return reports;
 
