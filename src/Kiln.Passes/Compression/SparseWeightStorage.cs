@@ -3,7 +3,6 @@ using Kiln.Ir.Diagnostics;
 using Kiln.Runtime.Operators;
 using Kiln.Runtime.Weights;
 
-
 namespace Kiln.Passes;
 
 /// <summary>
@@ -69,9 +68,10 @@ public sealed class SparseWeightStorage : IPass
             var rowsAreOutputs = n.QualifiedOp == "Gemm" && n.AttrInt("transB") != 0;
             if (!done.TryGetValue((weight, rowsAreOutputs), out var packed))
             {
-                var data = weight.Data!;
-                var (outputs, inputs) = rowsAreOutputs ? ((int)data.Dims[0], (int)data.Dims[1]) : ((int)data.Dims[1], (int)data.Dims[0]);
-                var rows = OutputRows(data, rowsAreOutputs);
+                // [outputs, inputs], read from the layer's weight (a re-tied classifier's table: the same values).
+                var data = layer.Weight.Data!;
+                var (outputs, inputs) = layer.RowsAreOutputs ? ((int)data.Dims[0], (int)data.Dims[1]) : ((int)data.Dims[1], (int)data.Dims[0]);
+                var rows = layer.WeightRows();
                 var zeros = rows.LongCount(v => v == 0);
                 var sparsity = (double)zeros / rows.Length;
                 var denseBytes = 4L * rows.Length;
@@ -158,18 +158,6 @@ public sealed class SparseWeightStorage : IPass
         Rewrite(g, n, masks, values, starts, scales, sparseLayout);
         foreach (var old in new[] { codes, scaleInput })
             if (old.Uses.Count == 0 && old.Owner.Constants.Contains(old)) old.Owner.RemoveConstant(old);
-    }
-
-    /// <summary>The weight as [outputs, inputs] floats.</summary>
-    private static float[] OutputRows(TensorData d, bool rowsAreOutputs)
-    {
-        var w = d.ToArray<float>();
-        if (rowsAreOutputs) return w;
-        int k = (int)d.Dims[0], n = (int)d.Dims[1];
-        var t = new float[w.Length];
-        for (var i = 0; i < k; i++)
-            for (var j = 0; j < n; j++) t[j * k + i] = w[i * n + j];
-        return t;
     }
 
     /// <summary>Replaces the product by a kiln:SparseMatMul with the same name, bias and activation, in its place.</summary>

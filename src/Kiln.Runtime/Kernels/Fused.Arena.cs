@@ -29,11 +29,22 @@ public static unsafe partial class ArenaKernels
         }
     }
 
+    /// <summary>
+    /// Y [rows of <paramref name="columns"/>] seeded with C (the product's shape, or one row repeated for every row), so
+    /// a product can accumulate onto it; false when there is no C.
+    /// </summary>
+    internal static bool SeedWithBias(ReadOnlySpan<float> c, Span<float> y, int columns)
+    {
+        if (c.IsEmpty) return false;
+        if (c.Length == y.Length) c.CopyTo(y);
+        else for (var i = 0; i + columns <= y.Length; i += columns) c.CopyTo(y.Slice(i, columns));
+        return true;
+    }
+
     /// <summary>A·B + C (C the product's shape, or one row broadcast to every row), then the activation.</summary>
     public static void MatMulAdd(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Tensor weights, ReadOnlySpan<float> c, Span<float> y, int m, int n, int k, string activation)
     {
-        if (c.Length == y.Length) c.CopyTo(y);
-        else for (var i = 0; i < m; i++) c.CopyTo(y.Slice(i * n, n));
+        SeedWithBias(c, y, n);
         MatMul.Gemm(a, k, false, b, n, false, y, n, m, n, k, accumulate: true, weights, 0);
         Fused.Activate(y, activation);
     }

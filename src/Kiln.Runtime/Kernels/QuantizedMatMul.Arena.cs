@@ -8,12 +8,8 @@ public static unsafe partial class ArenaKernels
         ReadOnlySpan<float> c, Span<float> y, string activation, int activationBits = 0, ReadOnlySpan<float> activationScales = default)
     {
         var m = x.Length / layout.Columns;
-        if (!c.IsEmpty)
-        {
-            if (c.Length == y.Length) c.CopyTo(y);
-            else for (var i = 0; i < m; i++) c.CopyTo(y.Slice(i * layout.Rows, layout.Rows));
-        }
-        Kernels.QuantizedMatMul.Multiply(x, m, layout, codes, scales, zeros, y, accumulate: !c.IsEmpty, activationBits, activationScales);
+        var accumulate = SeedWithBias(c, y, layout.Rows);
+        Kernels.QuantizedMatMul.Multiply(x, m, layout, codes, scales, zeros, y, accumulate, activationBits, activationScales);
         Fused.Activate(y, activation);
     }
 }

@@ -8,12 +8,8 @@ public static unsafe partial class ArenaKernels
         ReadOnlySpan<float> c, Span<float> y, string activation)
     {
         var m = x.Length / layout.Columns;
-        if (!c.IsEmpty)
-        {
-            if (c.Length == y.Length) c.CopyTo(y);
-            else for (var i = 0; i < m; i++) c.CopyTo(y.Slice(i * layout.Rows, layout.Rows));
-        }
-        Kernels.SparseMatMul.Multiply(x, m, layout, masks, values, starts, y, accumulate: !c.IsEmpty);
+        var accumulate = SeedWithBias(c, y, layout.Rows);
+        Kernels.SparseMatMul.Multiply(x, m, layout, masks, values, starts, y, accumulate);
         Fused.Activate(y, activation);
     }
 
@@ -22,12 +18,8 @@ public static unsafe partial class ArenaKernels
         ReadOnlySpan<float> scales, ReadOnlySpan<float> c, Span<float> y, string activation)
     {
         var m = x.Length / layout.Columns;
-        if (!c.IsEmpty)
-        {
-            if (c.Length == y.Length) c.CopyTo(y);
-            else for (var i = 0; i < m; i++) c.CopyTo(y.Slice(i * layout.Rows, layout.Rows));
-        }
-        Kernels.SparseMatMul.Multiply(x, m, layout, masks, codes, starts, scales, y, accumulate: !c.IsEmpty);
+        var accumulate = SeedWithBias(c, y, layout.Rows);
+        Kernels.SparseMatMul.Multiply(x, m, layout, masks, codes, starts, scales, y, accumulate);
         Fused.Activate(y, activation);
     }
 }

@@ -14,8 +14,7 @@ internal static class CompressedKernels
             {
                 var (x, y) = (c.In(0)!, c.Out(0)!);
                 return x.Elem == DType.F32 && x.Rank >= 1 && new[] { 1, 2, 3, 5 }.All(i => c.In(i) is null or { Storage: PlannedStorage.Constant })
-                    && (c.In(4) is not { } bias || bias.Elem == DType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))
-                    ? null : "f32 activations, constant codes, C the product's shape or one row";
+                    && BiasFits(c.In(4), y) ? null : "f32 activations, constant codes, C the product's shape or one row";
             },
             EmitProduct) { LastRowsOnly = c => c.In(4) is null && c.Node.AttrString("activation").Length == 0 };
         d[KilnOp.Qualified.QuantizedGather] = new(
@@ -31,7 +30,7 @@ internal static class CompressedKernels
             {
                 var (x, y) = (c.In(0)!, c.Out(0)!);
                 if (!(x.Elem == DType.F32 && x.Rank >= 1 && new[] { 1, 2, 3 }.All(i => c.In(i) is { Storage: PlannedStorage.Constant }) && c.In(5) is null or { Storage: PlannedStorage.Constant }
-                    && (c.In(4) is not { } bias || bias.Elem == DType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]))))
+                    && BiasFits(c.In(4), y)))
                     return "f32 activations, constant masks, values and panel starts, C the product's shape or one row";
                 return SparseMatrixProblem(c.Node);
             },
@@ -64,44 +63,52 @@ internal static class CompressedKernels
 
     private static void EmitSparseProduct(PlannedNodeContext c)
     {
-        var (w, n, x, y) = (c.Body, c.Node, c.In(0)!, c.Out(0)!);
+        var (n, x, y) = (c.Node, c.In(0)!, c.Out(0)!);
         var cols = c.In(1)!.Dims[1];
         var int8 = c.In(5) is not null;
         var layout = $"Kiln.Runtime.Weights.SparseLayout.Create({n.Attr<IntAttr>("rows")!.Value}, {cols}, {(int8 ? 8 : 32)}, {n.AttrInt("group")})";
         var (masks, starts) = (c.In(1)!.Span, c.In(3)!.Span);
         // int8 codes are followed by their scales in both kernels' argument lists.
         var values = int8 ? $"{c.In(2)!.Span}, {starts}, {c.In(5)!.Span}" : $"{c.In(2)!.Span}, {starts}";
-        var last = false;
-        if (c.LastRowsOnly is { } condition)
-        {
-            w.Open($"if ({condition})");
-            w.Line($"for (var row = 0; row < batch; row++) Kernels.SparseMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {masks}, {values}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false);");
-            w.Close();
-            w.Open("else");
-            last = true;
-        }
-        w.Line($"Kernels.ArenaKernels.SparseMatMul({x.Span}, {layout}, {masks}, {values}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(n.AttrString("activation"))});");
-        if (last) w.Close();
+        EmitRowsOrLast(c, cols,
+            (row, rowY) => $"Kernels.SparseMatMul.Multiply({row}, 1, {layout}, {masks}, {values}, {rowY}, false)",
+            $"Kernels.ArenaKernels.SparseMatMul({x.Span}, {layout}, {masks}, {values}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(n.AttrString("activation"))})");
     }
 
     private static void EmitProduct(PlannedNodeContext c)
     {
-        var (w, n, x, y) = (c.Body, c.Node, c.In(0)!, c.Out(0)!);
+        var (n, x, y) = (c.Node, c.In(0)!, c.Out(0)!);
         var layout = Layout(n, c.In(1)!, c.In(3) is null);
         var zeros = c.In(3)?.Span ?? "default";
         var act = n.AttrString("activation");
         var cols = n.Attr<IntAttr>("columns")!.Value;
-        var last = false;
-        if (c.LastRowsOnly is { } condition)
+        EmitRowsOrLast(c, cols,
+            (row, rowY) => $"Kernels.QuantizedMatMul.Multiply({row}, 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {rowY}, false, {n.AttrInt("activation_bits")}, {c.In(5)?.Span ?? "default"})",
+            $"Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)}, {n.AttrInt("activation_bits")}, {c.In(5)?.Span ?? "default"})");
+    }
+
+    /// <summary>C the product's shape, or one row broadcast to every row (what the products' seeding copies), or none.</summary>
+    private static bool BiasFits(PlannedOperand? bias, PlannedOperand y) =>
+        bias is null || bias.Elem == DType.F32 && (bias.Dims.SequenceEqual(y.Dims) || bias.Rank == 1 && bias.Dims[0] == y.Dims[^1]);
+
+    /// <summary>
+    /// A product's call over all rows; in a decoding step that needs only each row's last position's logits, the
+    /// one-row call (given that row of x and of y) for each batch row instead.
+    /// </summary>
+    private static void EmitRowsOrLast(PlannedNodeContext c, object columns, Func<string, string, string> oneRow, string allRows)
+    {
+        var (w, x, y) = (c.Body, c.In(0)!, c.Out(0)!);
+        if (c.LastRowsOnly is not { } condition)
         {
-            w.Open($"if ({condition})");
-            w.Line($"for (var row = 0; row < batch; row++) Kernels.QuantizedMatMul.Multiply({x.Span}.Slice((row * seq + seq - 1) * {cols}, {cols}), 1, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]}), false, {n.AttrInt("activation_bits")}, {c.In(5)?.Span ?? "default"});");
-            w.Close();
-            w.Open("else");
-            last = true;
+            w.Line(allRows + ";");
+            return;
         }
-        w.Line($"Kernels.ArenaKernels.QuantizedMatMul({x.Span}, {layout}, {c.In(1)!.Span}, {c.In(2)!.Span}, {zeros}, {c.In(4)?.Span ?? "default"}, {y.Span}, {CSharp.String(act)}, {n.AttrInt("activation_bits")}, {c.In(5)?.Span ?? "default"});");
-        if (last) w.Close();
+        w.Open($"if ({condition})");
+        w.Line($"for (var row = 0; row < batch; row++) {oneRow($"{x.Span}.Slice((row * seq + seq - 1) * {columns}, {columns})", $"{y.Span}.Slice(row * {y.Dims[^1]}, {y.Dims[^1]})")};");
+        w.Close();
+        w.Open("else");
+        w.Line(allRows + ";");
+        w.Close();
     }
 
     /// <summary>The layout of a quantized matrix as a C# expression (a struct: nothing is allocated per call).</summary>
