@@ -18,7 +18,7 @@ public sealed partial class ModelEmitter
         if (DecoderConvention.Of(g) is not { } io) return null;
         int In(string name) => g.Inputs.FindIndex(v => v.Name == name);
         var arr = (int[] a) => CSharp.Ints(a);
-        return $"new DecoderLayout({io.InputIds}, {In("attention_mask")}, {In("position_ids")}, {arr(io.PastKeys)}, {arr(io.PastValues)}, {io.Logits}, {arr(io.PresentKeys)}, {arr(io.PresentValues)}, {io.KvHeads}, {io.HeadDim})";
+        return $"new DecoderLayout({io.InputIds}, {In("attention_mask")}, {In("position_ids")}, {arr(io.PastKeys)}, {arr(io.PastValues)}, {io.Logits}, {arr(io.PresentKeys)}, {arr(io.PresentValues)}, {arr(io.KvHeads)}, {io.HeadDim})";
     }
 
     /// <summary>Argument checks of the step and its symbol locals (from batch, seq and the cache's length), or why the inputs' dims do not allow a step.</summary>
@@ -42,13 +42,15 @@ public sealed partial class ModelEmitter
             return null;
         }
         if (Bind(g.Inputs[io.InputIds], ["batch", "seq"]) is { } why) return why;
-        foreach (var p in io.PastKeys.Concat(io.PastValues))
-            if (Bind(g.Inputs[p], ["batch", "cache.KvHeads", "cache.Length", "cache.HeadDim"]) is { } why2) return why2;
+        for (var layer = 0; layer < io.PastKeys.Length; layer++)
+            foreach (var p in new[] { io.PastKeys[layer], io.PastValues[layer] })
+                if (Bind(g.Inputs[p], ["batch", $"cache.KvHeads[{layer}]", "cache.Length", "cache.HeadDim"]) is { } why2) return why2;
         foreach (var sym in _symbolLocals.Keys)
             if (!sources.ContainsKey(sym)) return $"symbol '{sym}' is not set by a decoding step";
         _stepPastSymbol = sources.FirstOrDefault(x => x.Value == "cache.Length" && _symbolLocals.ContainsKey(x.Key)).Key;
         w.Line("if (batch < 1 || seq < 1 || tokens.Length != batch * seq) throw new ArgumentException($\"expected {batch} row(s) of {seq} tokens, got {tokens.Length}\");");
-        w.Line($"if (cache.Layers != {io.PastKeys.Length} || cache.KvHeads != {io.KvHeads} || cache.HeadDim != {io.HeadDim} || cache.Batch != batch) throw new ArgumentException($\"this model needs a KV cache of {io.PastKeys.Length} layers × {io.KvHeads} heads × {io.HeadDim} for {{batch}} row(s), \" + $\"got {{cache.Layers}} × {{cache.KvHeads}} × {{cache.HeadDim}} for {{cache.Batch}}\");");
+        var heads = io.KvHeads.Distinct().Count() == 1 ? $"{io.KvHeads[0]} heads" : $"[{string.Join(", ", io.KvHeads)}] heads";
+        w.Line($"if (cache.Layers != {io.PastKeys.Length} || !System.MemoryExtensions.SequenceEqual(cache.KvHeads, stackalloc int[] {{ {string.Join(", ", io.KvHeads)} }}) || cache.HeadDim != {io.HeadDim} || cache.Batch != batch) throw new ArgumentException($\"this model needs a KV cache of {io.PastKeys.Length} layers × {heads} × {io.HeadDim} for {{batch}} row(s), \" + $\"got {{cache.Layers}} × [{{string.Join(\", \", cache.KvHeads.ToArray())}}] heads × {{cache.HeadDim}} for {{cache.Batch}}\");");
         w.Line("if (cache.Length + seq > cache.Capacity) throw new ArgumentException($\"the KV cache holds {cache.Capacity} positions; {cache.Length} + {seq} do not fit\");");
         foreach (var c in checks.Distinct().Where(c => !c.StartsWith("cache.", StringComparison.Ordinal))) w.Line($"if ({c}) throw new ArgumentException(\"this model was compiled for fixed dims: {CSharp.Comment(c.Replace("!=", "must be"))}\");");
         foreach (var (sym, local) in _symbolLocals) w.Line($"long {local} = {sources[sym]};");

@@ -142,6 +142,40 @@ public sealed class CompiledModelTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Structured pruning leaves layers with different key/value head counts (heads=0.25 of the example's 2 groups per
+    /// layer: 3 of its 5 layers keep one): a session's cache holds each layer's own heads, and decoding through it
+    /// computes what whole-sequence runs of the same pruned model compute.
+    /// </summary>
+    [Fact]
+    [Trait("Kind", "consistency")]
+    public void A_decoder_whose_layers_keep_different_head_counts_decodes_through_its_cache()
+    {
+        var modelPath = Path.Combine(Fixtures.RepoRoot, "examples/text-generation/Models/kjv.onnx");
+        using var runner = Compile(modelPath, "fold,dce,cse,fuse,prune-structured{heads=0.25 method=magnitude bias=false}");
+        var layout = runner.Model.DecoderLayout!;
+        Assert.Equal([1, 1, 1, 2, 2], layout.KvHeads.Order());
+        Assert.IsAssignableFrom<Runtime.Decoding.IPlannedDecoder>(runner.Model);
+        using var session = new Runtime.Decoding.DecoderSession(runner.Model, layout, new Runtime.Decoding.DecoderOptions { MaxContext = 64 });
+        var model = runner.Model;
+        var vocab = ((Runtime.Decoding.IPlannedDecoder)model).VocabularySize;
+        var tokens = new List<long> { 1, 403, 407, 261, 378, 99 };
+        var fromCache = session.Prefill(tokens.ToArray()).ToArray();
+        for (var step = 0; step < 6; step++)
+        {
+            var inputs = new object?[model.InputNames.Count];
+            inputs[layout.InputIds] = Tensor.FromArray(DType.I64, [1, tokens.Count], tokens.ToArray());
+            for (var layer = 0; layer < layout.PastKeys.Length; layer++)
+                foreach (var k in new[] { layout.PastKeys[layer], layout.PastValues[layer] })
+                    inputs[k] = Tensor.Zeros(DType.F32, [1, layout.KvHeads[layer], 0, layout.HeadDim]);
+            var whole = ((Tensor)model.RunValues(inputs)[layout.Logits]!).Span<float>()[^vocab..].ToArray();
+            for (var i = 0; i < vocab; i++) Assert.True(Math.Abs(whole[i] - fromCache[i]) <= 1e-4f * (1 + Math.Abs(whole[i])), $"step {step}: logit {i} is {fromCache[i]} through the cache, {whole[i]} from the whole sequence");
+            var token = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(whole);
+            tokens.Add(token);
+            fromCache = session.Decode(token).ToArray();
+        }
+    }
+
     /// <summary>A consistency test: an int8 KV-cache session against whole-sequence runs of the same compressed model.</summary>
     [Fact]
     [Trait("Kind", "consistency")]

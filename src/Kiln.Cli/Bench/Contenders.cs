@@ -309,6 +309,7 @@ internal sealed class OrtContender : Contender
     {
         private readonly InferenceSession _session;
         private readonly DecoderLayout _layout;
+        private readonly Graph _graph;
         private readonly List<string> _inputNames;
         private readonly OrtValue?[] _inputs;
         private readonly RunOptions _run = new();
@@ -320,6 +321,7 @@ internal sealed class OrtContender : Contender
         {
             _session = session;
             _layout = layout;
+            _graph = graph;
             _inputNames = graph.Inputs.Select(v => v.Name).ToList();
             _inputs = new OrtValue?[_inputNames.Count];
             if (layout.AttentionMask >= 0 || layout.PositionIds >= 0)
@@ -333,9 +335,11 @@ internal sealed class OrtContender : Contender
             _last = null;
             foreach (var e in _empties) e.Dispose();
             _empties.Clear();
+            // The heads of ONNX Runtime's own model (a compiled model with pruned heads has fewer).
             foreach (var k in _layout.PastKeys.Concat(_layout.PastValues))
             {
-                var empty = OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, _layout.KvHeads, 0, _layout.HeadDim]);
+                var shape = _graph.Inputs[k].TensorType!.Shape!;
+                var empty = OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, shape[1].Value!.Value, 0, shape[3].Value!.Value]);
                 _empties.Add(empty);
                 _inputs[k] = empty;
             }

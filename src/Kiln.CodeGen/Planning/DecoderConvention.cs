@@ -6,9 +6,9 @@ namespace Kiln.CodeGen.Planning;
 
 /// <summary>
 /// Input and output positions of a decoder whose I/O follows the <c>input_ids</c>, <c>past_key_values.N.key/value</c>
-/// → <c>logits</c>, <c>present.N.key/value</c> convention.
+/// → <c>logits</c>, <c>present.N.key/value</c> convention; <see cref="KvHeads"/> per layer (they may differ after structured pruning).
 /// </summary>
-public sealed record DecoderIo(int InputIds, int[] PastKeys, int[] PastValues, int Logits, int[] PresentKeys, int[] PresentValues, int KvHeads, int HeadDim, long? Vocabulary);
+public sealed record DecoderIo(int InputIds, int[] PastKeys, int[] PastValues, int Logits, int[] PresentKeys, int[] PresentValues, int[] KvHeads, int HeadDim, long? Vocabulary);
 
 /// <summary>
 /// The decoder convention's part of planning: which inputs and outputs a decoding step binds, and where its outputs
@@ -30,9 +30,19 @@ public static class DecoderConvention
         int[] pastK = [.. layers.Select(i => In($"past_key_values.{i}.key"))], pastV = [.. layers.Select(i => In($"past_key_values.{i}.value"))];
         int[] presK = [.. layers.Select(i => Out($"present.{i}.key"))], presV = [.. layers.Select(i => Out($"present.{i}.value"))];
         if (pastV.Concat(presK).Concat(presV).Any(x => x < 0)) return null;
-        if (g.Inputs[pastK[0]].TensorType is not { Elem: DType.F32, Shape: { Rank: 4 } s } || s[1].Value is not { } heads || s[3].Value is not { } dim) return null;
+        // Keys and values of a layer have the same heads; every layer has the same head dim.
+        var heads = new int[layers.Count];
+        long? dim = null;
+        for (var l = 0; l < layers.Count; l++)
+            foreach (var p in new[] { pastK[l], pastV[l] })
+            {
+                if (g.Inputs[p].TensorType is not { Elem: DType.F32, Shape: { Rank: 4 } s } || s[1].Value is not { } h || s[3].Value is not { } d || (dim ?? d) != d
+                    || (p == pastV[l] && h != heads[l])) return null;
+                heads[l] = (int)h;
+                dim = d;
+            }
         var vocab = g.Outputs[logits].Value.TensorType is { Shape: { Rank: 3 } ls } ? ls[2].Value : null;
-        return new DecoderIo(ids, pastK, pastV, logits, presK, presV, (int)heads, (int)dim, vocab);
+        return new DecoderIo(ids, pastK, pastV, logits, presK, presV, heads, (int)dim!.Value, vocab);
     }
 
     /// <summary>The storage a decoding step gives a graph input (token ids, or a past read through the cache), or null when it has no place in a step.</summary>

@@ -96,6 +96,7 @@ public static class PassRegistry
         ["cse"] = () => new CommonSubexpressionElimination(),
         ["fuse"] = () => new Fusion(),
         ["prune"] = () => new Prune(),
+        ["prune-structured"] = () => new PruneStructured(),
         ["sparse-weights"] = () => new SparseWeightStorage(),
         ["quantize"] = () => new Quantize(),
         ["smoothquant"] = () => new SmoothQuant(),

@@ -5,9 +5,10 @@ namespace Kiln.Runtime.Decoding;
 /// <summary>
 /// Where a decoder model's KV-cache inputs and outputs sit (the <c>past_key_values.N.key/value</c> →
 /// <c>present.N.key/value</c> convention), emitted by the compiler next to the model class. -1: no such input.
+/// <see cref="KvHeads"/> holds each layer's key/value heads.
 /// </summary>
 public sealed record DecoderLayout(int InputIds, int AttentionMask, int PositionIds, int[] PastKeys, int[] PastValues,
-    int Logits, int[] PresentKeys, int[] PresentValues, int KvHeads, int HeadDim);
+    int Logits, int[] PresentKeys, int[] PresentValues, int[] KvHeads, int HeadDim);
 
 public sealed record DecoderOptions
 {
@@ -56,11 +57,11 @@ public sealed class DecoderSession : IDisposable
         if (model is IPlannedDecoder planned)
         {
             _planned = planned;
-            var bytes = KvCache.BytesFor(layout.PastKeys.Length, Options.BatchSize, layout.KvHeads, layout.HeadDim, Options.MaxContext, planned.KvCacheBits);
+            var bytes = KvCache.BytesFor(Options.BatchSize, layout.KvHeads, layout.HeadDim, Options.MaxContext, planned.KvCacheBits);
             if (bytes > model.MemoryBudgetBytes)
                 throw new ModelRunException("KILN0022", model.GetType().Name, null, null,
                     $"a KV cache of {Options.BatchSize} row(s) × {Options.MaxContext} positions needs {MemoryBudget.Format(bytes)}, more than the model's memory budget of {MemoryBudget.Format(model.MemoryBudgetBytes)} (lower MaxContext, or raise MemoryBudgetBytes)");
-            _cache = new KvCache(layout.PastKeys.Length, Options.BatchSize, layout.KvHeads, layout.HeadDim, Options.MaxContext, planned.KvCacheBits);
+            _cache = new KvCache(Options.BatchSize, layout.KvHeads, layout.HeadDim, Options.MaxContext, planned.KvCacheBits);
         }
         Reset();
     }
@@ -80,8 +81,9 @@ public sealed class DecoderSession : IDisposable
             _cache.Length = 0;
             return;
         }
-        foreach (var k in _layout.PastKeys.Concat(_layout.PastValues))
-            _inputs[k] = Tensor.Zeros(DType.F32, [Options.BatchSize, _layout.KvHeads, 0, _layout.HeadDim]);
+        for (var layer = 0; layer < _layout.PastKeys.Length; layer++)
+            foreach (var k in new[] { _layout.PastKeys[layer], _layout.PastValues[layer] })
+                _inputs[k] = Tensor.Zeros(DType.F32, [Options.BatchSize, _layout.KvHeads[layer], 0, _layout.HeadDim]);
     }
 
     /// <summary>Runs one step on <paramref name="tokens"/> ([batch, seq] ids, row-major); returns the logits [batch, seq, vocab], valid until the session's next call.</summary>

@@ -1,7 +1,8 @@
 namespace Kiln.Runtime.Decoding;
 
 /// <summary>
-/// A decoder's keys and values, per layer [batch, kvHeads, capacity, headDim], allocated once for the whole
+/// A decoder's keys and values, per layer [batch, kvHeads, capacity, headDim] (the head count may differ by layer,
+/// as after <c>prune-structured{heads=…}</c>), allocated once for the whole
 /// context: each step writes its new positions in place after <see cref="Length"/>, and attention reads the
 /// first Length + seq positions of each head, so nothing is copied or allocated per token.
 /// </summary>
@@ -13,16 +14,25 @@ public sealed class KvCache
     private readonly sbyte[][] _valueCodes;
     private readonly float[][] _keyScales;
     private readonly float[][] _valueScales;
+    private readonly int[] _kvHeads;
 
+    /// <summary>A cache whose every layer has <paramref name="kvHeads"/> key/value heads.</summary>
+    public KvCache(int layers, int batch, int kvHeads, int headDim, int capacity, int bits = 32)
+        : this(batch, Enumerable.Repeat(kvHeads, layers).ToArray(), headDim, capacity, bits)
+    {
+    }
+
+    /// <param name="kvHeads">the key/value heads of each layer</param>
     /// <param name="bits">32: f32 keys and values; 8: int8 codes with one f32 scale per position and head
     /// (<c>quantize-kv{bits=8}</c>), a quarter of the memory and of the bytes attention reads per token.</param>
-    public KvCache(int layers, int batch, int kvHeads, int headDim, int capacity, int bits = 32)
+    public KvCache(int batch, int[] kvHeads, int headDim, int capacity, int bits = 32)
     {
         if (bits is not (32 or 8)) throw new KernelException($"a KV cache holds f32 (32) or int8 (8) entries, not {bits}-bit");
-        Layers = layers; Batch = batch; KvHeads = kvHeads; HeadDim = headDim; Capacity = capacity; Bits = bits;
-        var per = checked((long)batch * kvHeads * capacity * headDim);
-        if (per > Array.MaxLength) throw new ArgumentOutOfRangeException(nameof(capacity), $"a KV cache of {capacity} positions × {batch} rows × {kvHeads} heads × {headDim} needs more than one array per layer can hold");
-        var rows = (int)((long)batch * kvHeads * capacity);
+        var layers = kvHeads.Length;
+        Layers = layers; Batch = batch; _kvHeads = (int[])kvHeads.Clone(); HeadDim = headDim; Capacity = capacity; Bits = bits;
+        var most = kvHeads.DefaultIfEmpty(0).Max();
+        if (checked((long)batch * most * capacity * headDim) > Array.MaxLength)
+            throw new ArgumentOutOfRangeException(nameof(capacity), $"a KV cache of {capacity} positions × {batch} rows × {most} heads × {headDim} needs more than one array per layer can hold");
         _keys = new float[bits == 32 ? layers : 0][];
         _values = new float[bits == 32 ? layers : 0][];
         _keyCodes = new sbyte[bits == 8 ? layers : 0][];
@@ -31,15 +41,17 @@ public sealed class KvCache
         _valueScales = new float[bits == 8 ? layers : 0][];
         for (var i = 0; i < layers; i++)
         {
+            var per = (int)((long)batch * kvHeads[i] * capacity * headDim);
+            var rows = (int)((long)batch * kvHeads[i] * capacity);
             if (bits == 32)
             {
-                _keys[i] = GC.AllocateUninitializedArray<float>((int)per);
-                _values[i] = GC.AllocateUninitializedArray<float>((int)per);
+                _keys[i] = GC.AllocateUninitializedArray<float>(per);
+                _values[i] = GC.AllocateUninitializedArray<float>(per);
             }
             else
             {
-                _keyCodes[i] = GC.AllocateUninitializedArray<sbyte>((int)per);
-                _valueCodes[i] = GC.AllocateUninitializedArray<sbyte>((int)per);
+                _keyCodes[i] = GC.AllocateUninitializedArray<sbyte>(per);
+                _valueCodes[i] = GC.AllocateUninitializedArray<sbyte>(per);
                 _keyScales[i] = GC.AllocateUninitializedArray<float>(rows);
                 _valueScales[i] = GC.AllocateUninitializedArray<float>(rows);
             }
@@ -48,7 +60,9 @@ public sealed class KvCache
 
     public int Layers { get; }
     public int Batch { get; }
-    public int KvHeads { get; }
+    /// <summary>The key/value heads of each layer.</summary>
+    public ReadOnlySpan<int> KvHeads => _kvHeads;
+
     public int HeadDim { get; }
     public int Capacity { get; }
 
@@ -72,11 +86,19 @@ public sealed class KvCache
     public Span<float> ValueScales(int layer) => Bits == 8 ? _valueScales[layer] : throw F32(nameof(ValueScales));
 
     /// <summary>Bytes the cache holds.</summary>
-    public long Bytes => BytesFor(Layers, Batch, KvHeads, HeadDim, Capacity, Bits);
+    public long Bytes => BytesFor(Batch, _kvHeads, HeadDim, Capacity, Bits);
 
     /// <summary>Bytes a cache of these dimensions holds (keys and values; int8 entries carry a scale per position and head).</summary>
     public static long BytesFor(int layers, int batch, int kvHeads, int headDim, int capacity, int bits) =>
         2L * layers * batch * kvHeads * capacity * (bits == 32 ? headDim * sizeof(float) : headDim + sizeof(float));
+
+    /// <summary>Bytes a cache with these heads per layer holds.</summary>
+    public static long BytesFor(int batch, ReadOnlySpan<int> kvHeads, int headDim, int capacity, int bits)
+    {
+        long total = 0;
+        foreach (var h in kvHeads) total += BytesFor(1, batch, h, headDim, capacity, bits);
+        return total;
+    }
 
     private static KernelException Int8(string what) => new($"this KV cache holds int8 entries: {what} is only for an f32 cache");
 
