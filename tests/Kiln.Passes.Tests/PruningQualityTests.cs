@@ -30,7 +30,7 @@ public sealed class PruningQualityTests(ITestOutputHelper output)
     /// <summary>The first rows of a token file (evaluation or calibration), written once per test run.</summary>
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<string>> Reduced = new();
 
-    private double Kld(string subject, string passes)
+    internal double Kld(string subject, string passes)
     {
         var s = Subjects[subject];
         var kld = Results.GetOrAdd((subject, passes), _ => new Lazy<double>(() =>
@@ -97,6 +97,44 @@ public sealed class PruningQualityTests(ITestOutputHelper output)
         var sparsegpt = Kld(subject, "prune{method=sparsegpt}," + gptq);
         var magnitude = Kld(subject, "prune{method=magnitude}," + gptq);
         Assert.True(sparsegpt < magnitude, $"SparseGPT 50% + GPTQ-4 {sparsegpt} is not below magnitude 50% + GPTQ-4 {magnitude}");
+    }
+}
+
+/// <summary>
+/// What structured pruning does to the same models (the same reduced sets as <see cref="PruningQualityTests"/>): FLAP's
+/// fluctuation metric keeps what magnitude ranking loses, for feed-forward channels and for attention head groups,
+/// and <c>bias=auto</c> keeps the better of compensating and not.
+/// </summary>
+[Collection("quantization quality")]
+public sealed class StructuredPruningQualityTests(ITestOutputHelper output)
+{
+    private double Kld(string subject, string options) => new PruningQualityTests(output).Kld(subject, $"prune-structured{{{options}}}");
+
+    [Theory]
+    [InlineData("stories260k")]
+    [InlineData("kjv")]
+    public void At_a_quarter_of_the_ffn_channels_flap_beats_magnitude_and_bias_auto_keeps_the_better(string subject)
+    {
+        var magnitude = Kld(subject, "ffn=0.25 method=magnitude bias=false");
+        var without = Kld(subject, "ffn=0.25 method=flap bias=false");
+        var with = Kld(subject, "ffn=0.25 method=flap bias=true");
+        var auto = Kld(subject, "ffn=0.25 method=flap");
+        Assert.True(without < magnitude, $"FLAP {without} is not below magnitude's {magnitude}");
+        Assert.True(auto <= 1.05 * Math.Min(with, without), $"bias=auto {auto} is not within 5 % of the better of bias=true {with} and bias=false {without}");
+    }
+
+    /// <summary>
+    /// The example's model has two key/value groups per layer: a quarter of its 10 groups is 3 (rounded), one from each
+    /// of 3 layers, and there every method picks the same groups, so FLAP can only tie magnitude there.
+    /// </summary>
+    [Theory]
+    [InlineData("stories260k", true)]
+    [InlineData("kjv", false)]
+    public void At_a_quarter_of_the_head_groups_flap_beats_magnitude(string subject, bool strictly)
+    {
+        var magnitude = Kld(subject, "heads=0.25 method=magnitude");
+        var flap = Kld(subject, "heads=0.25 method=flap");
+        Assert.True(strictly ? flap < magnitude : flap <= magnitude, $"FLAP {flap} is not below magnitude's {magnitude}");
     }
 }
 

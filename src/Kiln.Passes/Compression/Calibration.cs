@@ -45,8 +45,11 @@ public sealed record CalibrationSet(string Source, IReadOnlyList<IReadOnlyDictio
 /// </summary>
 public static class CalibrationWalk
 {
-    /// <summary>One layer's inputs: the activations [tokens, columns] of every sample, concatenated.</summary>
-    public sealed record LayerInputs(float[] X, int Tokens, int Columns);
+    /// <summary>One layer's inputs: the activations [tokens, columns] of every sample, concatenated (<see cref="SampleTokens"/> of each, in order).</summary>
+    public sealed record LayerInputs(float[] X, int Tokens, int Columns)
+    {
+        public IReadOnlyList<int> SampleTokens { get; init; } = [Tokens];
+    }
 
     /// <param name="handle">gets a layer and its inputs; returns the nodes that now compute it, in order (the layer itself when unchanged)</param>
     public static void Run(PassContext ctx, CalibrationSet data, IReadOnlySet<Node> layers, Func<Node, LayerInputs, IReadOnlyList<Node>> handle)
@@ -74,7 +77,7 @@ public static class CalibrationWalk
                 var x = new float[(long)tokens * columns];
                 var at = 0;
                 foreach (var p in parts) { p.Span<float>().CopyTo(x.AsSpan(at)); at += (int)p.Length; }
-                run = handle(node, new LayerInputs(x, tokens, columns));
+                run = handle(node, new LayerInputs(x, tokens, columns) { SampleTokens = parts.Select(p => (int)(p.Length / columns)).ToList() });
                 // Readers of the old output now read the new one: it lives as long as the old one would have.
                 if (run[^1] != node && node.Outputs[0] is { } old && run[^1].Outputs[0] is { } fresh && lastUse.TryGetValue(old, out var l)) lastUse[fresh] = l;
                 foreach (var r in run.Take(run.Count - 1))

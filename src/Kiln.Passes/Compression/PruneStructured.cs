@@ -60,22 +60,25 @@ public sealed class PruneStructured : IPass
         var compensate = data is not null && bias != "false";
         if (data is null && bias == "auto") ctx.Notes.Add("no bias compensation (bias=auto without calibration data)");
 
-        // bias=auto keeps a slice of the calibration samples back to judge the two variants on data the statistics did not see.
-        CalibrationSet? held = null, stats = data;
+        // bias=auto judges the bias, fitted on the other samples, on a held-back slice of them (the last quarter); the
+        // units are ranked, and the bias kept is fitted, on all of them.
+        CalibrationSet? held = null;
+        var fitSamples = data?.Samples.Count ?? 0;
         if (data is not null && bias == "auto")
         {
             var n = data.Samples.Count;
             var back = n >= 2 ? Math.Max(1, n / 4) : 0;
             held = new CalibrationSet(data.Source, back > 0 ? data.Samples.Skip(n - back).ToList() : data.Samples);
-            stats = back > 0 ? new CalibrationSet(data.Source, data.Samples.Take(n - back).ToList()) : data;
+            fitSamples = n - back;
             if (back == 0) ctx.Notes.Add("bias=auto: one calibration sample, so it also judges the two variants");
         }
-        if (stats is not null)
+        if (data is not null)
         {
             var byNode = blocks.ToDictionary(b => b.Out.Node);
-            CalibrationWalk.Run(ctx, stats, byNode.Keys.ToHashSet(), (node, x) =>
+            CalibrationWalk.Run(ctx, data, byNode.Keys.ToHashSet(), (node, x) =>
             {
                 byNode[node].Statistics.Add(x);
+                byNode[node].FitStatistics.Add(x, 0, x.SampleTokens.Take(fitSamples).Sum());
                 return [node];
             });
         }
@@ -85,23 +88,27 @@ public sealed class PruneStructured : IPass
         var reference = held is null ? null : OutputDivergence.Logits(g, held);
         var parametersBefore = Parameters(g);
         var flopsBefore = StructuredRewrite.ProductFlopsPerToken(g);
-        var biases = compensate ? blocks.Where(b => b.Removed.Count > 0).ToDictionary(b => b, b => b.CompensatingBias()) : [];
+        var pruned = blocks.Where(b => b.Removed.Count > 0).ToList();
+        var fitted = compensate ? pruned.ToDictionary(b => b, b => b.CompensatingBias(b.FitStatistics)) : [];
+        var final = compensate ? pruned.ToDictionary(b => b, b => b.CompensatingBias(b.Statistics)) : [];
         foreach (var b in blocks.Where(b => b.Removed.Count > 0)) b.Rewrite(ctx);
         StructuredRewrite.Finish(ctx);
 
         var compensated = false;
-        if (compensate && biases.Count > 0)
+        if (compensate && pruned.Count > 0)
         {
-            var without = reference is null ? 0 : OutputDivergence.Measure(g, held!, reference);
-            var undo = biases.Select(kv => StructuredRewrite.AddBias(ctx, kv.Key.Out.Node, kv.Value, kv.Key.Name)).ToList();
             compensated = true;
             if (reference is not null)
             {
+                var without = OutputDivergence.Measure(g, held!, reference);
+                var undo = pruned.Select(b => StructuredRewrite.AddBias(ctx, b.Out.Node, fitted[b], b.Name)).ToList();
                 var with = OutputDivergence.Measure(g, held!, reference);
                 compensated = with < without;
-                ctx.Notes.Add($"bias=auto: mean KLD on {held!.Samples.Count} held-back calibration sample(s) {with:0.####} with bias compensation, {without:0.####} without: {(compensated ? "kept" : "left out")}");
-                if (!compensated) foreach (var u in undo) u();
+                ctx.Notes.Add($"bias=auto: mean KLD on {held!.Samples.Count} held-back calibration sample(s) {with:0.####} with bias compensation (fitted on the other {fitSamples}), {without:0.####} without: {(compensated ? "kept, refitted on all samples" : "left out")}");
+                foreach (var u in undo) u();
             }
+            if (compensated)
+                foreach (var b in pruned) StructuredRewrite.AddBias(ctx, b.Out.Node, final[b], b.Name);
         }
         foreach (var b in blocks) ctx.Layers.Add(b.Report(compensated));
         var parametersAfter = Parameters(g);

@@ -19,8 +19,11 @@ internal sealed class PrunedBlock
         _attention = attention;
         Fraction = fraction;
         Out = ffn?.Out ?? attention!.Out;
+        // Named before the rewrite renames the weights.
+        Name = ffn?.Name ?? attention!.Name;
         Units = ffn?.Channels ?? attention!.KvHeads;
-        Statistics = new ChannelStatistics(Out.Inputs);
+        Statistics = new ChannelStatistics(Out.Inputs, attention?.HeadDim ?? 1);
+        FitStatistics = new ChannelStatistics(Out.Inputs);
         ParametersBefore = Products.Sum(p => (long)p.Inputs * p.Outputs);
     }
 
@@ -30,7 +33,7 @@ internal sealed class PrunedBlock
 
     public string Kind => _ffn is not null ? "ffn" : "attention";
 
-    public string Name => _ffn?.Name ?? _attention!.Name;
+    public string Name { get; }
 
     public double Fraction { get; }
 
@@ -39,7 +42,11 @@ internal sealed class PrunedBlock
 
     public WeightProduct Out { get; }
 
+    /// <summary>Over every calibration sample: what ranks the units and gives the final bias.</summary>
     public ChannelStatistics Statistics { get; }
+
+    /// <summary>Over the samples <c>bias=auto</c> does not hold back: the bias it judges on the held-back ones.</summary>
+    public ChannelStatistics FitStatistics { get; }
 
     public List<int> Removed { get; } = [];
 
@@ -94,9 +101,38 @@ internal sealed class PrunedBlock
             {
                 "magnitude" => Math.Sqrt(Squares(u, weights)),
                 "wanda-sp" => OutChannels(u).Sum(c => Statistics.Norm(c) * RowSum(c, v => Math.Abs(v))),
-                _ => OutChannels(u).Sum(c => Statistics.Variance(c) * RowSum(c, v => (double)v * v)),
+                _ => Fluctuation(u, w),
             };
         }
+    }
+
+    /// <summary>
+    /// FLAP's fluctuation of a unit: the variance of its contribution X_u·W_u over the calibration tokens, E‖(X_u − X̄_u)·W_u‖².
+    /// For a channel that is Var(X_c)·‖W_c‖²; for a head it is Σ_ij Cov(X_i, X_j)·(W_i·W_j) over the head's channels,
+    /// which keeps what correlated channels of one head cancel or add (summing per-channel terms would not).
+    /// </summary>
+    private double Fluctuation(int u, float[] w)
+    {
+        var n = Out.Outputs;
+        if (_ffn is not null)
+        {
+            double s = 0;
+            for (var o = 0; o < n; o++) s += (double)w[u * n + o] * w[u * n + o];
+            return Statistics.Variance(u) * s;
+        }
+        double total = 0;
+        foreach (var head in QueryHeads(u))
+        {
+            var channels = HeadChannels(head).ToArray();
+            foreach (var i in channels)
+                foreach (var j in channels)
+                {
+                    double dot = 0;
+                    for (var o = 0; o < n; o++) dot += (double)w[i * n + o] * w[j * n + o];
+                    total += Statistics.Covariance(i, j) * dot;
+                }
+        }
+        return total;
     }
 
     private double Squares(int u, Dictionary<WeightProduct, float[]> weights)
@@ -136,14 +172,14 @@ internal sealed class PrunedBlock
     }
 
     /// <summary>Σ over the removed channels c of mean(X_c) · W_c: what they added on average, as a bias of the output product.</summary>
-    public float[] CompensatingBias()
+    public float[] CompensatingBias(ChannelStatistics statistics)
     {
         var w = Out.Weight.Data!.ToArray<float>();
         var n = Out.Outputs;
         var bias = new double[n];
         foreach (var c in Removed.SelectMany(OutChannels))
         {
-            var mean = Statistics.Mean(c);
+            var mean = statistics.Mean(c);
             for (var o = 0; o < n; o++) bias[o] += mean * w[c * n + o];
         }
         return bias.Select(b => (float)b).ToArray();
@@ -180,33 +216,53 @@ internal sealed class PrunedBlock
             : $"{kept}/{Units} head groups ({kept * _attention!.Group}/{_attention.QueryHeads} query heads, {kept}/{_attention.KvHeads} key/value heads)";
         return new LayerReport($"{Name} ({Kind})", what, 32, 4 * after, 4 * ParametersBefore, _totalSquares == 0 ? 0 : Math.Sqrt(_removedSquares / _totalSquares), null,
             $"parameters {ParametersBefore:N0} → {after:N0}, product FLOPs per token {2 * ParametersBefore:N0} → {2 * after:N0}"
+            + (_attention is not null && Removed.Count > 0 ? $"; removed group{(Removed.Count > 1 ? "s" : "")} {string.Join(", ", Removed)}" : "")
             + (Removed.Count > 0 && compensated ? "; bias compensated" : ""));
     }
 }
 
-/// <summary>Per input channel of a product, over the calibration tokens: the sum and the sum of squares (double).</summary>
-internal sealed class ChannelStatistics(int channels)
+/// <summary>
+/// Per input channel of a product, over the calibration tokens: the sum and the sum of squares (double); with
+/// <c>span</c> > 1 also the products of channels within each span of that many (a head's channels), for the
+/// covariance of a head's input.
+/// </summary>
+internal sealed class ChannelStatistics(int channels, int span = 1)
 {
     private readonly double[] _sum = new double[channels];
     private readonly double[] _squares = new double[channels];
+    private readonly double[] _cross = span > 1 ? new double[(long)channels * span] : [];
     private long _tokens;
 
-    public void Add(CalibrationWalk.LayerInputs x)
+    /// <summary>Adds tokens [<paramref name="from"/>, <paramref name="to"/>) of the layer's inputs (all of them by default).</summary>
+    public void Add(CalibrationWalk.LayerInputs x, int from = 0, int to = -1)
     {
-        for (var t = 0; t < x.Tokens; t++)
+        if (to < 0) to = x.Tokens;
+        for (var t = from; t < to; t++)
+        {
+            var row = x.X.AsSpan((int)((long)t * x.Columns), x.Columns);
             for (var j = 0; j < x.Columns; j++)
             {
-                double v = x.X[(long)t * x.Columns + j];
+                double v = row[j];
                 _sum[j] += v;
                 _squares[j] += v * v;
             }
-        _tokens += x.Tokens;
+            if (span > 1)
+                for (var j = 0; j < x.Columns; j++)
+                {
+                    var first = j - j % span;
+                    for (var i = 0; i < span; i++) _cross[(long)j * span + i] += (double)row[j] * row[first + i];
+                }
+        }
+        _tokens += to - from;
     }
 
     public double Mean(int c) => _tokens == 0 ? 0 : _sum[c] / _tokens;
 
     /// <summary>The sample variance.</summary>
     public double Variance(int c) => _tokens < 2 ? 0 : Math.Max(0, (_squares[c] - _sum[c] * _sum[c] / _tokens) / (_tokens - 1));
+
+    /// <summary>The sample covariance of channels <paramref name="c"/> and <paramref name="d"/> of one span.</summary>
+    public double Covariance(int c, int d) => _tokens < 2 ? 0 : (_cross[(long)c * span + d % span] - _sum[c] * _sum[d] / _tokens) / (_tokens - 1);
 
     /// <summary>‖X_c‖₂.</summary>
     public double Norm(int c) => Math.Sqrt(_squares[c]);

@@ -91,59 +91,61 @@ internal static class StructuredRewrite
     }
 
     /// <summary>
-    /// Adds <paramref name="bias"/> to what the product computes: as a MatMul's new C (kiln:MatMulAdd), into a
-    /// constant C, or added to a computed C (a residual) before the product. Returns what undoes it.
+    /// Adds <paramref name="bias"/> to what the product computes: into a constant C of a kiln:MatMulAdd, added to a
+    /// computed C (a residual) before the product, or added to a MatMul's output. The product node stays; returns
+    /// what undoes the change.
     /// </summary>
     public static Action AddBias(PassContext ctx, Node product, float[] bias, string name)
     {
         var g = ctx.Graph;
-        var b = g.AddConstant(g.UniqueName(name + ".compensation"), TensorData.FromArray(DType.F32, [bias.Length], bias));
-        if (product.QualifiedOp == "MatMul")
+        if (product.QualifiedOp == KilnOp.Qualified.MatMulAdd && product.Inputs.Count > 2 && product.Inputs[2] is { } c)
         {
-            var fresh = InsertBefore(g, product, KilnOp.MatMulAdd, KilnOp.Domain, [product.Inputs[0], product.Inputs[1], b], product.Outputs[0]!, product.Name);
-            return () =>
+            if (c is { Kind: ValueKind.Constant, Data: { } cd } && cd.ElementCount == bias.Length)
             {
-                InsertBefore(g, fresh, "MatMul", "", [fresh.Inputs[0], fresh.Inputs[1]], fresh.Outputs[0]!, fresh.Name);
-                g.RemoveConstant(b);
-            };
-        }
-        var c = product.Inputs[2]!;
-        if (c is { Kind: ValueKind.Constant, Data: { } cd } && cd.ElementCount == bias.Length)
-        {
-            var sum = cd.ToArray<float>().Select((v, i) => v + bias[i]).ToArray();
-            g.RemoveConstant(b);
-            var merged = g.AddConstant(g.UniqueName(c.Name + ".compensated"), TensorData.FromArray(DType.F32, cd.Dims.ToArray(), sum));
-            product.SetInput(2, merged);
+                var sum = cd.ToArray<float>().Select((v, i) => v + bias[i]).ToArray();
+                var merged = g.AddConstant(g.UniqueName(c.Name + ".compensated"), TensorData.FromArray(DType.F32, cd.Dims.ToArray(), sum));
+                product.SetInput(2, merged);
+                return () =>
+                {
+                    product.SetInput(2, c);
+                    g.RemoveConstant(merged);
+                };
+            }
+            var (added, b) = Add(g, product, c, bias, name, before: true);
+            product.SetInput(2, added.Outputs[0]);
             return () =>
             {
                 product.SetInput(2, c);
-                g.RemoveConstant(merged);
+                g.RemoveNode(added);
+                g.RemoveConstant(b);
             };
         }
-        var add = g.AddNode("Add", "", product.Name is null ? null : product.Name + "/compensation", [c, b], [g.UniqueName(c.Name + ".compensated")], null, [c.Type]);
-        g.Nodes.Remove(add);
-        g.Nodes.Insert(g.Nodes.IndexOf(product), add);
-        product.SetInput(2, add.Outputs[0]);
+        var y = product.Outputs[0]!;
+        var readers = y.Uses.ToList();
+        var outputs = g.Outputs.Where(o => o.Value == y).ToList();
+        var (after, bc) = Add(g, product, y, bias, name, before: false);
+        foreach (var u in readers) u.Node.SetInput(u.Index, after.Outputs[0]);
+        foreach (var o in outputs) o.Value = after.Outputs[0]!;
         return () =>
         {
-            product.SetInput(2, c);
-            g.RemoveNode(add);
-            g.RemoveConstant(b);
+            foreach (var u in readers) u.Node.SetInput(u.Index, y);
+            foreach (var o in outputs) o.Value = y;
+            g.RemoveNode(after);
+            g.RemoveConstant(bc);
         };
     }
 
-    /// <summary>A node of <paramref name="op"/> in <paramref name="old"/>'s place, computing its output's uses.</summary>
-    private static Node InsertBefore(Graph g, Node old, string op, string domain, Value?[] inputs, Value output, string? name)
+    /// <summary>A node Add(x, bias) placed right before or after <paramref name="product"/>.</summary>
+    private static (Node Add, Value Bias) Add(Graph g, Node product, Value x, float[] bias, string name, bool before)
     {
-        var fresh = g.AddNode(op, domain, name, inputs, [g.UniqueName(output.Name + ".b")], null, [output.Type]);
-        g.Nodes.Remove(fresh);
-        g.Nodes.Insert(g.Nodes.IndexOf(old), fresh);
-        Graph.ReplaceAllUses(output, fresh.Outputs[0]!);
-        g.RemoveNode(old);
-        return fresh;
+        var b = g.AddConstant(g.UniqueName(name + ".compensation"), TensorData.FromArray(DType.F32, [bias.Length], bias));
+        var add = g.AddNode("Add", "", product.Name is null ? null : product.Name + "/compensation", [x, b], [g.UniqueName(x.Name + ".compensated")], null, [x.Type]);
+        g.Nodes.Remove(add);
+        g.Nodes.Insert(g.Nodes.IndexOf(product) + (before ? 0 : 1), add);
+        return (add, b);
     }
 
-    /// <summary>2 · inputs · outputs summed over the products with constant f32 weights: their FLOPs per token.</summary>
+    /// <summary>2 · inputs · outputs summed over the products with 2-D constant f32 weights (those <c>quantize</c> takes, the classifier among them): their FLOPs per token.</summary>
     public static long ProductFlopsPerToken(Graph g) =>
-        g.Nodes.Select(WeightProduct.Of).OfType<WeightProduct>().Sum(p => 2L * p.Inputs * p.Outputs);
+        QuantizableLayers.Find(g).Where(l => !l.IsEmbedding).Sum(l => 2L * l.Node.Inputs[1]!.Data!.ElementCount);
 }
