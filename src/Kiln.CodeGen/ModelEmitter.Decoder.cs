@@ -49,8 +49,8 @@ public sealed partial class ModelEmitter
             if (!sources.ContainsKey(sym)) return $"symbol '{sym}' is not set by a decoding step";
         _stepPastSymbol = sources.FirstOrDefault(x => x.Value == "cache.Length" && _symbolLocals.ContainsKey(x.Key)).Key;
         w.Line("if (batch < 1 || seq < 1 || tokens.Length != batch * seq) throw new ArgumentException($\"expected {batch} row(s) of {seq} tokens, got {tokens.Length}\");");
-        var heads = io.KvHeads.Distinct().Count() == 1 ? $"{io.KvHeads[0]} heads" : $"[{string.Join(", ", io.KvHeads)}] heads";
-        w.Line($"if (cache.Layers != {io.PastKeys.Length} || !System.MemoryExtensions.SequenceEqual(cache.KvHeads, stackalloc int[] {{ {string.Join(", ", io.KvHeads)} }}) || cache.HeadDim != {io.HeadDim} || cache.Batch != batch) throw new ArgumentException($\"this model needs a KV cache of {io.PastKeys.Length} layers × {heads} × {io.HeadDim} for {{batch}} row(s), \" + $\"got {{cache.Layers}} × [{{string.Join(\", \", cache.KvHeads.ToArray())}}] heads × {{cache.HeadDim}} for {{cache.Batch}}\");");
+        var heads = io.KvHeads.Distinct().Count() == 1 ? $"{io.KvHeads[0]}" : $"[{string.Join(", ", io.KvHeads)}]";
+        w.Line($"if (!cache.HasLayout(stackalloc int[] {{ {string.Join(", ", io.KvHeads)} }}, {io.HeadDim}, batch)) throw new ArgumentException($\"this model needs a KV cache of {io.PastKeys.Length} layers × {heads} heads × {io.HeadDim} for {{batch}} row(s), got {{cache}}\");");
         w.Line("if (cache.Length + seq > cache.Capacity) throw new ArgumentException($\"the KV cache holds {cache.Capacity} positions; {cache.Length} + {seq} do not fit\");");
         foreach (var c in checks.Distinct().Where(c => !c.StartsWith("cache.", StringComparison.Ordinal))) w.Line($"if ({c}) throw new ArgumentException(\"this model was compiled for fixed dims: {CSharp.Comment(c.Replace("!=", "must be"))}\");");
         foreach (var (sym, local) in _symbolLocals) w.Line($"long {local} = {sources[sym]};");

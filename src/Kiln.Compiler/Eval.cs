@@ -70,8 +70,8 @@ public static class Eval
                 for (var t = 0; t + 1 < length; t++)
                 {
                     var at = ((long)r * length + t) * vocab;
-                    LogSoftmax(ps.Slice((int)at, vocab), lp);
-                    LogSoftmax(qs.Slice((int)at, vocab), lq);
+                    OutputDivergence.LogSoftmax(ps.Slice((int)at, vocab), lp);
+                    OutputDivergence.LogSoftmax(qs.Slice((int)at, vocab), lq);
                     var next = (int)ids[r * length + t + 1];
                     nllFloat -= lp[next];
                     nllQuant -= lq[next];
@@ -119,16 +119,6 @@ public static class Eval
             if (ids[i] < 0 || ids[i] >= (vocab ?? long.MaxValue))
                 throw Bad($"token {ids[i]} at row {i / length}, position {i % length} is outside the model's vocabulary of {vocab}", tokensPath);
         return logits.Name;
-    }
-
-    private static void LogSoftmax(ReadOnlySpan<float> x, double[] y)
-    {
-        double max = double.NegativeInfinity;
-        foreach (var v in x) max = Math.Max(max, v);
-        double sum = 0;
-        for (var i = 0; i < x.Length; i++) sum += Math.Exp(x[i] - max);
-        var log = Math.Log(sum) + max;
-        for (var i = 0; i < x.Length; i++) y[i] = x[i] - log;
     }
 
     private static int ArgMax(double[] x)

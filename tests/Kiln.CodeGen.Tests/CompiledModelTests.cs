@@ -155,7 +155,11 @@ public sealed class CompiledModelTests : IDisposable
         using var runner = Compile(modelPath, "fold,dce,cse,fuse,prune-structured{heads=0.25 method=magnitude bias=false}");
         var layout = runner.Model.DecoderLayout!;
         Assert.Equal([1, 1, 1, 2, 2], layout.KvHeads.Order());
-        Assert.IsAssignableFrom<Runtime.Decoding.IPlannedDecoder>(runner.Model);
+        var planned = Assert.IsAssignableFrom<Runtime.Decoding.IPlannedDecoder>(runner.Model);
+        // A cache of one head count for every layer does not fit, and the step says how.
+        var uniform = new Runtime.Decoding.KvCache(5, 1, 2, layout.HeadDim, 64);
+        var wrong = Assert.Throws<ArgumentException>(() => planned.Step([1], 1, 1, uniform, new float[planned.VocabularySize]));
+        Assert.Contains($"[{string.Join(", ", layout.KvHeads)}] heads × 32 for 1 row(s), got 5 layers × 2 heads × 32 for 1 row(s)", wrong.Message, StringComparison.Ordinal);
         using var session = new Runtime.Decoding.DecoderSession(runner.Model, layout, new Runtime.Decoding.DecoderOptions { MaxContext = 64 });
         var model = runner.Model;
         var vocab = ((Runtime.Decoding.IPlannedDecoder)model).VocabularySize;

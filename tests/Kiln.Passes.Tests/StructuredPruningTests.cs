@@ -24,9 +24,14 @@ public sealed class StructuredPruningTests
         var report = PassManager.Run(model, PassPipeline.Parse("prune-structured{ffn=0.25 heads=0.25 method=magnitude bias=false}")).Single();
         // 43 of 172 channels (3 products of 64) and 1 of 4 groups (2 query heads: 16 query and output columns, 8 key and value) per layer.
         const int removed = 5 * (43 * 3 * 64 + (16 + 8 + 8 + 16) * 64);
-        Assert.Equal(removed, report.Counts["parameters removed"]);
+        // The pass's line: "parameters A → B, product FLOPs per token C → D".
+        var line = System.Text.RegularExpressions.Regex.Match(report.Notes.Single(n => n.StartsWith("parameters ", StringComparison.Ordinal)),
+            @"^parameters ([\d,]+) → ([\d,]+), product FLOPs per token ([\d,]+) → ([\d,]+)");
+        long Reported(int i) => long.Parse(line.Groups[i].Value, System.Globalization.NumberStyles.AllowThousands, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(line.Success);
+        Assert.Equal((parameters, flops), (Reported(1), Reported(3)));
+        Assert.Equal((PruneStructured.Parameters(model.Graph), ProductFlops(model.Graph)), (Reported(2), Reported(4)));
         Assert.Equal(removed, parameters - PruneStructured.Parameters(model.Graph));
-        Assert.Equal(2 * removed, report.Counts["product FLOPs per token removed"]);
         Assert.Equal(2L * removed, flops - ProductFlops(model.Graph));
         Assert.Equal(5 * 43, report.Counts["ffn channels removed"]);
         Assert.Equal(5, report.Counts["attention head groups removed"]);
@@ -69,5 +74,17 @@ public sealed class StructuredPruningTests
         var e = Assert.Throws<KilnException>(() => PassManager.Run(model, PassPipeline.Parse($"fold,dce,cse,fuse,prune-structured{{ffn=0.25 {options}}}".Replace("ffn=0.25 ffn=1.5", "ffn=1.5", StringComparison.Ordinal))));
         Assert.Equal(DiagnosticCode.InvalidPipeline, e.Diagnostics[0].Code);
         Assert.Contains(message, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Calibration_data_a_kernel_refuses_is_a_kiln_error_naming_the_node()
+    {
+        using var model = OnnxImporter.Import(Fixtures.Model("stories260k/model-nocache.onnx"));
+        // Token 600 is past the 512-row embedding table.
+        var data = new CalibrationSet("tokens.pb", [new Dictionary<string, TensorData> { ["input_ids"] = TensorData.Int64([1, 3], 1, 600, 2) }]);
+        var e = Assert.Throws<KilnException>(() => PassManager.Run(model, PassPipeline.Parse("fold,dce,cse,fuse,prune-structured{ffn=0.25}"), calibration: data));
+        Assert.Equal(DiagnosticCode.RuntimeError, e.Diagnostics[0].Code);
+        Assert.Equal("Gather", e.Diagnostics[0].Op);
+        Assert.Contains("calibration data tokens.pb", e.Message, StringComparison.Ordinal);
     }
 }

@@ -86,7 +86,16 @@ public static class CalibrationWalk
             foreach (var node in run)
                 foreach (var s in states)
                 {
-                    var outs = Interpreter.EvaluateNode(node, node.Inputs.Select(v => v is null ? null : Read(s, v)).ToList());
+                    object?[] outs;
+                    try
+                    {
+                        outs = Interpreter.EvaluateNode(node, node.Inputs.Select(v => v is null ? null : Read(s, v)).ToList());
+                    }
+                    catch (KernelException e)
+                    {
+                        // A kernel refusing the data (a token id past a table) is the calibration data's fault, not Kiln's.
+                        throw new KilnException(new Diagnostic(DiagnosticCode.RuntimeError, $"calibration data {data.Source}: {e.Message}", null, node.Name, g.Nodes.IndexOf(node), node.QualifiedOp));
+                    }
                     for (var k = 0; k < node.Outputs.Length; k++)
                         if (node.Outputs[k] is { } o) s[o] = outs[k];
                 }

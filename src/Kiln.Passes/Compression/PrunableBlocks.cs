@@ -22,6 +22,15 @@ public sealed record WeightProduct(Node Node)
 }
 
 /// <summary>
+/// Output columns [Offset, Offset + Width) of a product: all of them, or one part of a Split along the last axis
+/// (GPT-2 computes Q, K and V with one product and splits it three ways).
+/// </summary>
+public sealed record ProductColumns(WeightProduct Product, int Offset, int Width, Node? Split)
+{
+    public Value Weight => Product.Weight;
+}
+
+/// <summary>
 /// A feed-forward block: products that read one input X (up, gate) and whose outputs combine element by element
 /// (SiLU, GELU, Mul, …) into the input of one output product (down). Channel j is column j of every input product's
 /// weight (and bias) and row j of the output product's weight.
@@ -34,12 +43,13 @@ public sealed record FeedForwardBlock(IReadOnlyList<WeightProduct> Ins, WeightPr
 }
 
 /// <summary>
-/// An attention block as Llama-style exporters write it: query, key and value products, each split into heads
-/// (Reshape [.., H·d] → [.., H, d], Transpose to [b, H, s, d], rotary embedding on Q and K, keys and values appended
-/// to their past), one kiln:GroupQueryAttention, the heads merged back and the output product. Query heads
-/// g·G … g·G + G − 1 share key/value head g (G = query heads / key-value heads): pruning removes such groups whole.
+/// An attention block as Llama- and GPT-2-style exporters write it: query, key and value products (or the three
+/// parts of one), each split into heads (Reshape [.., H·d] → [.., H, d], Transpose to [b, H, s, d], rotary embedding
+/// on Q and K, keys and values appended to their past), one kiln:GroupQueryAttention, the heads merged back and the
+/// output product. Query heads g·G … g·G + G − 1 share key/value head g (G = query heads / key-value heads): pruning
+/// removes such groups whole.
 /// </summary>
-public sealed record AttentionBlock(WeightProduct Query, WeightProduct Key, WeightProduct Value, WeightProduct Out, Node Attention,
+public sealed record AttentionBlock(ProductColumns Query, ProductColumns Key, ProductColumns Value, WeightProduct Out, Node Attention,
     int QueryHeads, int KvHeads, int HeadDim, IReadOnlyList<Node> Splits, Node Merge, IReadOnlyList<Value> Pasts)
 {
     public int Group => QueryHeads / KvHeads;
@@ -94,12 +104,13 @@ public static class PrunableBlocks
     {
         var splits = new List<Node>();
         var pasts = new List<Value>();
-        WeightProduct? Trace(Value? v)
+        ProductColumns? Trace(Value? v)
         {
             while (v is not null)
             {
                 var p = v.Producer;
-                if (WeightProduct.Of(p) is { } w) return w.Node.Outputs[0]!.Uses.Count == 1 && w.Weight.Uses.Count == 1 ? w : null;
+                if (WeightProduct.Of(p) is { } w) return w.Node.Outputs[0]!.Uses.Count == 1 && w.Weight.Uses.Count == 1 ? new ProductColumns(w, 0, w.Outputs, null) : null;
+                if (p is { QualifiedOp: "Split" } && SplitPart(p, v) is { } part) return v.Uses.Count(u => u.Node.QualifiedOp != "Shape") == 1 ? part : null;
                 // Every value on the way is read once (Shape reads of it aside: they follow the new head count), but the
                 // present (its past with the new positions appended), which is also a graph output.
                 var appended = p is not null && p.Has(OpTraits.AppendsAlongAxis);
@@ -131,9 +142,26 @@ public static class PrunableBlocks
         if (attn.Outputs[0] is not { Uses: [{ Node: { QualifiedOp: "Transpose" } t }] } || t.Attr<IntsAttr>("perm")?.Value is not [0, 2, 1, 3]
             || t.Outputs[0] is not { Uses: [{ Node: { QualifiedOp: "Reshape" } merge }] } || !IsMerge(merge)
             || merge.Outputs[0] is not { Uses: [{ Node: var o, Index: 0 }] } || WeightProduct.Of(o) is not { } output || output.Weight.Uses.Count != 1) return null;
-        if (q.Outputs != hq * d || k.Outputs != hkv * d || v.Outputs != hkv * d || output.Inputs != hq * d || new[] { q.Node, k.Node, v.Node }.Distinct().Count() != 3) return null;
-        if ((q.Addend is { } qa && !IsVector(qa, q.Outputs)) || (k.Addend is { } ka && !IsVector(ka, k.Outputs)) || (v.Addend is { } va && !IsVector(va, v.Outputs))) return null;
+        if (q.Width != hq * d || k.Width != hkv * d || v.Width != hkv * d || output.Inputs != hq * d) return null;
+        // Three products, or the three parts of one split; a bias a product adds is cut with its columns.
+        var parts = new[] { q, k, v };
+        if (parts.Select(x => x.Product.Node).Distinct().Count() is var n && n != 3 && !(n == 1 && q.Split is { } s && parts.All(x => x.Split == s) && s.Outputs.Length == 3)) return null;
+        if (parts.Any(x => x.Product.Addend is { } a && !IsVector(a, x.Product.Outputs))) return null;
         return new AttentionBlock(q, k, v, output, attn, (int)hq, (int)hkv, (int)d, splits, merge, pasts);
+    }
+
+    /// <summary>The columns of a product's output that one output of a Split along its last axis holds, when the Split is the product's only reader.</summary>
+    private static ProductColumns? SplitPart(Node split, Value part)
+    {
+        // The sizes must be an input, which the rewrite can replace with the kept ones.
+        if (split.Inputs[0] is not { } whole || WeightProduct.Of(whole.Producer) is not { } p || whole.Uses.Count != 1 || p.Weight.Uses.Count != 1
+            || split.Inputs.Count < 2 || split.Inputs[1] is not { Kind: ValueKind.Constant }) return null;
+        var axis = split.AttrInt("axis");
+        if (whole.TensorType?.Shape is not { } shape || (axis != shape.Rank - 1 && axis != -1)) return null;
+        var widths = split.Outputs.Select(o => o?.TensorType?.Shape is { Rank: > 0 } os ? os[os.Rank - 1].Value : null).ToList();
+        if (widths.Any(w => w is null) || widths.Sum(w => w!.Value) != p.Outputs) return null;
+        var index = Array.IndexOf(split.Outputs, part);
+        return new ProductColumns(p, (int)widths.Take(index).Sum(w => w!.Value), (int)widths[index]!.Value, split);
     }
 
     /// <summary>Reshape [.., H·d] → [.., H, d], the dims before unchanged.</summary>

@@ -9,11 +9,12 @@ namespace Kiln.Passes;
 /// every product, the attention's head counts and a decoder's KV cache get smaller — an ordinary smaller model, not
 /// masks. Importance of a channel or group (on the input X of the block's output product W, rows c of the unit):
 /// <c>magnitude</c> (the norm of every weight of the unit), <c>wanda-sp</c> (Σ_c ‖X_c‖₂ · Σ|W_c|), <c>flap</c>
-/// (Σ_c Var(X_c) · ‖W_c‖₂², the fluctuation of the unit's contribution; An et al., 2024). <c>allocation=uniform</c>
-/// removes the fraction (rounded to whole units, at least one kept) from every block; <c>adaptive</c> removes the
-/// same total where the scores, standardized per block, are lowest. Bias compensation adds the removed units' mean
-/// contribution over the calibration data (Σ_c mean(X_c)·W_c) to the output product; <c>bias=auto</c> measures the
-/// model with and without it on a held-back slice of the calibration data and keeps the better.
+/// (the variance of the unit's contribution X_u·W_u over the calibration tokens; An et al., 2024). The fraction,
+/// rounded to whole units over all blocks, is removed evenly (<c>allocation=uniform</c>) or from the units with the
+/// smallest shares of their block's importance (<c>adaptive</c>); every block keeps one. Bias compensation adds the
+/// removed units' mean contribution over the calibration data (Σ_c mean(X_c)·W_c) to the output product;
+/// <c>bias=auto</c> measures the model with and without it on a held-back slice of the calibration data and keeps
+/// the better.
 /// </summary>
 public sealed class PruneStructured : IPass
 {
@@ -72,7 +73,7 @@ public sealed class PruneStructured : IPass
             fitSamples = n - back;
             if (back == 0) ctx.Notes.Add("bias=auto: one calibration sample, so it also judges the two variants");
         }
-        if (data is not null)
+        if (data is not null && (method != "magnitude" || compensate))
         {
             var byNode = blocks.ToDictionary(b => b.Out.Node);
             CalibrationWalk.Run(ctx, data, byNode.Keys.ToHashSet(), (node, x) =>
@@ -91,7 +92,7 @@ public sealed class PruneStructured : IPass
         var pruned = blocks.Where(b => b.Removed.Count > 0).ToList();
         var fitted = compensate ? pruned.ToDictionary(b => b, b => b.CompensatingBias(b.FitStatistics)) : [];
         var final = compensate ? pruned.ToDictionary(b => b, b => b.CompensatingBias(b.Statistics)) : [];
-        foreach (var b in blocks.Where(b => b.Removed.Count > 0)) b.Rewrite(ctx);
+        foreach (var b in pruned) b.Rewrite(ctx);
         StructuredRewrite.Finish(ctx);
 
         var compensated = false;
@@ -104,7 +105,7 @@ public sealed class PruneStructured : IPass
                 var undo = pruned.Select(b => StructuredRewrite.AddBias(ctx, b.Out.Node, fitted[b], b.Name)).ToList();
                 var with = OutputDivergence.Measure(g, held!, reference);
                 compensated = with < without;
-                ctx.Notes.Add($"bias=auto: mean KLD on {held!.Samples.Count} held-back calibration sample(s) {with:0.####} with bias compensation (fitted on the other {fitSamples}), {without:0.####} without: {(compensated ? "kept, refitted on all samples" : "left out")}");
+                ctx.Notes.Add(FormattableString.Invariant($"bias=auto: mean KLD on {held!.Samples.Count} held-back calibration sample(s) {with:0.####} with bias compensation (fitted on the other {fitSamples}), {without:0.####} without: {(compensated ? "kept, refitted on all samples" : "left out")}"));
                 foreach (var u in undo) u();
             }
             if (compensated)
@@ -113,14 +114,12 @@ public sealed class PruneStructured : IPass
         foreach (var b in blocks) ctx.Layers.Add(b.Report(compensated));
         var parametersAfter = Parameters(g);
         var flopsAfter = StructuredRewrite.ProductFlopsPerToken(g);
-        ctx.Count("parameters removed", checked((int)(parametersBefore - parametersAfter)));
-        ctx.Count("product FLOPs per token removed", checked((int)(flopsBefore - flopsAfter)));
         foreach (var kind in new[] { "ffn", "attention" })
         {
             var of = blocks.Where(b => b.Kind == kind).ToList();
             if (of.Count > 0) ctx.Count($"{(kind == "ffn" ? "ffn channels" : "attention head groups")} removed", of.Sum(b => b.Removed.Count));
         }
-        ctx.Notes.Add($"parameters {parametersBefore:N0} → {parametersAfter:N0}, product FLOPs per token {flopsBefore:N0} → {flopsAfter:N0} ({method}, {allocation}{(compensated ? ", bias compensation" : "")})");
+        ctx.Notes.Add(FormattableString.Invariant($"parameters {parametersBefore:N0} → {parametersAfter:N0}, product FLOPs per token {flopsBefore:N0} → {flopsAfter:N0} ({method}, {allocation}{(compensated ? ", bias compensation" : "")})"));
     }
 
     /// <summary>

@@ -56,7 +56,7 @@ internal sealed class PrunedBlock
 
     private double _removedSquares, _totalSquares;
 
-    private IEnumerable<WeightProduct> Products => _ffn is { } f ? f.Ins.Append(f.Out) : [_attention!.Query, _attention.Key, _attention.Value, _attention.Out];
+    private IEnumerable<WeightProduct> Products => (_ffn is { } f ? f.Ins.Append(f.Out) : [_attention!.Query.Product, _attention.Key.Product, _attention.Value.Product, _attention.Out]).Distinct();
 
     /// <summary>The output product's input channels unit <paramref name="u"/> owns.</summary>
     private IEnumerable<int> OutChannels(int u) => _ffn is not null ? [u] : QueryHeads(u).SelectMany(HeadChannels);
@@ -75,16 +75,16 @@ internal sealed class PrunedBlock
             yield break;
         }
         var a = _attention!;
-        yield return (a.Query, true, QueryHeads(u).SelectMany(HeadChannels));
-        yield return (a.Key, true, HeadChannels(u));
-        yield return (a.Value, true, HeadChannels(u));
+        yield return (a.Query.Product, true, QueryHeads(u).SelectMany(HeadChannels).Select(c => a.Query.Offset + c));
+        yield return (a.Key.Product, true, HeadChannels(u).Select(c => a.Key.Offset + c));
+        yield return (a.Value.Product, true, HeadChannels(u).Select(c => a.Value.Offset + c));
         yield return (a.Out, false, OutChannels(u));
     }
 
     /// <summary>Importance of every unit by <paramref name="method"/> (magnitude, wanda-sp, flap).</summary>
     public void Score(string method)
     {
-        var weights = Products.Distinct().ToDictionary(p => p, p => p.Weight.Data!.ToArray<float>());
+        var weights = Products.ToDictionary(p => p, p => p.Weight.Data!.ToArray<float>());
         var w = weights[Out];
         var n = Out.Outputs;
         double RowSum(int c, Func<float, double> f)
@@ -166,7 +166,7 @@ internal sealed class PrunedBlock
         Removed.Sort();
         if (Removed.Count > 0)
         {
-            var weights = Products.Distinct().ToDictionary(p => p, p => p.Weight.Data!.ToArray<float>());
+            var weights = Products.ToDictionary(p => p, p => p.Weight.Data!.ToArray<float>());
             _removedSquares = Removed.Sum(u => Squares(u, weights));
         }
     }
@@ -198,9 +198,12 @@ internal sealed class PrunedBlock
         }
         var a = _attention!;
         var heads = keep.SelectMany(QueryHeads).ToArray();
-        StructuredRewrite.KeepColumns(ctx, a.Query, heads.SelectMany(HeadChannels).ToArray());
-        StructuredRewrite.KeepColumns(ctx, a.Key, keep.SelectMany(HeadChannels).ToArray());
-        StructuredRewrite.KeepColumns(ctx, a.Value, keep.SelectMany(HeadChannels).ToArray());
+        var parts = new[] { (a.Query, heads.SelectMany(HeadChannels)), (a.Key, keep.SelectMany(HeadChannels)), (a.Value, keep.SelectMany(HeadChannels)) };
+        // One product may hold all three parts (a Split of it): its kept columns are the parts' together, and the Split takes their new widths.
+        foreach (var product in parts.GroupBy(x => x.Item1.Product))
+            StructuredRewrite.KeepColumns(ctx, product.Key, product.SelectMany(x => x.Item2.Select(c => x.Item1.Offset + c)).Order().ToArray());
+        if (a.Query.Split is { } split)
+            StructuredRewrite.SplitSizes(ctx, split, parts.OrderBy(x => x.Item1.Offset).Select(x => (long)x.Item2.Count()).ToArray());
         StructuredRewrite.KeepRows(ctx, a.Out, heads.SelectMany(HeadChannels).ToArray());
         StructuredRewrite.SplitHeadsAnyCount(ctx, a.Splits, a.Merge, a.HeadDim);
         StructuredRewrite.ResizePasts(ctx.Graph, a.Pasts, keep.Length);
@@ -215,7 +218,7 @@ internal sealed class PrunedBlock
         var what = _ffn is not null ? $"{kept}/{Units} channels"
             : $"{kept}/{Units} head groups ({kept * _attention!.Group}/{_attention.QueryHeads} query heads, {kept}/{_attention.KvHeads} key/value heads)";
         return new LayerReport($"{Name} ({Kind})", what, 32, 4 * after, 4 * ParametersBefore, _totalSquares == 0 ? 0 : Math.Sqrt(_removedSquares / _totalSquares), null,
-            $"parameters {ParametersBefore:N0} → {after:N0}, product FLOPs per token {2 * ParametersBefore:N0} → {2 * after:N0}"
+            FormattableString.Invariant($"parameters {ParametersBefore:N0} → {after:N0}, product FLOPs per token {2 * ParametersBefore:N0} → {2 * after:N0}")
             + (_attention is not null && Removed.Count > 0 ? $"; removed group{(Removed.Count > 1 ? "s" : "")} {string.Join(", ", Removed)}" : "")
             + (Removed.Count > 0 && compensated ? "; bias compensated" : ""));
     }

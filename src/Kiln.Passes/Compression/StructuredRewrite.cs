@@ -47,6 +47,10 @@ internal static class StructuredRewrite
         if (old.Uses.Count == 0 && old.Owner.Constants.Contains(old)) old.Owner.RemoveConstant(old);
     }
 
+    /// <summary>A Split along the last axis takes new part sizes.</summary>
+    public static void SplitSizes(PassContext ctx, Node split, long[] sizes) =>
+        Replace(ctx, split, 1, TensorData.Int64([sizes.Length], sizes), ".pruned");
+
     /// <summary>
     /// Head splits [.., H·d] → [.., H, d] and the merge back read their target shape from a constant that keeps the
     /// leading dims (0) and infers the head count (−1), so they hold for any number of heads.

@@ -85,6 +85,13 @@ public sealed class KvCache
 
     public Span<float> ValueScales(int layer) => Bits == 8 ? _valueScales[layer] : throw F32(nameof(ValueScales));
 
+    /// <summary>Whether the cache has these heads per layer (and so this many layers), this head dim and batch.</summary>
+    public bool HasLayout(ReadOnlySpan<int> kvHeads, int headDim, int batch) => kvHeads.SequenceEqual(_kvHeads) && headDim == HeadDim && batch == Batch;
+
+    /// <summary>"L layers × H heads × d for B row(s)" (the heads per layer in brackets where they differ).</summary>
+    public override string ToString() =>
+        $"{Layers} layers × {(_kvHeads.Distinct().Count() <= 1 ? $"{_kvHeads.FirstOrDefault()}" : $"[{string.Join(", ", _kvHeads)}]")} heads × {HeadDim} for {Batch} row(s)";
+
     /// <summary>Bytes the cache holds.</summary>
     public long Bytes => BytesFor(Batch, _kvHeads, HeadDim, Capacity, Bits);
 
