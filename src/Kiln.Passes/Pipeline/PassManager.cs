@@ -97,6 +97,7 @@ public static class PassRegistry
         ["fuse"] = () => new Fusion(),
         ["prune"] = () => new Prune(),
         ["prune-structured"] = () => new PruneStructured(),
+        ["lowrank"] = () => new LowRank(),
         ["sparse-weights"] = () => new SparseWeightStorage(),
         ["quantize"] = () => new Quantize(),
         ["smoothquant"] = () => new SmoothQuant(),
