@@ -45,7 +45,8 @@ public static class LowRankFactorization
                     for (var j = 0; j < inputs; j++) meanAbs[j] += Math.Abs(sample.X[(long)t * inputs + j]);
                 LowRankFactors? best = null;
                 var bestError = double.PositiveInfinity;
-                foreach (var alpha in new[] { 0.25, 0.5, 0.75, 1.0 })
+                // α = 0.5 (ASVD's usual choice) first: it alone gives the spectrum rank=auto allocates by.
+                foreach (var alpha in new[] { 0.5, 0.25, 0.75, 1.0 })
                 {
                     // A dead input (never active) keeps scale 1: dividing by zero would lose its row.
                     var s = meanAbs.Select(v => v > 0 ? Math.Pow(v / sample.Tokens, alpha) : 1.0).ToArray();
