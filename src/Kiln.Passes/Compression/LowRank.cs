@@ -68,15 +68,19 @@ public sealed class LowRank : IPass
         }
 
         // With calibration inputs every method runs on the walk, so the report has each layer's output error.
-        if (ctx.Calibration is { } data)
+        EachLayer(ctx, layers, walk: true, Handle);
+    }
+
+    /// <summary>Hands every layer to <paramref name="handle"/>: on the calibration walk when there is data and <paramref name="walk"/>, else without inputs.</summary>
+    private static void EachLayer(PassContext ctx, List<QuantizableLayer> layers, bool walk, Func<QuantizableLayer, CalibrationWalk.LayerInputs?, IReadOnlyList<Node>> handle)
+    {
+        if (walk && ctx.Calibration is { } data)
         {
             var byNode = layers.ToDictionary(l => l.Node);
-            CalibrationWalk.Run(ctx, data, byNode.Keys.ToHashSet(), (node, x) => Handle(byNode[node], x));
+            CalibrationWalk.Run(ctx, data, byNode.Keys.ToHashSet(), (node, x) => handle(byNode[node], x));
+            return;
         }
-        else
-        {
-            foreach (var l in layers) Handle(l, null);
-        }
+        foreach (var l in layers) handle(l, null);
     }
 
     private static (int In, int Out) Dims(QuantizableLayer l) => ((int)l.Weight.Data!.Dims[0], (int)l.Weight.Data.Dims[1]);
@@ -90,24 +94,13 @@ public sealed class LowRank : IPass
     private static Dictionary<Node, int> AutoRanks(PassContext ctx, string method, double ratio, List<QuantizableLayer> layers)
     {
         var spectra = new Dictionary<Node, double[]>();
-        void Measure(QuantizableLayer l, CalibrationWalk.LayerInputs? x)
+        // svd reads no activations: its spectra need no walk.
+        EachLayer(ctx, layers, walk: method != "svd", (l, x) =>
         {
             var (i, o) = Dims(l);
             spectra[l.Node] = LowRankFactorization.Factor(method, l.Weight.Data!.ToArray<float>(), i, o, 0, x).SingularValues;
-        }
-        if (ctx.Calibration is { } data && method != "svd")
-        {
-            var byNode = layers.ToDictionary(l => l.Node);
-            CalibrationWalk.Run(ctx, data, byNode.Keys.ToHashSet(), (node, x) =>
-            {
-                Measure(byNode[node], x);
-                return [node];
-            });
-        }
-        else
-        {
-            foreach (var l in layers) Measure(l, null);
-        }
+            return [l.Node];
+        });
         var budget = layers.Sum(l => (long)LowRankFactorization.RankFor(ratio, Dims(l).In, Dims(l).Out) * (Dims(l).In + Dims(l).Out));
         var ranks = layers.ToDictionary(l => l.Node, _ => 0);
         var energy = layers.ToDictionary(l => l.Node, l => spectra[l.Node].Sum(s => s * s));

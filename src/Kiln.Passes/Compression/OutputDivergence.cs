@@ -13,7 +13,7 @@ public static class OutputDivergence
     /// <summary>The logits of every sample, as the model computes them now.</summary>
     internal static List<float[]> Logits(Graph g, CalibrationSet samples)
     {
-        var name = (g.Outputs.FirstOrDefault(o => o.Name == "logits") ?? g.Outputs[0]).Name;
+        var name = LogitsOutput(g).Name;
         var run = new Interpreter(g, new EvaluatorOptions { CachePackedWeights = false });
         return Enumerable.Range(0, samples.Samples.Count)
             .Select(i => ((Tensor)run.Run(samples.Feeds(g, i).ToDictionary(f => f.Key.Name, f => f.Value))[name]!).Span<float>().ToArray())
@@ -24,7 +24,7 @@ public static class OutputDivergence
     internal static double Measure(Graph g, CalibrationSet samples, IReadOnlyList<float[]> reference)
     {
         var now = Logits(g, samples);
-        var vocab = (int)(g.Outputs.FirstOrDefault(o => o.Name == "logits") ?? g.Outputs[0]).Value.TensorType!.Shape!.Dims[^1].Value!.Value;
+        var vocab = (int)LogitsOutput(g).Value.TensorType!.Shape!.Dims[^1].Value!.Value;
         double sum = 0;
         long count = 0;
         var (p, q) = (new double[vocab], new double[vocab]);
@@ -40,6 +40,8 @@ public static class OutputDivergence
             }
         return count == 0 ? 0 : sum / count;
     }
+
+    private static GraphOutput LogitsOutput(Graph g) => g.Outputs.FirstOrDefault(o => o.Name == "logits") ?? g.Outputs[0];
 
     /// <summary>log softmax(x) in double precision (what <c>kiln eval</c> compares distributions with).</summary>
     public static void LogSoftmax(ReadOnlySpan<float> x, double[] y)

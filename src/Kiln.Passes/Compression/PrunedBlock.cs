@@ -56,6 +56,9 @@ internal sealed class PrunedBlock
 
     private double _removedSquares, _totalSquares;
 
+    /// <summary>Σ w² over each unit's weights (its magnitude², and its share of the report's weight error).</summary>
+    private double[] _unitSquares = [];
+
     private IEnumerable<WeightProduct> Products => (_ffn is { } f ? f.Ins.Append(f.Out) : [_attention!.Query.Product, _attention.Key.Product, _attention.Value.Product, _attention.Out]).Distinct();
 
     /// <summary>The output product's input channels unit <paramref name="u"/> owns.</summary>
@@ -94,12 +97,13 @@ internal sealed class PrunedBlock
             return s;
         }
         _scores = new double[Units];
+        _unitSquares = Enumerable.Range(0, Units).Select(u => Squares(u, weights)).ToArray();
         _totalSquares = weights.Sum(kv => kv.Value.Sum(v => (double)v * v));
         for (var u = 0; u < Units; u++)
         {
             _scores[u] = method switch
             {
-                "magnitude" => Math.Sqrt(Squares(u, weights)),
+                "magnitude" => Math.Sqrt(_unitSquares[u]),
                 "wanda-sp" => OutChannels(u).Sum(c => Statistics.Norm(c) * RowSum(c, v => Math.Abs(v))),
                 _ => Fluctuation(u, w),
             };
@@ -164,11 +168,7 @@ internal sealed class PrunedBlock
     {
         Removed.AddRange(units);
         Removed.Sort();
-        if (Removed.Count > 0)
-        {
-            var weights = Products.ToDictionary(p => p, p => p.Weight.Data!.ToArray<float>());
-            _removedSquares = Removed.Sum(u => Squares(u, weights));
-        }
+        _removedSquares = Removed.Sum(u => _unitSquares[u]);
     }
 
     /// <summary>Σ over the removed channels c of mean(X_c) · W_c: what they added on average, as a bias of the output product.</summary>
