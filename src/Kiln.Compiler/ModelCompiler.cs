@@ -188,12 +188,31 @@ public static class ModelCompiler
         foreach (var p in r.Passes.Where(p => p.Layers.Count > 0))
         {
             long bytes = p.Layers.Sum(l => l.Bytes), before = p.Layers.Sum(l => l.FloatBytes);
+            string E(double? e) => e is { } v ? v.ToString("0.####", inv) : "–";
+            if (p.Layers.Any(l => l.OutputErrorBefore is not null))
+            {
+                // A refit (reconstruct): the same layers, their errors against the teacher before and after.
+                sb.Append(inv, $"\n## Layers re-fitted by `{p.Step}`\n\n");
+                sb.Append("Output errors are relative Frobenius norms of the layer's output against the teacher's (fed the teacher's inputs), on the calibration tokens, ");
+                sb.Append("before and after the refit; the change is that of the refit parameters (relative).\n\n");
+                sb.Append("| weight | what was refit | bytes | output error before | output error after | parameter change | note |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+                foreach (var l in p.Layers)
+                    sb.Append(inv, $"| `{l.Weight}` | {l.Format} | {l.Bytes.ToString("N0", inv)} | {E(l.OutputErrorBefore)} | {E(l.OutputError)} | {l.WeightError.ToString("0.####", inv)} | {l.Note?.TrimEnd(' ', ';')} |\n");
+                continue;
+            }
+            var ranks = p.Layers.Any(l => l.Rank is not null);
             sb.Append(inv, $"\n## Layers compressed by `{p.Step}`\n\n");
             sb.Append(inv, $"{p.Layers.Count} layers: {bytes.ToString("N0", inv)} bytes (f32 {before.ToString("N0", inv)}), {(bytes * 32.0 / Math.Max(1, before)).ToString("0.###", inv)} bits per weight overall. ");
             sb.Append("Errors are relative Frobenius norms: of the weight, and of the layer's output on the calibration inputs (when the pass had them).\n\n");
-            sb.Append("| weight | format | bits/weight | bytes | f32 bytes | weight error | output error | note |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+            sb.Append("| weight | format |" + (ranks ? " rank | parameters kept |" : "") + " bits/weight | bytes | f32 bytes | weight error | output error | note |\n");
+            sb.Append("| --- | --- |" + (ranks ? " --- | --- |" : "") + " --- | --- | --- | --- | --- | --- |\n");
             foreach (var l in p.Layers)
-                sb.Append(inv, $"| `{l.Weight}` | {l.Format} | {l.BitsPerWeight.ToString("0.###", inv)} | {l.Bytes.ToString("N0", inv)} | {l.FloatBytes.ToString("N0", inv)} | {l.WeightError.ToString("0.####", inv)} | {(l.OutputError is { } e ? e.ToString("0.####", inv) : "–")} | {l.Note?.TrimEnd(' ', ';')} |\n");
+            {
+                var rank = !ranks ? "" : l.Rank is { } k
+                    ? FormattableString.Invariant($" {k} | {l.ParametersKept:N0} of {l.Parameters:N0} ({(double)l.ParametersKept!.Value / l.Parameters!.Value:P1}) |")
+                    : " – | all |";
+                sb.Append(inv, $"| `{l.Weight}` | {l.Format} |{rank} {l.BitsPerWeight.ToString("0.###", inv)} | {l.Bytes.ToString("N0", inv)} | {l.FloatBytes.ToString("N0", inv)} | {l.WeightError.ToString("0.####", inv)} | {E(l.OutputError)} | {l.Note?.TrimEnd(' ', ';')} |\n");
+            }
         }
         return sb.ToString();
     }

@@ -109,6 +109,9 @@ public sealed class LowRankPassTests
         const long kept = 5 * (2 * 19 * 128 + 2 * 12 * 96 + 3 * 27 * 236), removed = 5 * (2 * 4096 + 2 * 2048 + 3 * 11008) - kept;
         Assert.Equal(removed, before - PruneStructured.Parameters(model.Graph));
         Assert.Equal(4 * kept, report.Layers.Sum(l => l.Bytes));
+        // The report's rank and parameters-kept columns.
+        Assert.Equal(kept, report.Layers.Sum(l => l.ParametersKept!.Value));
+        Assert.Equal([12, 19, 27], report.Layers.Select(l => l.Rank!.Value).Distinct().Order());
         var factors = model.Graph.Constants.Where(c => c.Name.EndsWith(".A", StringComparison.Ordinal) || c.Name.EndsWith(".B", StringComparison.Ordinal)).ToList();
         Assert.Equal(70, factors.Count);
         Assert.All(factors, c => Assert.Equal("MatMul", c.Uses.Single().Node.QualifiedOp is "MatMul" or Runtime.Operators.KilnOp.Qualified.MatMulAdd ? "MatMul" : c.Uses.Single().Node.QualifiedOp));

@@ -22,6 +22,8 @@ public sealed class LowRank : IPass
 
     public IReadOnlyList<string> OptionNames => ["method", "ratio", "rank", "skip"];
 
+    public bool Compresses => true;
+
     public void Run(PassContext ctx)
     {
         var o = ctx.Options;
@@ -60,9 +62,9 @@ public sealed class LowRank : IPass
             }
             var f = LowRankFactorization.Factor(method, w, inputs, outputs, rank, x);
             var kept = (long)rank * (inputs + outputs);
-            ctx.Layers.Add(new LayerReport(layer.Weight.Name, $"rank {rank} of {Math.Min(inputs, outputs)}", 32.0 * kept / ((long)inputs * outputs), 4 * kept, 4L * inputs * outputs,
+            ctx.Layers.Add(new LayerReport(layer.Weight.Name, $"f32 A [{inputs}, {rank}] · B [{rank}, {outputs}]", 32.0 * kept / ((long)inputs * outputs), 4 * kept, 4L * inputs * outputs,
                 LowRankFactorization.WeightError(w, f), x is null ? null : LowRankFactorization.OutputError(x, w, f),
-                FormattableString.Invariant($"{kept:N0} of {(long)inputs * outputs:N0} parameters kept ({method})")));
+                method) { Rank = rank, ParametersKept = kept, Parameters = (long)inputs * outputs });
             ctx.Count($"factored layers ({method})");
             return Rewrite(ctx, layer, f);
         }

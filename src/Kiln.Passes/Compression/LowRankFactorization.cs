@@ -90,7 +90,7 @@ public static class LowRankFactorization
     /// SVD of <paramref name="m"/> (W itself, W with scaled rows, or Lᵀ·W), truncated to <paramref name="rank"/>, and the
     /// factors mapped back: rows unscaled by <paramref name="rowScale"/>, or A solved through Lᵀ.
     /// </summary>
-    private static LowRankFactors Truncate(Matrix<double> m, int rank, double[]? rowScale, Matrix<double>? l, int inputs, int outputs)
+    internal static LowRankFactors Truncate(Matrix<double> m, int rank, double[]? rowScale, Matrix<double>? l, int inputs, int outputs)
     {
         var (sigma, u, vt) = ThinSvd(m, rank);
         if (rank == 0) return new LowRankFactors([], [], inputs, outputs, 0, sigma);

@@ -23,6 +23,8 @@ public sealed class Prune : IPass
 
     public IReadOnlyList<string> OptionNames => ["method", "sparsity", "pattern", "embedding", "skip", "damp", "block"];
 
+    public bool Compresses => true;
+
     public void Run(PassContext ctx)
     {
         var pruner = new LayerPruner(ctx);

@@ -24,6 +24,8 @@ public sealed class PruneStructured : IPass
 
     public IReadOnlyList<string> OptionNames => ["ffn", "heads", "method", "allocation", "bias", "skip"];
 
+    public bool Compresses => true;
+
     public void Run(PassContext ctx)
     {
         var o = ctx.Options;

@@ -28,6 +28,8 @@ public sealed class Quantize : IPass
 
     public IReadOnlyList<string> OptionNames => ["bits", "group", "sym", "method", "embedding", "skip", "damp", "act-order", "block"];
 
+    public bool Compresses => true;
+
     public void Run(PassContext ctx) => Run(ctx, null);
 
     /// <summary>

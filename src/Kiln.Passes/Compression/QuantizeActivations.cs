@@ -22,6 +22,8 @@ public sealed class QuantizeActivations : IPass
 
     public IReadOnlyList<string> OptionNames => ["bits", "mode", "skip"];
 
+    public bool Compresses => true;
+
     public void Run(PassContext ctx)
     {
         var bits = ctx.Options.OneOf("bits", 8, 8);

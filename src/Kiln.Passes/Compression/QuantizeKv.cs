@@ -19,6 +19,8 @@ public sealed class QuantizeKv : IPass
 
     public IReadOnlyList<string> OptionNames => ["bits", "skip"];
 
+    public bool Compresses => true;
+
     public void Run(PassContext ctx)
     {
         var bits = (int)ctx.Options.OneOf("bits", 8, 8);

@@ -16,6 +16,12 @@ public interface IPass
     /// <summary>Option names the pass reads (for the unknown-option error).</summary>
     IReadOnlyList<string> OptionNames { get; }
 
+    /// <summary>
+    /// Whether the pass changes what the model computes (a compression method, not an exact rewrite):
+    /// <c>reconstruct</c>'s teacher is the model before the first such pass of its pipeline.
+    /// </summary>
+    bool Compresses => false;
+
     void Run(PassContext context);
 }
 
@@ -51,6 +57,12 @@ public sealed class PassContext(Model model, PassOptions options)
 
     private readonly CalibrationSet? _calibration;
 
+    /// <summary>
+    /// The model as it was before the pipeline's first compression pass (<see cref="IPass.Compresses"/>), kept only when
+    /// a later pass needs it (<c>reconstruct</c>); null otherwise. It shares the model's constant data.
+    /// </summary>
+    public Model? Teacher { get; init; }
+
     /// <summary>Where large tensors the pass produces go (mapped scratch files); null keeps them in memory.</summary>
     public WeightSpill? Spill { get; init; }
 
@@ -84,7 +96,22 @@ public sealed record PassReport(string Step, int NodesBefore, int NodesAfter, IR
 /// One compressed layer: its weight, format, stored bits per weight and bytes (f32 bytes before), the relative
 /// Frobenius error of the weight, and of the layer's output on calibration inputs when the pass had them.
 /// </summary>
-public sealed record LayerReport(string Weight, string Format, double BitsPerWeight, long Bytes, long FloatBytes, double WeightError, double? OutputError, string? Note);
+public sealed record LayerReport(string Weight, string Format, double BitsPerWeight, long Bytes, long FloatBytes, double WeightError, double? OutputError, string? Note)
+{
+    /// <summary>A low-rank layer's rank.</summary>
+    public int? Rank { get; init; }
+
+    /// <summary>Parameters the layer keeps, of <see cref="Parameters"/> (low rank: r·(in + out) of in·out).</summary>
+    public long? ParametersKept { get; init; }
+
+    public long? Parameters { get; init; }
+
+    /// <summary>
+    /// For a re-fitted layer (<c>reconstruct</c>), its output error against the teacher before the refit;
+    /// <see cref="OutputError"/> is then the error after, and <see cref="WeightError"/> the refit parameters' relative change.
+    /// </summary>
+    public double? OutputErrorBefore { get; init; }
+}
 
 /// <summary>Every registered pass by name.</summary>
 public static class PassRegistry
@@ -103,6 +130,7 @@ public static class PassRegistry
         ["smoothquant"] = () => new SmoothQuant(),
         ["quantize-activations"] = () => new QuantizeActivations(),
         ["quantize-kv"] = () => new QuantizeKv(),
+        ["reconstruct"] = () => new Reconstruct(),
     };
 
     public static IEnumerable<IPass> All => Factories.Values.Select(f => f());
@@ -130,12 +158,18 @@ public static class PassManager
         // Resolve every pass first, so a typo late in the pipeline fails before any work is done.
         var passes = pipeline.Steps.Select(s => (Step: s, Pass: PassRegistry.Create(s.Name))).ToList();
         var reports = new List<PassReport>();
+        bool Runs(int i) => noOps?.Contains(passes[i].Step.Name) != true;
+        // The teacher is copied only when a reconstruct will read it, just before the first compression pass.
+        var firstCompression = Enumerable.Range(0, passes.Count).FirstOrDefault(i => passes[i].Pass.Compresses && Runs(i), -1);
+        var teacherAt = firstCompression >= 0 && passes.Skip(firstCompression).Any(p => p.Pass is Reconstruct) ? firstCompression : -1;
+        Model? teacher = null;
         for (var index = 0; index < passes.Count; index++)
         {
             var (step, pass) = passes[index];
             var before = CountOps(model.Graph);
+            if (index == teacherAt) teacher = GraphCopy.Copy(model);
             PassContext Context(PassInvocation s) =>
-                new(model, s.Options) { Calibration = calibration, Spill = spill, Progress = progress is null ? null : line => progress($"{s.Name}: {line}") };
+                new(model, s.Options) { Calibration = calibration, Spill = spill, Teacher = teacher, Progress = progress is null ? null : line => progress($"{s.Name}: {line}") };
             var ctx = Context(step);
             var clock = Stopwatch.StartNew();
             if (pass is Prune && index + 1 < passes.Count && passes[index + 1] is { Pass: Quantize quantize } next && calibration is not null

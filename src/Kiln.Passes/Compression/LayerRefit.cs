@@ -1,0 +1,557 @@
+using Lanes = System.Numerics.Vector<double>;
+using MathNet.Numerics.LinearAlgebra;
+using Kiln.Runtime.Weights;
+
+namespace Kiln.Passes;
+
+/// <summary>
+/// The normal equations of one layer's least-squares refit (<c>reconstruct</c>): the student's inputs Z [T, k] (what
+/// the compressed earlier layers produce, with a column of ones when the layer has a bias) against the teacher's
+/// outputs Y = X·Wₜᵀ + bₜ (the teacher's own inputs X through its weights), both over the same calibration tokens:
+/// G = ZᵀZ/T, P = ZᵀY/T and ‖y_j‖²/T per output. Every refit is a choice of which parameters of each output's row
+/// move (all of them, the kept ones of a pruned row, a quantized row's group scales) — a small system built from
+/// these, whatever T is.
+/// </summary>
+public sealed class RefitEquations
+{
+    private RefitEquations(int inputs, bool bias, int outputs, double[] g, double[] p, double[] yy, double[] reference, int tokens)
+    {
+        (Inputs, Bias, Outputs, G, P, YY, Reference, Tokens) = (inputs, bias, outputs, g, p, yy, reference, tokens);
+    }
+
+    /// <summary>The calibration tokens the equations sum over.</summary>
+    public int Tokens { get; }
+
+    /// <summary>The equations over both sets of tokens (each set's means weighted by its tokens).</summary>
+    public static RefitEquations Combine(RefitEquations a, RefitEquations b)
+    {
+        var tokens = a.Tokens + b.Tokens;
+        double wa = (double)a.Tokens / tokens, wb = (double)b.Tokens / tokens;
+        double[] Mix(double[] x, double[] y) => x.Select((v, i) => wa * v + wb * y[i]).ToArray();
+        return new RefitEquations(a.Inputs, a.Bias, a.Outputs, Mix(a.G, b.G), Mix(a.P, b.P), Mix(a.YY, b.YY), Mix(a.Reference, b.Reference), tokens);
+    }
+
+    /// <summary>The student layer's input columns k (without the bias's ones).</summary>
+    public int Inputs { get; }
+
+    /// <summary>Whether row <see cref="Inputs"/> of G and P is the bias's (a column of ones in Z).</summary>
+    public bool Bias { get; }
+
+    public int Outputs { get; }
+
+    /// <summary>Rows of G and P: k, plus one for the bias.</summary>
+    public int Size => Inputs + (Bias ? 1 : 0);
+
+    /// <summary>ZᵀZ/T [Size, Size].</summary>
+    public double[] G { get; }
+
+    /// <summary>ZᵀY/T [Size, Outputs].</summary>
+    public double[] P { get; }
+
+    /// <summary>‖y_j‖²/T per output.</summary>
+    public double[] YY { get; }
+
+    /// <summary>‖X̃·w̃_j‖²/T per output, the teacher's product alone (without a residual): what errors are relative to.</summary>
+    public double[] Reference { get; }
+
+    /// <param name="z">the student layer's inputs</param>
+    /// <param name="x">the teacher layer's inputs, on the same tokens</param>
+    /// <param name="teacherRows">the teacher's weight as [outputs, x.Columns] rows</param>
+    /// <param name="residualGap">
+    /// for a product that adds a residual (kiln:MatMulAdd with an activation C), the teacher's C minus the student's
+    /// [tokens, outputs]: the student's product then also takes up what the residual stream lost upstream
+    /// </param>
+    public static RefitEquations Build(CalibrationWalk.LayerInputs z, bool bias, CalibrationWalk.LayerInputs x, float[] teacherRows, float[]? teacherBias, int outputs, float[]? residualGap = null)
+    {
+        if (z.Tokens != x.Tokens) throw new InvalidOperationException($"reconstruct: the student layer saw {z.Tokens} tokens, the teacher's {x.Tokens}");
+        int ks = z.Columns, kt = x.Columns, m = ks + (bias ? 1 : 0), n = outputs;
+        double scale = 1.0 / Math.Max(1, z.Tokens);
+        var zz = Cross(z.X, ks, z.X, ks, z.Tokens);
+        var zx = Cross(z.X, ks, x.X, kt, z.Tokens);
+        var xx = Cross(x.X, kt, x.X, kt, x.Tokens);
+        var zSum = ColumnSums(z);
+        var xSum = ColumnSums(x);
+
+        var g = new double[m * m];
+        for (var a = 0; a < ks; a++)
+            for (var b = 0; b < ks; b++) g[a * m + b] = zz[a * ks + b] * scale;
+        if (bias)
+        {
+            for (var a = 0; a < ks; a++) g[a * m + ks] = g[ks * m + a] = zSum[a] * scale;
+            g[ks * m + ks] = 1;
+        }
+        // Z̃ᵀX̃ with a ones column on both sides [m, kt + 1], and the teacher's rows with their bias [n, kt + 1].
+        var c = new double[m * (kt + 1)];
+        for (var a = 0; a < ks; a++)
+        {
+            for (var t = 0; t < kt; t++) c[a * (kt + 1) + t] = zx[a * kt + t] * scale;
+            c[a * (kt + 1) + kt] = zSum[a] * scale;
+        }
+        if (bias)
+        {
+            for (var t = 0; t < kt; t++) c[ks * (kt + 1) + t] = xSum[t] * scale;
+            c[ks * (kt + 1) + kt] = 1;
+        }
+        var w = new double[n * (kt + 1)];
+        for (var j = 0; j < n; j++)
+        {
+            for (var t = 0; t < kt; t++) w[j * (kt + 1) + t] = teacherRows[(long)j * kt + t];
+            w[j * (kt + 1) + kt] = teacherBias?[j] ?? 0;
+        }
+        var h = new double[(kt + 1) * (kt + 1)];
+        for (var a = 0; a < kt; a++)
+        {
+            for (var b = 0; b < kt; b++) h[a * (kt + 1) + b] = xx[a * kt + b] * scale;
+            h[a * (kt + 1) + kt] = h[kt * (kt + 1) + a] = xSum[a] * scale;
+        }
+        h[kt * (kt + 1) + kt] = 1;
+
+        var p = new double[m * n];
+        Parallel.For(0, m, a =>
+        {
+            var ca = c.AsSpan(a * (kt + 1), kt + 1);
+            for (var j = 0; j < n; j++) p[a * n + j] = Dot(ca, w.AsSpan(j * (kt + 1), kt + 1));
+        });
+        var yy = new double[n];
+        Parallel.For(0, n, j =>
+        {
+            var wj = w.AsSpan(j * (kt + 1), kt + 1);
+            double s = 0;
+            for (var a = 0; a <= kt; a++) s += wj[a] * Dot(h.AsSpan(a * (kt + 1), kt + 1), wj);
+            yy[j] = s;
+        });
+        var reference = (double[])yy.Clone();
+        if (residualGap is not null)
+        {
+            // Y = X̃·W̃ᵀ + D: P gains Z̃ᵀD, ‖y‖² gains 2·w̃ᵀX̃ᵀD + ‖D‖².
+            var zd = Cross(z.X, ks, residualGap, n, z.Tokens);
+            var xd = Cross(x.X, kt, residualGap, n, x.Tokens);
+            var gap = new CalibrationWalk.LayerInputs(residualGap, z.Tokens, n);
+            var dSum = ColumnSums(gap);
+            var dd = new double[n];
+            for (var t = 0; t < z.Tokens; t++)
+                for (var j = 0; j < n; j++) dd[j] += (double)residualGap[(long)t * n + j] * residualGap[(long)t * n + j];
+            for (var j = 0; j < n; j++)
+            {
+                for (var a = 0; a < ks; a++) p[a * n + j] += zd[a * n + j] * scale;
+                if (bias) p[ks * n + j] += dSum[j] * scale;
+                double cross = w[j * (kt + 1) + kt] * dSum[j];
+                for (var c2 = 0; c2 < kt; c2++) cross += w[j * (kt + 1) + c2] * xd[c2 * n + j];
+                yy[j] += (2 * cross + dd[j]) * scale;
+            }
+        }
+        return new RefitEquations(ks, bias, n, g, p, yy, reference, z.Tokens);
+    }
+
+    /// <summary>
+    /// The equations over the first three quarters of each calibration sample's tokens, and over the last quarter
+    /// (held out, to judge candidate refits on; null when no sample has four tokens).
+    /// </summary>
+    public static (RefitEquations Fit, RefitEquations? Held) BuildSplit(CalibrationWalk.LayerInputs z, bool bias, CalibrationWalk.LayerInputs x, float[] teacherRows, float[]? teacherBias, int outputs, float[]? residualGap = null)
+    {
+        var fitRanges = new List<(int Start, int Count)>();
+        var heldRanges = new List<(int Start, int Count)>();
+        var at = 0;
+        foreach (var tokens in z.SampleTokens)
+        {
+            var held = tokens / 4;
+            fitRanges.Add((at, tokens - held));
+            if (held > 0) heldRanges.Add((at + tokens - held, held));
+            at += tokens;
+        }
+        if (heldRanges.Count == 0) return (Build(z, bias, x, teacherRows, teacherBias, outputs, residualGap), null);
+        RefitEquations Part(List<(int Start, int Count)> ranges) => Build(Take(z, ranges), bias, Take(x, ranges), teacherRows, teacherBias, outputs,
+            residualGap is null ? null : Take(new CalibrationWalk.LayerInputs(residualGap, z.Tokens, outputs), ranges).X);
+        return (Part(fitRanges), Part(heldRanges));
+    }
+
+    private static CalibrationWalk.LayerInputs Take(CalibrationWalk.LayerInputs v, List<(int Start, int Count)> ranges)
+    {
+        var tokens = ranges.Sum(r => r.Count);
+        var x = new float[(long)tokens * v.Columns];
+        var at = 0L;
+        foreach (var (start, count) in ranges)
+        {
+            Array.Copy(v.X, (long)start * v.Columns, x, at, (long)count * v.Columns);
+            at += (long)count * v.Columns;
+        }
+        return new CalibrationWalk.LayerInputs(x, tokens, v.Columns) { SampleTokens = ranges.Select(r => r.Count).ToList() };
+    }
+
+    /// <summary>
+    /// AᵀB [ka, kb] over the tokens, in double: eight rows of Aᵀ at a time against each token's row of B, so B is
+    /// read k/8 times rather than k times.
+    /// </summary>
+    private static double[] Cross(float[] a, int ka, float[] b, int kb, int tokens)
+    {
+        var bd = new double[(long)tokens * kb];
+        for (long i = 0; i < bd.Length; i++) bd[i] = b[i];
+        var r = new double[(long)ka * kb];
+        const int Rows = 8;
+        Parallel.For(0, (ka + Rows - 1) / Rows, block =>
+        {
+            var i0 = block * Rows;
+            var rows = Math.Min(Rows, ka - i0);
+            var acc = new double[Rows * kb];
+            var coefficient = new double[Rows];
+            for (var t = 0; t < tokens; t++)
+            {
+                var any = false;
+                for (var q = 0; q < rows; q++) any |= (coefficient[q] = a[(long)t * ka + i0 + q]) != 0;
+                if (!any) continue;
+                var src = bd.AsSpan((int)((long)t * kb), kb);
+                for (var q = 0; q < rows; q++)
+                {
+                    var f = coefficient[q];
+                    if (f == 0) continue;
+                    var dst = acc.AsSpan(q * kb, kb);
+                    var j = 0;
+                    var fv = new Lanes(f);
+                    for (; j <= kb - Lanes.Count; j += Lanes.Count)
+                        (new Lanes(dst[j..]) + fv * new Lanes(src[j..])).CopyTo(dst[j..]);
+                    for (; j < kb; j++) dst[j] += f * src[j];
+                }
+            }
+            Array.Copy(acc, 0, r, (long)i0 * kb, (long)rows * kb);
+        });
+        return r;
+    }
+
+    private static double[] ColumnSums(CalibrationWalk.LayerInputs x)
+    {
+        var s = new double[x.Columns];
+        for (var t = 0; t < x.Tokens; t++)
+            for (var j = 0; j < x.Columns; j++) s[j] += x.X[(long)t * x.Columns + j];
+        return s;
+    }
+
+    private static double Dot(ReadOnlySpan<double> a, ReadOnlySpan<double> b)
+    {
+        double s = 0;
+        for (var i = 0; i < a.Length; i++) s += a[i] * b[i];
+        return s;
+    }
+}
+
+/// <summary>
+/// A refit layer's new parameters and its output error against the teacher before and after: ‖student − teacher‖ over
+/// the calibration tokens (residual included), relative to the teacher's product output. <see cref="Damp"/> is the ridge
+/// the held-out tokens chose; a refit they did not support is <see cref="Refused"/>, its values the old ones.
+/// </summary>
+public sealed record RefitResult(float[] Values, float[]? Bias, double ErrorBefore, double ErrorAfter, double Change)
+{
+    public double Damp { get; init; }
+
+    /// <summary>Which of the layer's solvers was chosen (by its position).</summary>
+    public int Solver { get; init; }
+
+    /// <summary>Why the parameters were kept as they were; null when the refit was made.</summary>
+    public string? Refused { get; init; }
+}
+
+/// <summary>
+/// The refits <c>reconstruct</c> makes from <see cref="RefitEquations"/>. Each output's parameters θ minimize
+/// ‖Z·Mθ − y‖² + λ‖θ − θ₀‖² (M picks or groups the inputs that parameter multiplies; θ₀ the values before; λ = damp ×
+/// the mean of the system's diagonal): the ridge pulls what the calibration tokens do not determine back to what it
+/// was, not to zero. The damp is chosen on held-out tokens (the last quarter of each calibration sample): each
+/// candidate is fitted on the rest and judged on them, and when none lowers their error the layer keeps its
+/// parameters — with few tokens per parameter a least-squares refit can fit the calibration set and lose elsewhere.
+/// The chosen damp is then fitted on all tokens.
+/// </summary>
+public static class LayerRefit
+{
+    /// <summary>The damps tried (fractions of the mean diagonal), when the pass's option does not fix one.</summary>
+    public static readonly IReadOnlyList<double> Damps = [0.001, 0.01, 0.1, 1];
+
+    /// <summary>A candidate refit: the new parameters (and bias) from the equations at a damp.</summary>
+    public delegate (float[] Values, float[]? Bias) Solver(RefitEquations e, double damp);
+
+    /// <summary>Output j's parameters over G's rows (weights by input, then the bias), for the parameters given.</summary>
+    public delegate Func<int, double[]> Expansion(float[] values, float[]? bias);
+
+    /// <param name="fit">the equations over the tokens candidates are fitted on</param>
+    /// <param name="held">over the held-out tokens; null when there are too few to hold any back (then the first damp of <paramref name="damps"/> above 0.5 % is used)</param>
+    /// <param name="solvers">the ways to refit (one for most layers; a low-rank pair has two): every one is tried at every damp</param>
+    public static RefitResult Choose(RefitEquations fit, RefitEquations? held, IReadOnlyList<double> damps, float[] values, float[]? bias, IReadOnlyList<Solver> solvers, Expansion expand, Func<float[], float[]?, float[], float[]?, double>? change = null)
+    {
+        var all = held is null ? fit : RefitEquations.Combine(fit, held);
+        var before = Relative(all, Errors(all, expand(values, bias)));
+        var (solve, chosen, which) = (solvers[0], damps.FirstOrDefault(d => d >= 0.005, damps[^1]), 0);
+        if (held is not null)
+        {
+            var best = Relative(held, Errors(held, expand(values, bias)));
+            chosen = double.NaN;
+            foreach (var s in solvers)
+                foreach (var d in damps)
+                {
+                    var (v, b) = s(fit, d);
+                    var e = Relative(held, Errors(held, expand(v, b)));
+                    if (e < best) (best, solve, chosen, which) = (e, s, d, solvers.ToList().IndexOf(s));
+                }
+            if (double.IsNaN(chosen))
+                return new RefitResult(values, bias, before, before, 0) { Refused = "no refit lowered the error on the held-out calibration tokens" };
+        }
+        var (fresh, freshBias) = solve(all, chosen);
+        var after = Relative(all, Errors(all, expand(fresh, freshBias)));
+        if (after >= before) return new RefitResult(values, bias, before, before, 0) { Refused = "the refit did not lower the error" };
+        var moved = change?.Invoke(values, bias, fresh, freshBias) ?? Quantize.RelativeError([.. values, .. bias ?? []], [.. fresh, .. freshBias ?? []]);
+        return new RefitResult(fresh, freshBias, before, after, moved) { Damp = chosen, Solver = which };
+    }
+
+    /// <summary>
+    /// A float layer's rows [outputs, inputs] (and bias): every non-zero weight moves, every zero stays zero (a pruned
+    /// layer keeps its mask; a dense one, a structurally pruned one among them, moves entirely).
+    /// </summary>
+    public static (float[] Rows, float[]? Bias) SolveRows(RefitEquations e, float[] rows, float[]? bias, double damp)
+    {
+        int k = e.Inputs, m = e.Size, n = e.Outputs;
+        var fresh = (float[])rows.Clone();
+        var freshBias = (float[]?)bias?.Clone();
+        var theta0 = RowsExpansion(k, n)(rows, bias);
+        var full = Enumerable.Range(0, n).Where(j => Enumerable.Range(0, k).All(a => rows[(long)j * k + a] != 0)).ToList();
+        if (full.Count > 0)
+        {
+            // Outputs with no zero share G: one factorization for all of them.
+            var lhs = Damped(Matrix<double>.Build.Dense(m, m, (a, b) => e.G[a * m + b]), damp, out var lambda);
+            var rhs = Matrix<double>.Build.Dense(m, full.Count, (a, c) => e.P[a * n + full[c]] + lambda * theta0(full[c])[a]);
+            var solution = Solve(lhs, rhs);
+            for (var c = 0; c < full.Count; c++)
+            {
+                var j = full[c];
+                for (var a = 0; a < k; a++) fresh[(long)j * k + a] = (float)solution[a, c];
+                if (e.Bias) freshBias![j] = (float)solution[k, c];
+            }
+        }
+        var fullSet = full.ToHashSet();
+        Parallel.For(0, n, j =>
+        {
+            if (fullSet.Contains(j)) return;
+            var kept = Enumerable.Range(0, k).Where(a => rows[(long)j * k + a] != 0).Concat(e.Bias ? [k] : []).ToArray();
+            if (kept.Length == 0) return;
+            var lhs = Damped(Matrix<double>.Build.Dense(kept.Length, kept.Length, (a, b) => e.G[kept[a] * m + kept[b]]), damp, out var lambda);
+            var t0 = theta0(j);
+            var rhs = Matrix<double>.Build.Dense(kept.Length, 1, (a, _) => e.P[kept[a] * n + j] + lambda * t0[kept[a]]);
+            var solution = Solve(lhs, rhs);
+            for (var a = 0; a < kept.Length; a++)
+            {
+                if (kept[a] < k) fresh[(long)j * k + kept[a]] = (float)solution[a, 0];
+                else freshBias![j] = (float)solution[a, 0];
+            }
+        });
+        return (fresh, freshBias);
+    }
+
+    /// <summary>Rows [outputs, inputs] (and bias) as output j's parameters.</summary>
+    public static Expansion RowsExpansion(int inputs, int outputs) => (rows, bias) => j =>
+    {
+        var t = new double[inputs + (bias is null ? 0 : 1)];
+        for (var a = 0; a < inputs; a++) t[a] = rows[(long)j * inputs + a];
+        if (bias is not null) t[inputs] = bias[j];
+        return t;
+    };
+
+    /// <summary>
+    /// A quantized layer's group scales [outputs, groups] (and bias), its codes fixed: <paramref name="unit"/> holds each
+    /// row dequantized at scale 1 (code − zero point), so output j is Σ_g s_jg·(Z_g·unit_jg); <paramref name="scales"/>
+    /// as the kernels read them. New scales are rounded to f16, as stored.
+    /// </summary>
+    public static (float[] Scales, float[]? Bias) SolveScales(RefitEquations e, float[] unit, QuantizedLayout layout, float[] scales, float[]? bias, double damp)
+    {
+        int k = e.Inputs, m = e.Size, n = e.Outputs, groups = layout.Groups, size = groups + (e.Bias ? 1 : 0);
+        var fresh = (float[])scales.Clone();
+        var freshBias = (float[]?)bias?.Clone();
+        Parallel.For(0, n, j =>
+        {
+            var c = unit.AsSpan(j * k, k);
+            // T[a, g] = Σ_{b in g} G[a, b]·c_b, for every row a of G (the bias's too).
+            var t = new double[m * groups];
+            for (var a = 0; a < m; a++)
+                for (var b = 0; b < k; b++) t[a * groups + layout.GroupOf(b)] += e.G[a * m + b] * c[b];
+            var lhs = Matrix<double>.Build.Dense(size, size);
+            var rhs = new double[size];
+            for (var a = 0; a < k; a++)
+            {
+                var ga = layout.GroupOf(a);
+                for (var h = 0; h < groups; h++) lhs[ga, h] += c[a] * t[a * groups + h];
+                rhs[ga] += c[a] * e.P[a * n + j];
+            }
+            if (e.Bias)
+            {
+                for (var h = 0; h < groups; h++) lhs[groups, h] = lhs[h, groups] = t[k * groups + h];
+                lhs[groups, groups] = e.G[k * m + k];
+                rhs[groups] = e.P[k * n + j];
+            }
+            var theta0 = new double[size];
+            for (var g = 0; g < groups; g++) theta0[g] = scales[j * groups + g];
+            if (e.Bias) theta0[groups] = bias![j];
+            var damped = Damped(lhs, damp, out var lambda);
+            var solution = Solve(damped, Matrix<double>.Build.Dense(size, 1, (a, _) => rhs[a] + lambda * theta0[a]));
+            for (var g = 0; g < groups; g++)
+            {
+                // A scale f16 cannot hold (or zero, which the kernels read as 1) keeps its old value.
+                var h = (Half)solution[g, 0];
+                fresh[j * groups + g] = h == Half.Zero || !Half.IsFinite(h) ? (float)theta0[g] : (float)h;
+            }
+            if (e.Bias) freshBias![j] = (float)solution[groups, 0];
+        });
+        return (fresh, freshBias);
+    }
+
+    /// <summary>Scales (and bias) of a quantized layer as output j's parameters: each input's unit code times its group's scale.</summary>
+    public static Expansion ScalesExpansion(float[] unit, QuantizedLayout layout) => (scales, bias) => j =>
+    {
+        var k = layout.Columns;
+        var t = new double[k + (bias is null ? 0 : 1)];
+        for (var a = 0; a < k; a++) t[a] = (double)unit[(long)j * k + a] * scales[j * layout.Groups + layout.GroupOf(a)];
+        if (bias is not null) t[k] = bias[j];
+        return t;
+    };
+
+    /// <summary>
+    /// A low-rank pair X·A·B (+ bias) re-fitted as a whole: the best rank-r map from the student's inputs to the
+    /// teacher's outputs (reduced-rank regression): with L·Lᵀ = ZᵀZ/T + λI over the centred inputs, the SVD of
+    /// L⁻¹·(ZᵀY/T + λ·A·B) truncated to r and mapped back through L⁻ᵀ — SVD-LLM's whitening, aimed at the teacher
+    /// rather than at the layer's own weight, pulled toward the pair as it is — then the bias from the means.
+    /// <paramref name="a"/> is [in, r], <paramref name="b"/> [r, out]; the result holds the new A then the new B.
+    /// </summary>
+    public static (float[] Factors, float[]? Bias) SolveLowRank(RefitEquations e, float[] a, float[] b, int rank, double damp)
+    {
+        int k = e.Inputs, m = e.Size, n = e.Outputs;
+        // Centred normal equations (G's bias row holds the input means, P's the output means): the bias is not ranked.
+        var g = Matrix<double>.Build.Dense(k, k, (i, j) => e.G[i * m + j] - (e.Bias ? e.G[i * m + k] * e.G[j * m + k] : 0));
+        var p = Matrix<double>.Build.Dense(k, n, (i, j) => e.P[i * n + j] - (e.Bias ? e.G[i * m + k] * e.P[k * n + j] : 0));
+        var damped = Damped(g, damp, out var lambda);
+        for (var i = 0; i < k; i++)
+            for (var r = 0; r < rank; r++)
+            {
+                var air = lambda * a[i * rank + r];
+                if (air == 0) continue;
+                for (var j = 0; j < n; j++) p[i, j] += air * b[r * n + j];
+            }
+        Matrix<double> l;
+        try
+        {
+            l = damped.Cholesky().Factor;
+        }
+        catch (ArgumentException)
+        {
+            // Not positive definite in floating point: this damp gives no candidate (the old pair stands in).
+            return ([.. a, .. b], null);
+        }
+        // Lᵀ·W = L⁻¹·(P + λ·A·B): the truncation error of its SVD is the output error.
+        var f = LowRankFactorization.Truncate(l.Solve(p), rank, null, l, k, n);
+        float[] factors = [.. f.A, .. f.B];
+        return (factors, e.Bias ? Bias(e, factors, rank) : null);
+    }
+
+    /// <summary>
+    /// A low-rank pair with its first factor kept: B = (AᵀGA + λI)⁻¹(AᵀP + λB₀) over the centred inputs, the bias from
+    /// the means; the same factors layout as <see cref="SolveLowRank"/>.
+    /// </summary>
+    public static (float[] Factors, float[]? Bias) SolveSecondFactor(RefitEquations e, float[] a, float[] b, int rank, double damp)
+    {
+        int k = e.Inputs, m = e.Size, n = e.Outputs;
+        var g = Matrix<double>.Build.Dense(k, k, (i, j) => e.G[i * m + j] - (e.Bias ? e.G[i * m + k] * e.G[j * m + k] : 0));
+        var p = Matrix<double>.Build.Dense(k, n, (i, j) => e.P[i * n + j] - (e.Bias ? e.G[i * m + k] * e.P[k * n + j] : 0));
+        var am = Matrix<double>.Build.Dense(k, rank, (i, r) => a[i * rank + r]);
+        var lhs = Damped(am.TransposeThisAndMultiply(g) * am, damp, out var lambda);
+        var rhs = am.TransposeThisAndMultiply(p) + Matrix<double>.Build.Dense(rank, n, (r, j) => lambda * b[r * n + j]);
+        var fresh = Solve(lhs, rhs);
+        var factors = new float[a.Length + b.Length];
+        a.CopyTo(factors, 0);
+        for (var r = 0; r < rank; r++)
+            for (var j = 0; j < n; j++) factors[a.Length + r * n + j] = (float)fresh[r, j];
+        return (factors, e.Bias ? Bias(e, factors, rank) : null);
+    }
+
+    /// <summary>The bias that centres a pair's outputs: ȳ − x̄·A·B.</summary>
+    private static float[] Bias(RefitEquations e, float[] factors, int rank)
+    {
+        int k = e.Inputs, m = e.Size, n = e.Outputs;
+        var w = LowRankProduct(factors, k, rank, n);
+        var bias = new float[n];
+        for (var j = 0; j < n; j++)
+        {
+            double s = e.P[k * n + j];
+            for (var i = 0; i < k; i++) s -= e.G[i * m + k] * w[i * n + j];
+            bias[j] = (float)s;
+        }
+        return bias;
+    }
+
+    /// <summary>A pair's factors (A then B, as <see cref="SolveLowRank"/> returns them) as output j's parameters: column j of A·B.</summary>
+    public static Expansion LowRankExpansion(int inputs, int rank, int outputs) => (factors, bias) =>
+    {
+        var w = LowRankProduct(factors, inputs, rank, outputs);
+        return j =>
+        {
+            var t = new double[inputs + (bias is null ? 0 : 1)];
+            for (var i = 0; i < inputs; i++) t[i] = w[i * outputs + j];
+            if (bias is not null) t[inputs] = bias[j];
+            return t;
+        };
+    };
+
+    /// <summary>A·B [inputs, outputs] from the factors A [inputs, rank] then B [rank, outputs] in one array.</summary>
+    public static float[] LowRankProduct(float[] factors, int inputs, int rank, int outputs)
+    {
+        var w = new float[inputs * outputs];
+        var bAt = inputs * rank;
+        for (var i = 0; i < inputs; i++)
+            for (var r = 0; r < rank; r++)
+            {
+                var air = factors[i * rank + r];
+                for (var j = 0; j < outputs; j++) w[i * outputs + j] += air * factors[bAt + r * outputs + j];
+            }
+        return w;
+    }
+
+    private static double[] Errors(RefitEquations e, Func<int, double[]> theta)
+    {
+        var errors = new double[e.Outputs];
+        Parallel.For(0, e.Outputs, j => errors[j] = SquaredError(e, j, theta(j)));
+        return errors;
+    }
+
+    /// <summary>‖Z·θ − y_j‖²/T for a full parameter vector θ over G's rows.</summary>
+    private static double SquaredError(RefitEquations e, int j, double[] theta)
+    {
+        int m = e.Size, n = e.Outputs;
+        double s = e.YY[j];
+        for (var a = 0; a < m; a++)
+        {
+            if (theta[a] == 0) continue;
+            double ga = 0;
+            for (var b = 0; b < m; b++) ga += e.G[a * m + b] * theta[b];
+            s += theta[a] * ga - 2 * theta[a] * e.P[a * n + j];
+        }
+        return Math.Max(0, s);
+    }
+
+    private static double Relative(RefitEquations e, double[] squared)
+    {
+        var total = e.Reference.Sum();
+        return total > 0 ? Math.Sqrt(squared.Sum() / total) : 0;
+    }
+
+    /// <summary>M + λI with λ = <paramref name="damp"/> × M's mean diagonal (a tiny floor so a singular M still solves).</summary>
+    private static Matrix<double> Damped(Matrix<double> m, double damp, out double lambda)
+    {
+        var mean = m.RowCount == 0 ? 0 : m.Diagonal().Average();
+        lambda = Math.Max(damp, 1e-8) * Math.Max(mean, 1e-30);
+        return m + Matrix<double>.Build.DenseIdentity(m.RowCount) * lambda;
+    }
+
+    private static Matrix<double> Solve(Matrix<double> lhs, Matrix<double> rhs)
+    {
+        try
+        {
+            return lhs.Cholesky().Solve(rhs);
+        }
+        catch (ArgumentException)
+        {
+            // Not positive definite in floating point (inputs that never fire): the least-squares solution.
+            return lhs.Svd().Solve(rhs);
+        }
+    }
+}
