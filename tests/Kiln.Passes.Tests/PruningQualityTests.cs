@@ -23,6 +23,9 @@ public sealed class PruningQualityTests(ITestOutputHelper output)
         ["stories260k"] = new(Fixtures.Model("stories260k/model-nocache.onnx"), Fixtures.Model("stories260k/eval_tokens.pb"), 8, Fixtures.Model("stories260k/calib_tokens.pb"), 16),
         ["kjv"] = new(Path.Combine(Fixtures.RepoRoot, "examples/text-generation/Models/kjv.onnx"),
             Path.Combine(Fixtures.RepoRoot, "examples/text-generation/train/eval-tokens.pb"), 8, Path.Combine(Fixtures.RepoRoot, "examples/text-generation/train/calibration-tokens.pb"), 8),
+        // Methods that fit many parameters per layer (reconstruct's low-rank refit) need more tokens than the 1,024 above.
+        ["kjv-large"] = new(Path.Combine(Fixtures.RepoRoot, "examples/text-generation/Models/kjv.onnx"),
+            Path.Combine(Fixtures.RepoRoot, "examples/text-generation/train/eval-tokens.pb"), 8, Path.Combine(Fixtures.RepoRoot, "examples/text-generation/train/calibration-large-tokens.pb"), 32),
     };
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string, string), Lazy<double>> Results = new();

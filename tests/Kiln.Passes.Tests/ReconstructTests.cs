@@ -185,8 +185,8 @@ public sealed class ReconstructPassTests
 /// <summary>
 /// What reconstruction does to the two small trained Llamas (the reduced sets of <see cref="PruningQualityTests"/>):
 /// it lowers the KLD of 4-bit round-to-nearest, of Wanda at half sparsity and of SVD-LLM at 80 % of the parameters.
-/// On the text-generation model's 1,024 calibration tokens no low-rank refit lowers the error on the held-out tokens,
-/// so that model's factors are kept: its KLD must not rise.
+/// The text-generation model's low-rank refit is judged with 4,096 calibration tokens (calibration-large-tokens.pb):
+/// on the 1,024 of the other rows no low-rank refit lowers the error on the held-out tokens, and the factors stay.
 /// </summary>
 [Collection("quantization quality")]
 public sealed class ReconstructQualityTests(ITestOutputHelper output)
@@ -197,19 +197,12 @@ public sealed class ReconstructQualityTests(ITestOutputHelper output)
     [InlineData("stories260k", "lowrank{method=svd-llm ratio=0.8}")]
     [InlineData("kjv", "quantize{bits=4 group=128 method=rtn}")]
     [InlineData("kjv", "prune{method=wanda sparsity=0.5}")]
+    [InlineData("kjv-large", "lowrank{method=svd-llm ratio=0.8}")]
     public void Reconstruction_lowers_the_kld(string subject, string compression)
     {
         var quality = new PruningQualityTests(output);
         var alone = quality.Kld(subject, compression);
         var reconstructed = quality.Kld(subject, compression + ",reconstruct");
         Assert.True(reconstructed < alone, $"{compression},reconstruct {reconstructed} is not below {compression}'s {alone}");
-    }
-
-    [Fact]
-    public void Low_rank_factors_the_held_out_tokens_do_not_support_stay()
-    {
-        var quality = new PruningQualityTests(output);
-        const string lowrank = "lowrank{method=svd-llm ratio=0.8}";
-        Assert.True(quality.Kld("kjv", lowrank + ",reconstruct") <= quality.Kld("kjv", lowrank));
     }
 }

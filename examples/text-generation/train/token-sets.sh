@@ -4,6 +4,8 @@
 # of the verse stream the model was trained on ([BOS] + pieces per verse).
 #   eval-tokens.pb         32 rows from the held-out verses (every 20th verse): `kiln eval --tokens`
 #   calibration-tokens.pb  16 rows from the training verses: `--calibration` / CalibrationData
+#   calibration-large-tokens.pb  64 rows from the training verses (8,192 tokens), for the methods that fit many
+#                          parameters per layer to the data (reconstruct's low-rank refit)
 set -euo pipefail
 cd "$(dirname "$0")"
 test -f corpus/train.txt || ./prepare.sh
@@ -23,7 +25,8 @@ def rows(ids, n, length=128, stride=None):
     stride = stride or (len(ids) - length) // n
     return np.stack([ids[i * stride:i * stride + length] for i in range(n)])
 
-for name, path, n in [("eval-tokens.pb", "corpus/val.txt", 32), ("calibration-tokens.pb", "corpus/train.txt", 16)]:
+for name, path, n in [("eval-tokens.pb", "corpus/val.txt", 32), ("calibration-tokens.pb", "corpus/train.txt", 16),
+                       ("calibration-large-tokens.pb", "corpus/train.txt", 64)]:
     t = numpy_helper.from_array(rows(stream(path), n), name="input_ids")
     open(name, "wb").write(t.SerializeToString())
     print(name, t.dims)

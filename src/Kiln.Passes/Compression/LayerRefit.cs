@@ -1,5 +1,5 @@
-using Lanes = System.Numerics.Vector<double>;
 using MathNet.Numerics.LinearAlgebra;
+using Kiln.Runtime.Kernels;
 using Kiln.Runtime.Weights;
 
 namespace Kiln.Passes;
@@ -44,6 +44,7 @@ public sealed class RefitEquations
 
     /// <summary>ZᵀZ/T [Size, Size].</summary>
     public double[] G { get; }
+
 
     /// <summary>ZᵀY/T [Size, Outputs].</summary>
     public double[] P { get; }
@@ -110,14 +111,14 @@ public sealed class RefitEquations
         Parallel.For(0, m, a =>
         {
             var ca = c.AsSpan(a * (kt + 1), kt + 1);
-            for (var j = 0; j < n; j++) p[a * n + j] = Dot(ca, w.AsSpan(j * (kt + 1), kt + 1));
+            for (var j = 0; j < n; j++) p[a * n + j] = LayerRefit.Dot(ca, w.AsSpan(j * (kt + 1), kt + 1));
         });
         var yy = new double[n];
         Parallel.For(0, n, j =>
         {
             var wj = w.AsSpan(j * (kt + 1), kt + 1);
             double s = 0;
-            for (var a = 0; a <= kt; a++) s += wj[a] * Dot(h.AsSpan(a * (kt + 1), kt + 1), wj);
+            for (var a = 0; a <= kt; a++) s += wj[a] * LayerRefit.Dot(h.AsSpan(a * (kt + 1), kt + 1), wj);
             yy[j] = s;
         });
         var reference = (double[])yy.Clone();
@@ -179,41 +180,20 @@ public sealed class RefitEquations
     }
 
     /// <summary>
-    /// AᵀB [ka, kb] over the tokens, in double: eight rows of Aᵀ at a time against each token's row of B, so B is
-    /// read k/8 times rather than k times.
+    /// AᵀB [ka, kb] over the tokens: the runtime's f32 GEMM on chunks of 1,024 tokens, summed in double, so no f32 sum
+    /// runs over more than one chunk.
     /// </summary>
     private static double[] Cross(float[] a, int ka, float[] b, int kb, int tokens)
     {
-        var bd = new double[(long)tokens * kb];
-        for (long i = 0; i < bd.Length; i++) bd[i] = b[i];
+        const int Chunk = 1024;
         var r = new double[(long)ka * kb];
-        const int Rows = 8;
-        Parallel.For(0, (ka + Rows - 1) / Rows, block =>
+        var part = new float[ka * kb];
+        for (var t0 = 0; t0 < tokens; t0 += Chunk)
         {
-            var i0 = block * Rows;
-            var rows = Math.Min(Rows, ka - i0);
-            var acc = new double[Rows * kb];
-            var coefficient = new double[Rows];
-            for (var t = 0; t < tokens; t++)
-            {
-                var any = false;
-                for (var q = 0; q < rows; q++) any |= (coefficient[q] = a[(long)t * ka + i0 + q]) != 0;
-                if (!any) continue;
-                var src = bd.AsSpan((int)((long)t * kb), kb);
-                for (var q = 0; q < rows; q++)
-                {
-                    var f = coefficient[q];
-                    if (f == 0) continue;
-                    var dst = acc.AsSpan(q * kb, kb);
-                    var j = 0;
-                    var fv = new Lanes(f);
-                    for (; j <= kb - Lanes.Count; j += Lanes.Count)
-                        (new Lanes(dst[j..]) + fv * new Lanes(src[j..])).CopyTo(dst[j..]);
-                    for (; j < kb; j++) dst[j] += f * src[j];
-                }
-            }
-            Array.Copy(acc, 0, r, (long)i0 * kb, (long)rows * kb);
-        });
+            var count = Math.Min(Chunk, tokens - t0);
+            MatMul.Gemm(a.AsSpan(t0 * ka, count * ka), ka, true, b.AsSpan(t0 * kb, count * kb), kb, false, part, kb, ka, kb, count, false);
+            for (var i = 0; i < part.Length; i++) r[i] += part[i];
+        }
         return r;
     }
 
@@ -225,12 +205,6 @@ public sealed class RefitEquations
         return s;
     }
 
-    private static double Dot(ReadOnlySpan<double> a, ReadOnlySpan<double> b)
-    {
-        double s = 0;
-        for (var i = 0; i < a.Length; i++) s += a[i] * b[i];
-        return s;
-    }
 }
 
 /// <summary>
@@ -419,15 +393,9 @@ public static class LayerRefit
         int k = e.Inputs, m = e.Size, n = e.Outputs;
         // Centred normal equations (G's bias row holds the input means, P's the output means): the bias is not ranked.
         var g = Matrix<double>.Build.Dense(k, k, (i, j) => e.G[i * m + j] - (e.Bias ? e.G[i * m + k] * e.G[j * m + k] : 0));
-        var p = Matrix<double>.Build.Dense(k, n, (i, j) => e.P[i * n + j] - (e.Bias ? e.G[i * m + k] * e.P[k * n + j] : 0));
         var damped = Damped(g, damp, out var lambda);
-        for (var i = 0; i < k; i++)
-            for (var r = 0; r < rank; r++)
-            {
-                var air = lambda * a[i * rank + r];
-                if (air == 0) continue;
-                for (var j = 0; j < n; j++) p[i, j] += air * b[r * n + j];
-            }
+        var w0 = LowRankProduct([.. a, .. b], k, rank, n);
+        var p = Matrix<double>.Build.Dense(k, n, (i, j) => e.P[i * n + j] - (e.Bias ? e.G[i * m + k] * e.P[k * n + j] : 0) + lambda * w0[i * n + j]);
         Matrix<double> l;
         try
         {
@@ -439,7 +407,7 @@ public static class LayerRefit
             return ([.. a, .. b], null);
         }
         // Lᵀ·W = L⁻¹·(P + λ·A·B): the truncation error of its SVD is the output error.
-        var f = LowRankFactorization.Truncate(l.Solve(p), rank, null, l, k, n);
+        var f = LowRankFactorization.Truncate(LowRankFactorization.SolveTriangular(l, p, transposed: false), rank, null, l, k, n);
         float[] factors = [.. f.A, .. f.B];
         return (factors, e.Bias ? Bias(e, factors, rank) : null);
     }
@@ -506,26 +474,34 @@ public static class LayerRefit
         return w;
     }
 
+    /// <summary>‖Z·θ_j − y_j‖²/T of every output: θ_jᵀGθ_j − 2θ_jᵀP_j + ‖y_j‖²/T (a zero parameter, pruned, skips its row of G).</summary>
     private static double[] Errors(RefitEquations e, Func<int, double[]> theta)
     {
-        var errors = new double[e.Outputs];
-        Parallel.For(0, e.Outputs, j => errors[j] = SquaredError(e, j, theta(j)));
+        int m = e.Size, n = e.Outputs;
+        var errors = new double[n];
+        Parallel.For(0, n, j =>
+        {
+            var th = theta(j);
+            double s = e.YY[j];
+            for (var a = 0; a < m; a++)
+            {
+                if (th[a] == 0) continue;
+                s += th[a] * (Dot(e.G.AsSpan(a * m, m), th) - 2 * e.P[a * n + j]);
+            }
+            errors[j] = Math.Max(0, s);
+        });
         return errors;
     }
 
-    /// <summary>‖Z·θ − y_j‖²/T for a full parameter vector θ over G's rows.</summary>
-    private static double SquaredError(RefitEquations e, int j, double[] theta)
+    internal static double Dot(ReadOnlySpan<double> x, ReadOnlySpan<double> y)
     {
-        int m = e.Size, n = e.Outputs;
-        double s = e.YY[j];
-        for (var a = 0; a < m; a++)
-        {
-            if (theta[a] == 0) continue;
-            double ga = 0;
-            for (var b = 0; b < m; b++) ga += e.G[a * m + b] * theta[b];
-            s += theta[a] * ga - 2 * theta[a] * e.P[a * n + j];
-        }
-        return Math.Max(0, s);
+        var lanes = System.Numerics.Vector<double>.Count;
+        var acc = System.Numerics.Vector<double>.Zero;
+        var i = 0;
+        for (; i <= x.Length - lanes; i += lanes) acc += new System.Numerics.Vector<double>(x[i..]) * new System.Numerics.Vector<double>(y[i..]);
+        var s = System.Numerics.Vector.Sum(acc);
+        for (; i < x.Length; i++) s += x[i] * y[i];
+        return s;
     }
 
     private static double Relative(RefitEquations e, double[] squared)

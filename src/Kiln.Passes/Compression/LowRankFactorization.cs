@@ -96,7 +96,7 @@ public static class LowRankFactorization
         if (rank == 0) return new LowRankFactors([], [], inputs, outputs, 0, sigma);
         var b = Matrix<double>.Build.Dense(rank, outputs, (k, j) => sigma[k] * vt[k, j]);
         if (rowScale is not null) u = Matrix<double>.Build.Dense(inputs, rank, (i, k) => u[i, k] / rowScale[i]);
-        if (l is not null) u = l.Transpose().Solve(u);
+        if (l is not null) u = SolveTriangular(l, u, transposed: true);
         return Balance(u, b, inputs, outputs, rank, sigma);
     }
 
@@ -126,6 +126,54 @@ public static class LowRankFactorization
             else other.SetColumn(k, other.Column(k) * s);
         }
         return wide ? (sigma, vectors, other) : (sigma, other, vectors.Transpose());
+    }
+
+    /// <summary>
+    /// X with L·X = B (or Lᵀ·X = B), L lower triangular: substitution, O(k²·n). A general solve would factor L again
+    /// (LU, O(k³)), the larger part of a refit's time at k = 512.
+    /// </summary>
+    internal static Matrix<double> SolveTriangular(Matrix<double> l, Matrix<double> b, bool transposed)
+    {
+        int k = l.RowCount, n = b.ColumnCount;
+        var lower = l.ToArray();
+        var x = new double[k * n];
+        for (var i = 0; i < k; i++)
+            for (var j = 0; j < n; j++) x[i * n + j] = b[i, j];
+        var span = x.AsSpan();
+        if (!transposed)
+        {
+            for (var i = 0; i < k; i++)
+            {
+                var row = span.Slice(i * n, n);
+                for (var p = 0; p < i; p++)
+                {
+                    var f = lower[i, p];
+                    if (f == 0) continue;
+                    var src = span.Slice(p * n, n);
+                    for (var j = 0; j < n; j++) row[j] -= f * src[j];
+                }
+                var d = 1 / lower[i, i];
+                for (var j = 0; j < n; j++) row[j] *= d;
+            }
+        }
+        else
+        {
+            // Lᵀ is upper triangular: back substitution, (Lᵀ)[i, p] = L[p, i].
+            for (var i = k - 1; i >= 0; i--)
+            {
+                var row = span.Slice(i * n, n);
+                for (var p = i + 1; p < k; p++)
+                {
+                    var f = lower[p, i];
+                    if (f == 0) continue;
+                    var src = span.Slice(p * n, n);
+                    for (var j = 0; j < n; j++) row[j] -= f * src[j];
+                }
+                var d = 1 / lower[i, i];
+                for (var j = 0; j < n; j++) row[j] *= d;
+            }
+        }
+        return Matrix<double>.Build.Dense(k, n, (i, j) => x[i * n + j]);
     }
 
     /// <summary>Each rank k scaled so column k of A and row k of B have the same norm (the product unchanged).</summary>
