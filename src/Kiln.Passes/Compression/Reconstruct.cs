@@ -44,8 +44,10 @@ public sealed class Reconstruct : IPass
         var targets = new Dictionary<Node, RefitLayer>();
         var lastTeacher = -1;
         var unmatched = new List<Node>();
+        var sparse = 0;
         foreach (var node in ctx.Graph.Nodes)
         {
+            if (node.QualifiedOp == KilnOp.Qualified.SparseMatMul) sparse++;
             if (!IsProduct(node)) continue;
             if (node.Name is null || !byName.TryGetValue(node.Name, out var t) || !teacherLayers.TryGetValue(t, out var teacherLayer)) { unmatched.Add(node); continue; }
             var layer = RefitLayer.Of(node, teacherLayer, out var why);
@@ -64,6 +66,7 @@ public sealed class Reconstruct : IPass
         // A low-rank pair's first factor has no layer of its name in the teacher: it is re-fitted with its second.
         if (unmatched.Count(n => !targets.ContainsKey(n)) is > 0 and var left)
             ctx.Notes.Add($"{left} products without a layer of that name in the teacher left as they are");
+        if (sparse > 0) ctx.Notes.Add($"{sparse} kiln:SparseMatMul products left as they are (run reconstruct before sparse-weights)");
         if (targets.Count == 0)
         {
             ctx.Notes.Add("no compressed layer to reconstruct");
@@ -84,6 +87,12 @@ public sealed class Reconstruct : IPass
                 // What the residual stream lost upstream: the teacher's C minus the student's.
                 var teacherC = teacherValues.InputsOf(layer.Teacher.Node, 2);
                 var studentC = values.InputsOf(layer.Student, layer.ResidualInput);
+                if (teacherC.X.Length != (long)z.Tokens * layer.Outputs || studentC.X.Length != teacherC.X.Length)
+                {
+                    // A residual broadcast over the batch (not one row per token): nothing to subtract row by row.
+                    ctx.Notes.Add($"{layer.WeightName}: left alone (its residual is not one row per token)");
+                    return [node];
+                }
                 gap = teacherC.X;
                 for (long i = 0; i < gap.Length; i++) gap[i] -= studentC.X[i];
             }
