@@ -6,17 +6,18 @@ using Kiln.Runtime.Weights;
 namespace Kiln.Passes;
 
 /// <summary>
-/// <c>reconstruct{damp=1 skip=[…]}</c>: teacher-guided layer-wise reconstruction. The teacher is the model as it was
+/// <c>reconstruct{damp= skip=[…]}</c>: teacher-guided layer-wise reconstruction. The teacher is the model as it was
 /// before the pipeline's first compression pass (<see cref="IPass.Compresses"/>); every product an earlier pass
 /// compressed — quantized (<c>kiln:QuantizedMatMul</c>), pruned or factored (a float product whose weight is no longer
 /// the teacher's) — is found in the teacher by its node name and, in graph order over the calibration data, has its
 /// continuous parameters re-fitted by least squares (<see cref="LayerRefit"/>): fed what the student's compressed
 /// earlier layers produce, it reproduces what the teacher's layer produced from the teacher's own inputs, so errors
-/// of earlier layers are corrected rather than accumulated. What moves: a float weight's non-zero entries (a pruned
-/// row keeps its mask; a low-rank second factor moves entirely, its first factor being fitted through it), a
-/// quantized weight's group scales (codes fixed), and a bias the product has. Structure, codes and masks never change,
-/// so the model's size and speed are the same. Each layer's output error against the teacher before and after is in
-/// the report.
+/// of earlier layers are corrected rather than accumulated; a product that adds a residual also takes up what the
+/// residual stream lost. What moves: a float weight's non-zero entries (a pruned row keeps its mask), a float low-rank
+/// pair (both factors, or the second alone), a quantized weight's group scales (codes fixed), and a bias the product
+/// has. The damp is chosen per layer on held-out calibration tokens unless given, and a layer no refit improves there
+/// keeps its parameters. Structure, codes and masks never change, so the model's size and speed are the same. Each
+/// layer's output error against the teacher before and after is in the report.
 /// </summary>
 public sealed class Reconstruct : IPass
 {
